@@ -1,0 +1,52 @@
+"""Argument checks shared by the package: each raises with a message that names the argument
+and says what to change. Exceptions, never ``assert``."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+
+__all__ = ["check_finite", "check_int", "check_probability", "check_positive"]
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise naming ``name`` and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}.")
+    return value
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a finite float > 0 (>= 0 with ``allow_zero``), or raise naming ``name``."""
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}.")
+    return value
+
+
+def check_probability(name: str, value: Any, *, allow_zero: bool = False, allow_one: bool = True) -> float:
+    """Return ``value`` as a float in (0, 1] (bounds per flags), or raise naming ``name``."""
+    value = float(value)
+    lo_ok = value >= 0 if allow_zero else value > 0
+    hi_ok = value <= 1 if allow_one else value < 1
+    if not (math.isfinite(value) and lo_ok and hi_ok):
+        interval = ("[" if allow_zero else "(") + "0, 1" + ("]" if allow_one else ")")
+        raise ValueError(f"{name} must lie in {interval}, got {value}.")
+    return value
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise if ``tensor`` (dense or sparse) holds a NaN or an infinity."""
+    values = tensor.coalesce().values() if tensor.is_sparse else tensor
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean the input before passing it.")

@@ -1,0 +1,271 @@
+"""Figure style and figure files with provenance.
+
+Every paper figure is written by :func:`save_figure` as ``<name>.png`` + ``<name>.pdf`` with a
+``<name>.json`` sidecar (profile, seeds, config, package version, time, git commit), into the
+folder :func:`figure_dir` picks:
+
+1. ``$SAE_THEORY_FIGURE_DIR`` when set;
+2. else ``<repo>/paper_figures`` when the package runs from a checkout;
+3. else ``./paper_figures``;
+
+and, under the ``quick`` profile inside CI (``CI`` set to a true value), the ``_ci`` subfolder of
+that, which git ignores, so CI never rewrites the committed figures.
+
+>>> from sae_theory.plotting import use_style, save_figure      # doctest: +SKIP
+>>> use_style()                                                   # doctest: +SKIP
+>>> save_figure(fig, "gba_fig_resonance", P, config=cfg)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from sae_theory.profiles import Profile
+
+__all__ = [
+    "FIGURE_DIR_ENV",
+    "use_style",
+    "repo_root",
+    "base_figure_dir",
+    "figure_dir",
+    "save_figure",
+    "written_figures",
+]
+
+#: Environment variable that overrides where figures go.
+FIGURE_DIR_ENV = "SAE_THEORY_FIGURE_DIR"
+
+#: Resolution of the PNG files.
+PNG_DPI = 150
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_FALSE_STRINGS = frozenset({"", "0", "false", "no", "off", "n", "f"})
+
+_style_set = False
+_written: list[Path] = []
+
+
+def use_style() -> None:
+    """Set the seaborn theme used by every figure. Idempotent: only the first call acts."""
+    global _style_set
+    if _style_set:
+        return
+    import seaborn as sns
+
+    sns.set_theme(
+        context="paper",
+        style="whitegrid",
+        rc={"figure.dpi": 110, "savefig.dpi": PNG_DPI, "savefig.bbox": "tight"},
+    )
+    _style_set = True
+
+
+def repo_root() -> Path | None:
+    """The checkout this package runs from, or ``None`` for an installed (non-editable) copy.
+
+    A checkout is recognised by ``pyproject.toml`` and ``notebooks/`` beside the package folder.
+    """
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
+        return root
+    return None
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in _FALSE_STRINGS
+
+
+def _profile_name(profile: Profile | str) -> str:
+    return profile if isinstance(profile, str) else profile.name
+
+
+def base_figure_dir() -> Path:
+    """Where figures go before the CI rule: ``$SAE_THEORY_FIGURE_DIR``, else
+    ``<repo>/paper_figures``, else ``./paper_figures``. Absolute; not created."""
+    override = os.environ.get(FIGURE_DIR_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    root = repo_root()
+    return (root if root is not None else Path.cwd()).resolve() / "paper_figures"
+
+
+def figure_dir(profile: Profile | str) -> Path:
+    """The folder figures of ``profile`` are written to; created if missing.
+
+    Parameters
+    ----------
+    profile
+        A :class:`~sae_theory.profiles.Profile` or a profile name.
+
+    Returns
+    -------
+    Path
+        :func:`base_figure_dir`, or its ``_ci`` subfolder under the ``quick`` profile when the
+        environment variable ``CI`` is set to a true value (anything but ``""``, ``0``,
+        ``false``, ``no``, ``off``).
+    """
+    out = base_figure_dir()
+    if _profile_name(profile) == "quick" and _in_ci():
+        out = out / "_ci"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sae_theory")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+    root = repo_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit or None
+
+
+def _jsonable(obj: Any, where: str = "config") -> Any:
+    """Convert ``obj`` to plain JSON types; raise ``TypeError`` naming where it failed."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj), where)
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if isinstance(obj, enum.Enum):
+        return _jsonable(obj.value, where)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    # Only look at numpy / torch types when those are already imported: otherwise obj can't be one.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if isinstance(obj, (torch.dtype, torch.device)):
+            return str(obj)
+        if isinstance(obj, torch.Tensor):
+            return _jsonable(obj.detach().cpu().tolist(), where)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.generic):
+            return _jsonable(obj.item(), where)
+        if isinstance(obj, np.ndarray):
+            return _jsonable(obj.tolist(), where)
+        if isinstance(obj, np.dtype):
+            return str(obj)
+    raise TypeError(
+        f"{where} has a value of type {type(obj).__name__} that cannot be written to JSON; "
+        "pass plain numbers/strings, lists, dicts, dataclasses, numpy or torch values."
+    )
+
+
+def save_figure(
+    fig: Figure,
+    name: str,
+    profile: Profile,
+    *,
+    config: Any = None,
+    seeds: Any = None,
+    data: Any = None,
+) -> Path:
+    """Write ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf`` plus a ``<name>.json`` sidecar.
+
+    Parameters
+    ----------
+    fig
+        A matplotlib figure. It is not closed: the caller decides.
+    name
+        Plain file stem, e.g. ``"gba_fig_resonance"``: letters, digits, ``_`` and ``-`` only.
+    profile
+        The profile the figure was made under; picks the folder (:func:`figure_dir`) and is
+        recorded in the sidecar.
+    config
+        Any JSON-able value describing the run (dicts, dataclasses, numpy/torch scalars, dtypes
+        and devices are converted).
+    seeds
+        Seeds used; defaults to ``profile.seeds``.
+    data
+        Optional tidy table behind the figure (a ``pandas.DataFrame`` or anything
+        ``pandas.DataFrame`` accepts), written as ``<name>.csv`` so the figure can be redrawn
+        without recomputing.
+
+    Returns
+    -------
+    Path
+        The PNG path.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a plain file stem.
+    TypeError
+        If ``config`` holds a value that cannot be written to JSON.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"name={name!r} must be a plain file stem of letters, digits, '_' and '-' "
+            "(no folder, no extension), e.g. 'gba_fig_resonance'."
+        )
+    # Convert first, so a bad config fails before any file is written.
+    sidecar: dict[str, Any] = {
+        "name": name,
+        "profile": profile.to_dict(),
+        "seeds": _jsonable(profile.seeds if seeds is None else seeds, "seeds"),
+        "config": _jsonable(config, "config"),
+        "version": _package_version(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "files": [f"{name}.png", f"{name}.pdf"],
+    }
+    out = figure_dir(profile)
+    png = out / f"{name}.png"
+    fig.savefig(png, dpi=PNG_DPI, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    if data is not None:
+        import pandas as pd
+
+        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+        frame.to_csv(out / f"{name}.csv", index=False)
+        sidecar["files"].append(f"{name}.csv")
+    (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2, sort_keys=False) + "\n")
+    _written.append(png)
+    return png
+
+
+def written_figures() -> list[Path]:
+    """PNG paths written by :func:`save_figure` in this process, oldest first (a copy)."""
+    return list(_written)

@@ -1,0 +1,168 @@
+"""Run profiles: one knob from a 2-core laptop to a GPU.
+
+A :class:`Profile` fixes everything an experiment function needs that is not science: the
+device, the dtypes, the seeds and the scale of every study. Experiment functions take a profile
+and nothing global, so the same notebook runs at laptop scale (``quick``) and at paper scale
+(``full``).
+
+>>> from sae_theory.profiles import get_profile
+>>> P = get_profile("quick")            # device="auto": CUDA when present, else CPU
+>>> P.theory_dtype
+torch.float64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["FeatureModelScale", "Profile", "PROFILE_NAMES", "get_profile", "resolve_device"]
+
+#: The profile a notebook uses when ``SAE_THEORY_PROFILE`` is not set.
+DEFAULT_PROFILE = "quick"
+
+
+@dataclass(frozen=True)
+class FeatureModelScale:
+    """Scale of the feature-model study (``notebooks/01_feature_model.ipynb``)."""
+
+    frequency_n_features: int
+    """Number of features n in the frequency check."""
+    frequency_samples: int
+    """Samples N drawn per law in the frequency check."""
+    grid_n: tuple[int, ...]
+    """Numbers of features n in the identifiability grid."""
+    grid_d: tuple[int, ...]
+    """Ambient dimensions d in the identifiability grid."""
+    grid_s: tuple[int, ...]
+    """Row sparsities s in the identifiability grid."""
+    grid_planted: tuple[float, ...]
+    """Probabilities of the planted co-occurrence (0 = none) in the identifiability grid."""
+    grid_samples: int
+    """Samples N drawn per grid cell."""
+    band_n: tuple[int, ...]
+    """Values of n over which the theorem's band is plotted."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything an experiment needs besides the science.
+
+    Build one with :func:`get_profile`; override single fields with
+    ``dataclasses.replace(profile, ...)`` or ``get_profile(name, seeds=(0, 1))``.
+    """
+
+    name: str
+    """``"quick"`` or ``"full"``."""
+    device: str
+    """Resolved device string (``"cpu"``, ``"cuda"``, ...). ``"auto"`` is resolved by :func:`get_profile`."""
+    dtype: torch.dtype = torch.float32
+    """Dtype for training and data streaming."""
+    theory_dtype: torch.dtype = torch.float64
+    """Dtype for every theory check (conditions, propositions). Always float64."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds over which stochastic experiments are repeated."""
+    feature_model: FeatureModelScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the feature-model study."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return str(obj)
+    return obj
+
+
+_QUICK = dict(
+    seeds=(0,),
+    feature_model=FeatureModelScale(
+        frequency_n_features=256,
+        frequency_samples=40_000,
+        grid_n=(256, 1024, 4096),
+        grid_d=(32, 128, 512),
+        grid_s=(1, 3, 8),
+        grid_planted=(0.0, 0.5, 1.0),
+        grid_samples=20_000,
+        band_n=(2**8, 2**10, 2**12, 2**14, 2**16),
+    ),
+)
+
+_FULL = dict(
+    seeds=(0, 1, 2, 3, 4),
+    feature_model=FeatureModelScale(
+        frequency_n_features=4096,
+        frequency_samples=1_000_000,
+        grid_n=(1024, 4096, 16384, 65536),
+        grid_d=(64, 256, 1024),
+        grid_s=(1, 3, 8, 16),
+        grid_planted=(0.0, 0.1, 0.5, 1.0),
+        grid_samples=1_000_000,
+        band_n=(2**8, 2**10, 2**12, 2**14, 2**16, 2**18, 2**20),
+    ),
+)
+
+_PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}
+PROFILE_NAMES: tuple[str, ...] = tuple(_PROFILES)
+
+
+def resolve_device(device: str | torch.device = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a CUDA device is present, else ``"cpu"``; others pass through.
+
+    Raises
+    ------
+    ValueError
+        If a CUDA device is requested but none is available.
+    """
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but torch.cuda.is_available() is False; "
+            "use device='auto' or device='cpu'."
+        )
+    return device
+
+
+def get_profile(name: str | None = None, *, device: str = "auto", **overrides: Any) -> Profile:
+    """Return the named profile with its device resolved.
+
+    Parameters
+    ----------
+    name
+        ``"quick"`` (each notebook in about two minutes on two CPU cores) or ``"full"``
+        (paper-like scale: CPU hours or GPU minutes). ``None`` reads the environment variable
+        ``SAE_THEORY_PROFILE`` and falls back to ``"quick"``.
+    device
+        ``"auto"`` (CUDA when present, else CPU), or an explicit device string.
+    **overrides
+        Any other :class:`Profile` field, e.g. ``seeds=(0, 1)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown profile name or field.
+    """
+    if name is None:
+        name = os.environ.get("SAE_THEORY_PROFILE", DEFAULT_PROFILE)
+    if name not in _PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILE_NAMES}.")
+    fields = {f.name for f in dataclasses.fields(Profile)} - {"name", "device"}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown Profile field(s) {sorted(unknown)}; valid fields are {sorted(fields)}.")
+    if overrides.get("theory_dtype", torch.float64) != torch.float64:
+        raise ValueError("theory_dtype must stay torch.float64: theory checks always run in float64.")
+    kwargs = {**_PROFILES[name], **overrides}
+    return Profile(name=name, device=resolve_device(device), **kwargs)

@@ -1,0 +1,83 @@
+"""Sympy derivations that :mod:`sae_theory.theory.bounds` is checked against.
+
+Import this module only where sympy is wanted (tests, notebooks); training code never does.
+
+* :func:`band_in_frequency` — the resonance band after substituting f = s/n.
+* :func:`critical_dimension` — solve "d-term = first term" for d.
+* :func:`nonempty_band_condition` — when the second upper term exceeds the lower end 1/n.
+* :func:`width_at_band_floor` — the width bound at p = 1/n.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+__all__ = [
+    "SYMBOLS",
+    "band_in_frequency",
+    "band_in_n",
+    "critical_dimension",
+    "lambdify_band_in_frequency",
+    "nonempty_band_condition",
+    "width_at_band_floor",
+    "width_bound",
+]
+
+n, d, s, f, p = sp.symbols("n d s f p", positive=True)
+eps, varsigma = sp.symbols("epsilon varsigma", nonnegative=True)
+SYMBOLS = dict(n=n, d=d, s=s, f=f, p=p, eps=eps, varsigma=varsigma)
+
+
+def band_in_n() -> tuple[sp.Expr, tuple[sp.Expr, sp.Expr, sp.Expr]]:
+    """(lower end, three upper terms) of the band as reported (gba.md §4.2), in n, d, s."""
+    low = 1 / n
+    upper = (n ** (-(1 + 1 / s) / 2), n ** (-2 * (1 + eps) ** 2 / s), d ** (1 - varsigma) / n)
+    return low, upper
+
+
+def band_in_frequency() -> tuple[sp.Expr, tuple[sp.Expr, sp.Expr, sp.Expr]]:
+    """The band with n = s/f substituted and simplified: lower end f/s, and the three upper terms
+    (f/s)^((1 + 1/s)/2), (f/s)^(2 (1 + eps)^2 / s), d^(1 - varsigma) f / s."""
+    low, upper = band_in_n()
+    sub = {n: s / f}
+    return sp.simplify(low.subs(sub)), tuple(sp.powsimp(sp.simplify(u.subs(sub)), force=True) for u in upper)
+
+
+def lambdify_band_in_frequency():
+    """Float64 function (f, d, s, eps, varsigma) -> (low, high) from :func:`band_in_frequency`."""
+    low, upper = band_in_frequency()
+    low_fn = sp.lambdify((f, d, s, eps, varsigma), low, "math")
+    up_fns = [sp.lambdify((f, d, s, eps, varsigma), u, "math") for u in upper]
+
+    def band(f_, d_, s_, eps_=0.0, varsigma_=0.0):
+        return low_fn(f_, d_, s_, eps_, varsigma_), min(u(f_, d_, s_, eps_, varsigma_) for u in up_fns)
+
+    return band
+
+
+def critical_dimension() -> sp.Expr:
+    """Solve d^(1 - varsigma)/n = n^-(1 + 1/s)/2 for d: d* = n^((s - 1) / (2 s (1 - varsigma)))."""
+    _, (first, _, third) = band_in_n()
+    # Both sides are positive powers: compare logarithms, which is linear in log d.
+    logd = sp.Symbol("logd", real=True)
+    eq = sp.Eq(sp.expand_log(sp.log(third), force=True).subs(sp.log(d), logd), sp.expand_log(sp.log(first), force=True))
+    (sol,) = sp.solve(eq, logd)
+    return n ** sp.factor(sp.simplify(sol / sp.log(n)))
+
+
+def nonempty_band_condition() -> sp.Expr:
+    """The inequality on s under which n^-2(1+eps)^2/s > 1/n for n > 1: s > 2 (1 + eps)^2."""
+    _, (_, second, _) = band_in_n()
+    # For n > 1, n^a > n^b iff a > b.
+    exponent = sp.expand_log(sp.log(second), force=True).coeff(sp.log(n))
+    return sp.solve(sp.Gt(exponent, -1), s)
+
+
+def width_bound() -> sp.Expr:
+    """M >~ n p^(-s/(1-eps)^2), as reported."""
+    return n * p ** (-s / (1 - eps) ** 2)
+
+
+def width_at_band_floor() -> sp.Expr:
+    """The width bound at p = 1/n: n^(1 + s/(1 - eps)^2)."""
+    return sp.powsimp(sp.simplify(width_bound().subs(p, 1 / n)), force=True)
