@@ -44,6 +44,10 @@ class FeatureModelScale:
     """Probabilities of the planted co-occurrence (0 = none) in the identifiability grid."""
     grid_samples: int
     """Samples N drawn per grid cell."""
+    h3_n: int
+    """Number of features n in the H3 sample-size study."""
+    h3_samples: tuple[int, ...]
+    """Sample sizes N in the H3 sample-size study."""
     band_n: tuple[int, ...]
     """Values of n over which the theorem's band is plotted."""
 
@@ -94,6 +98,8 @@ _QUICK = dict(
         grid_s=(1, 3, 8),
         grid_planted=(0.0, 0.5, 1.0),
         grid_samples=20_000,
+        h3_n=4096,
+        h3_samples=(1_000, 10_000, 100_000, 1_000_000),
         band_n=(2**8, 2**10, 2**12, 2**14, 2**16),
     ),
 )
@@ -108,6 +114,8 @@ _FULL = dict(
         grid_s=(1, 3, 8, 16),
         grid_planted=(0.0, 0.1, 0.5, 1.0),
         grid_samples=1_000_000,
+        h3_n=65536,
+        h3_samples=(10_000, 100_000, 1_000_000, 10_000_000, 30_000_000),
         band_n=(2**8, 2**10, 2**12, 2**14, 2**16, 2**18, 2**20),
     ),
 )

@@ -134,13 +134,11 @@ def cosine_extremes(V: torch.Tensor, block_rows: int | None = None) -> tuple[flo
     hi, lo = -math.inf, math.inf
     for r0 in range(0, n - 1, block):
         r1 = min(r0 + block, n)
-        G = V[r0:r1] @ V[r0:].T  # (b, n - r0); column k of the first b is row k's own diagonal
-        b = r1 - r0
-        own = G[:, :b][torch.ones(b, b, dtype=torch.bool, device=G.device).triu(diagonal=1)]
-        rest = G[:, b:]
-        for part in (own, rest):
-            if part.numel():
-                hi, lo = max(hi, float(part.max())), min(lo, float(part.min()))
+        G = V[r0:r1] @ V[r0:].T  # (b, n - r0): pairs (r0 + k, r0 + j); j = k is a self-pair
+        G.diagonal().fill_(-math.inf)
+        hi = max(hi, float(G.max()))
+        G.diagonal().fill_(math.inf)
+        lo = min(lo, float(G.min()))
     return hi, lo
 
 

@@ -1,0 +1,6 @@
+"""One function per paper figure or table, each taking a :class:`~sae_theory.profiles.Profile`
+and returning a tidy DataFrame, so a figure can be redrawn without recomputing."""
+
+from .feature_model import frequency_check, h3_sample_size, identifiability_grid, theorem_band
+
+__all__ = ["frequency_check", "h3_sample_size", "identifiability_grid", "theorem_band"]
