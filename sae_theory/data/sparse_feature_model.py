@@ -156,9 +156,9 @@ class SparseFeatureModel:
         return cls(sparsity=MixedSparsity((3, 20), (0.5, 0.5)), seed=seed, **kwargs)
 
     def _make_planted(self, pairs, probability, gen) -> _Planted | None:
+        q = check_probability("planted_probability", probability, allow_zero=True)  # also when no pairs: never ignore a bad value
         if pairs is None:
             return None
-        q = check_probability("planted_probability", probability, allow_zero=True)
         if isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
             k = check_int("planted_pairs", pairs, minimum=0, maximum=self.n // 2)
             perm = torch.randperm(self.n, generator=gen)[: 2 * k].reshape(k, 2).tolist()

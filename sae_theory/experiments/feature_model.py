@@ -121,7 +121,7 @@ def identifiability_grid(profile: Profile, *, n_planted_pairs: int = 4, progress
             continue
         model = SparseFeatureModel(
             n, d, s, planted_pairs=n_planted_pairs if q > 0 else None, planted_probability=q if q > 0 else 1.0,
-            seed=seed, dtype=torch.float64,
+            seed=seed, dtype=torch.float64, device=profile.device,
         )
         report = check_identifiability(_sparse_h(model, S.grid_samples), model.features)
         pop_h3 = model.population_cooccurrence()
@@ -145,7 +145,7 @@ def h3_sample_size(profile: Profile, *, s: int = 3, progress: bool = True) -> pd
     """
     S = profile.feature_model
     n = S.h3_n
-    model = SparseFeatureModel(n, 8, s, seed=profile.seeds[0], dtype=torch.float64)
+    model = SparseFeatureModel(n, 8, s, seed=profile.seeds[0], dtype=torch.float64, device=profile.device)
     pop = model.population_cooccurrence()
     rows = []
     for N in tqdm(S.h3_samples, desc="H3 vs N", disable=not progress):

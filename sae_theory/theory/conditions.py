@@ -156,7 +156,7 @@ def mutual_coherence(V: torch.Tensor) -> float:
 def _as_csr(H, n_expected: int) -> sp.csr_matrix:
     """H (N, n) as a float64 scipy CSR matrix; dense and sparse torch tensors, numpy, scipy accepted."""
     if sp.issparse(H):
-        M = sp.csr_matrix(H, dtype=np.float64)
+        M = sp.csr_matrix(H, dtype=np.float64, copy=True)  # eliminate_zeros below must not touch the caller's H
     elif isinstance(H, torch.Tensor) and H.layout in (torch.sparse_coo, torch.sparse_csr):
         if H.ndim != 2:
             raise ValueError(f"H must be 2-D, got shape {tuple(H.shape)}.")

@@ -1,0 +1,33 @@
+"""Shared test helpers: the tolerance table keyed by dtype and the one ``assert_close`` wrapper
+(STYLE.md §7). Imported by test modules as ``from _helpers import ...`` (pytest puts tests/ on
+sys.path because tests/ has no __init__.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: rtol = atol for comparisons in each dtype (LX: 1e-12 in float64, 1e-6 otherwise).
+TOLERANCE: dict[torch.dtype, float] = {torch.float64: 1e-12, torch.float32: 1e-6}
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """rtol/atol for ``dtype``; 1e-6 for any dtype not in the table."""
+    return TOLERANCE.get(dtype, 1e-6)
+
+
+def assert_close(actual, expected, dtype: torch.dtype = torch.float64, msg: str | None = None) -> None:
+    """Assert ``actual`` ~= ``expected`` with rtol = atol = ``tolerance(dtype)``.
+
+    Accepts torch tensors (dense or sparse), numpy arrays and Python numbers; everything is
+    compared in float64 so the tolerance, not the container, decides.
+    """
+
+    def as64(x):
+        if isinstance(x, torch.Tensor):
+            x = x.to_dense() if x.is_sparse else x
+            return x.detach().cpu().to(torch.float64)
+        return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+    tol = tolerance(dtype)
+    torch.testing.assert_close(as64(actual), as64(expected), rtol=tol, atol=tol, msg=msg)

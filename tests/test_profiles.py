@@ -1,0 +1,82 @@
+"""Tests of the run profiles (quick/full), device resolution and the dtype guard."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from sae_theory import profiles
+from sae_theory.profiles import PROFILE_NAMES, FeatureModelScale, Profile, get_profile, resolve_device
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_get_profile__named_profiles(name):
+    P = get_profile(name, device="cpu")
+    assert isinstance(P, Profile) and P.name == name and P.device == "cpu"
+    assert P.theory_dtype == torch.float64 and P.dtype == torch.float32
+    assert isinstance(P.feature_model, FeatureModelScale) and len(P.seeds) >= 1
+
+
+def test_get_profile__full_is_larger_than_quick():
+    q, f = get_profile("quick", device="cpu"), get_profile("full", device="cpu")
+    assert f.feature_model.frequency_samples > q.feature_model.frequency_samples
+    assert max(f.feature_model.grid_n) >= 65_536 > max(q.feature_model.grid_n)
+    assert len(f.seeds) > len(q.seeds)
+
+
+def test_get_profile__unknown_name_lists_options():
+    with pytest.raises(ValueError, match="unknown profile 'medium'.*quick.*full"):
+        get_profile("medium")
+    assert PROFILE_NAMES == ("quick", "full")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback; this machine has CUDA")
+def test_get_profile__auto_device_resolves_to_cpu_without_cuda():
+    assert get_profile("quick").device == "cpu"
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="cuda"):
+        resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_get_profile__auto_device_resolves_to_cuda_with_cuda():
+    assert get_profile("quick").device == "cuda"
+
+
+def test_get_profile__overrides_and_theory_dtype_guard():
+    P = get_profile("quick", device="cpu", seeds=(0, 1, 2), dtype=torch.float64)
+    assert P.seeds == (0, 1, 2) and P.dtype == torch.float64
+    assert get_profile("quick", device="cpu", theory_dtype=torch.float64).theory_dtype == torch.float64
+    with pytest.raises(ValueError, match="theory_dtype"):
+        get_profile("quick", device="cpu", theory_dtype=torch.float32)
+    with pytest.raises(ValueError, match="unknown Profile field.*batch_size"):
+        get_profile("quick", device="cpu", batch_size=3)
+
+
+def test_get_profile__environment_variable_honoured(monkeypatch):
+    monkeypatch.setenv("SAE_THEORY_PROFILE", "full")
+    assert get_profile(device="cpu").name == "full"
+    assert get_profile("quick", device="cpu").name == "quick"  # an explicit name wins
+    monkeypatch.delenv("SAE_THEORY_PROFILE")
+    assert get_profile(device="cpu").name == profiles.DEFAULT_PROFILE == "quick"
+    monkeypatch.setenv("SAE_THEORY_PROFILE", "nonsense")
+    with pytest.raises(ValueError, match="nonsense"):
+        get_profile(device="cpu")
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_Profile__to_dict_is_json_serialisable(name):
+    P = get_profile(name, device="cpu")
+    d = json.loads(json.dumps(P.to_dict()))
+    assert d["name"] == name and d["device"] == "cpu"
+    assert d["dtype"] == "torch.float32" and d["theory_dtype"] == "torch.float64"
+    assert d["feature_model"]["grid_n"] == list(P.feature_model.grid_n)
+
+
+def test_Profile__frozen():
+    P = get_profile("quick", device="cpu")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        P.device = "cuda"  # type: ignore[misc]
