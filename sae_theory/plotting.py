@@ -258,7 +258,8 @@ def save_figure(
     out = figure_dir(profile)
     png = out / f"{name}.png"
     fig.savefig(png, dpi=PNG_DPI, bbox_inches="tight")
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    # No creation date, so re-running a notebook leaves an unchanged figure byte-identical.
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     if data is not None:
         import pandas as pd
 
