@@ -341,13 +341,12 @@ def _gba_scale_sample():
     return model, H
 
 
-def test_check_identifiability__H_statistics_at_n_65536(monkeypatch):
-    # V1 at n = 65,536 is a 2.1e9-entry blockwise Gram (25-55 s on 2 CPU cores; covered by the slow
-    # test below). Here the Gram is replaced by a stub so the H path runs at full scale in < 1 s;
-    # cosine_extremes itself is checked against a brute-force Gram above.
+def test_check_identifiability__H_statistics_at_n_65536():
+    # V1 at n = 65,536 is a 2.1e9-entry blockwise Gram (10-55 s on 2 CPU cores; covered by the slow
+    # test below). Here precomputed cosines (0.5, -0.25) skip it so the H path runs at full scale
+    # in < 1 s; cosine_extremes itself is checked against a brute-force Gram above.
     model, H = _gba_scale_sample()
-    monkeypatch.setattr(conditions, "cosine_extremes", lambda V: (0.5, -0.25))
-    report = check_identifiability(H, model.features)
+    report = check_identifiability(H, model.features, cosines=(0.5, -0.25))
     counts = torch.bincount(H.coalesce().indices()[1], minlength=65_536)
     # H1: every row has exactly 3; ceil(ln 65536) = ceil(11.09) = 12.
     assert report["H1"].value == 3.0 and report["H1"].threshold == 12.0 and report["H1"].holds
@@ -365,7 +364,18 @@ def test_check_identifiability__H_statistics_at_n_65536(monkeypatch):
     i, j = h3.details["pair"]
     assert h3.details["either"] == int(counts[i] + counts[j]) - h3.details["both"]
     assert_close(h3.value, h3.details["both"] / h3.details["either"])
-    assert report["V1"].value == 0.5  # the stub's value went through
+    assert report["V1"].value == 0.5  # the given cosines went through
+
+
+def test_check_identifiability__precomputed_cosines_give_the_same_report():
+    model = SparseFeatureModel(n_features=200, d=24, sparsity=2, seed=3, dtype=torch.float64)
+    X, H = model.sample(2_000, gen(3))
+    plain = check_identifiability(H, model.features)
+    given = check_identifiability(H, model.features, cosines=cosine_extremes(model.features))
+    for name in plain:
+        assert (plain[name].value, plain[name].threshold, plain[name].holds) == (given[name].value, given[name].threshold, given[name].holds)
+    # and the argument is really used: other cosines give another V1 value
+    assert check_identifiability(H, model.features, cosines=(0.1, -0.05))["V1"].value == 0.1
 
 
 @pytest.mark.slow

@@ -186,6 +186,7 @@ def check_identifiability(
     max_support: int | None = None,
     h2_ratio: float = 0.1,
     max_coherence: float | None = None,
+    cosines: tuple[float, float] | None = None,
 ) -> IdentifiabilityReport:
     """Measure H1, H2, H3 and V1 of gba.md §1.3 on a factorisation X = H V.
 
@@ -196,6 +197,8 @@ def check_identifiability(
     max_support : H1 threshold; default ceil(ln n) (reading of "O(1)").
     h2_ratio : H2 threshold as a fraction of the median per-feature mean coefficient.
     max_coherence : V1 threshold; default 1/(2 s - 1) with s the max row support of H.
+    cosines : ``cosine_extremes(V)`` if already computed for this V; V1 then skips its
+        O(n^2 d) Gram pass (useful when one V is checked against many H).
 
     Returns
     -------
@@ -223,7 +226,7 @@ def check_identifiability(
         _h1(support, n, max_support),
         _h2(Hc, V_norms.cpu().numpy(), h2_ratio),
         _h3(Hc, n),
-        _v1(V64, n, d, s_max, max_coherence),
+        _v1(cosines if cosines is not None else cosine_extremes(V64), n, d, s_max, max_coherence),
     ]
     return IdentifiabilityReport(results, n=n, d=d, N=N)
 
@@ -289,8 +292,8 @@ def _h3(Hc: sp.csr_matrix, n: int) -> ConditionResult:
     return ConditionResult("H3", value, threshold, holds, msg, details)
 
 
-def _v1(V: torch.Tensor, n: int, d: int, s_max: int, max_coherence: float | None) -> ConditionResult:
-    hi, lo = cosine_extremes(V)
+def _v1(cosines: tuple[float, float], n: int, d: int, s_max: int, max_coherence: float | None) -> ConditionResult:
+    hi, lo = (float(c) for c in cosines)
     mu = max(abs(hi), abs(lo))
     baseline = math.sqrt(math.log(n) / d) if n > 1 else 0.0
     if max_coherence is None:
