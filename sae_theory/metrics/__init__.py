@@ -1,0 +1,36 @@
+"""Metrics as pure functions of tensors (gba.md §5.3, §9): feature recovery (FRR), cross-seed
+consistency (MCS), reconstruction (L0, FVU, MSE) and per-neuron activation statistics.
+
+Everything computes in float64 internally, whatever the input dtype or device; scalars come back
+as Python floats, per-row or per-neuron vectors as float64 tensors on CPU.
+"""
+
+from .reconstruction import (
+    ActivationStats,
+    activation_frequency,
+    dead_fraction,
+    fraction_active,
+    fvu,
+    l0,
+    max_activation,
+    mse,
+    z_score,
+)
+from .recovery import best_cosine, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
+
+__all__ = [
+    "ActivationStats",
+    "activation_frequency",
+    "best_cosine",
+    "dead_fraction",
+    "feature_recovery_rate",
+    "fraction_active",
+    "fvu",
+    "l0",
+    "max_activation",
+    "max_cosine_similarity",
+    "mcs_fraction",
+    "mse",
+    "top_fraction",
+    "z_score",
+]

@@ -1,0 +1,20 @@
+"""SAEs on one contract (``encode``, ``decode``, ``forward``, ``dictionary``; SAELens names
+``W_enc``, ``b_enc``, ``W_dec``, ``b_dec``), one method per file."""
+
+from .base import SAE, SAEConfig, TrainOutput, UntiedSAE
+from .relu import ReLUSAE, ReLUSAEConfig
+from .tied import TiedSAE, TiedSAEConfig
+from .topk import TopKSAE, TopKSAEConfig
+
+__all__ = [
+    "ReLUSAE",
+    "ReLUSAEConfig",
+    "SAE",
+    "SAEConfig",
+    "TiedSAE",
+    "TiedSAEConfig",
+    "TopKSAE",
+    "TopKSAEConfig",
+    "TrainOutput",
+    "UntiedSAE",
+]

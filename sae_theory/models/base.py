@@ -1,0 +1,211 @@
+"""The contract every SAE in sae_theory follows (what SAELens and SAEBench expect).
+
+* ``encode(x (B, d)) -> codes (B, M)``, ``decode(codes) -> x_hat (B, d)``,
+  ``forward(x) = decode(encode(x))``, ``dictionary -> (M, d)`` (rows are atoms);
+* parameters named as SAELens names them: ``W_enc (d, M)``, ``b_enc (M,)``, ``W_dec (M, d)``,
+  ``b_dec (d,)`` (pre-bias: subtracted before encoding, added after decoding);
+* the trainer calls ``training_forward(x) -> TrainOutput`` (loss, codes, pre-activations),
+  ``optimizer_parameters()`` (what the optimiser may touch) and ``post_step()`` (constraints
+  after each optimiser step, e.g. unit-norm atoms);
+* every parameter has the dtype and device the config asks for; inputs of another dtype are
+  refused, never silently cast.
+
+The reconstruction loss of every model is the squared L2 error summed over d and averaged over
+the batch, mean_b ||x_b - x_hat_b||^2 (the GBA paper's 1/2 factor only rescales the learning rate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SAE", "SAEConfig", "TrainOutput", "UntiedSAE", "reconstruction_loss", "unit_rows_"]
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Fields every SAE config has. Subclasses add their own, with validation in ``__post_init__``."""
+
+    d: int
+    """Input dimension."""
+    n_latents: int
+    """Number of latents (neurons, atoms) M."""
+    dtype: torch.dtype = torch.float32
+    """Dtype of every parameter."""
+    device: str = "cpu"
+    """Device of every parameter."""
+    seed: int = 0
+    """Seed of the initialisation (an explicit generator; the global RNG is never touched)."""
+
+    def __post_init__(self):
+        for name in ("d", "n_latents"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch.dtype, got {self.dtype!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (dtype as a string)."""
+        out = dataclasses.asdict(self)
+        out["dtype"] = str(self.dtype).removeprefix("torch.")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        if isinstance(data.get("dtype"), str):
+            data["dtype"] = getattr(torch, data["dtype"])
+        for k, v in data.items():
+            if isinstance(v, list):
+                data[k] = tuple(v)
+        return cls(**data)
+
+
+@dataclass
+class TrainOutput:
+    """What one training forward pass returns to the trainer and its hooks."""
+
+    loss: Tensor
+    """Scalar the optimiser minimises."""
+    x_hat: Tensor
+    """Reconstruction (B, d)."""
+    codes: Tensor
+    """Latent codes (B, M), after the activation."""
+    pre_acts: Tensor
+    """Pre-activations (B, M) the activation was applied to (what bias adaptation watches)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Scalars to log (e.g. ``mse``, ``l1``), as Python floats."""
+
+
+def reconstruction_loss(x: Tensor, x_hat: Tensor) -> Tensor:
+    """mean_b ||x_b - x_hat_b||^2: squared error summed over the features, averaged over the batch."""
+    return (x_hat - x).pow(2).sum(-1).mean()
+
+
+class SAE(nn.Module):
+    """Base class: input checks, the contract, save/load names. Subclasses implement
+    ``encode``, ``decode`` and ``dictionary``; most also ``training_forward`` and ``post_step``."""
+
+    config: SAEConfig
+
+    def __init__(self, config: SAEConfig):
+        super().__init__()
+        self.config = config
+        self.d, self.n_latents = config.d, config.n_latents
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def _generator(self) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed(self.config.seed)
+
+    def _new(self, *shape: int, generator: torch.Generator | None = None, fill: float | None = None) -> Tensor:
+        """A tensor of the config's dtype/device: Gaussian from ``generator`` or constant ``fill``.
+
+        Random draws are made on the CPU (so a seed gives the same weights on every device) and
+        then moved.
+        """
+        if fill is not None:
+            return torch.full(shape, float(fill), dtype=self.config.dtype, device=self.config.device)
+        t = torch.randn(*shape, generator=generator, dtype=torch.float64)
+        return t.to(dtype=self.config.dtype, device=self.config.device)
+
+    def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"{name} must have shape (..., d={self.d}), got {tuple(x.shape)}.")
+        if x.dtype != self.config.dtype:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the SAE's parameters are {self.config.dtype}; "
+                f"cast the input (x.to({self.config.dtype})) or build the SAE with dtype={x.dtype}."
+            )
+        return x
+
+    def _check_codes(self, codes: Tensor) -> Tensor:
+        if codes.ndim < 1 or codes.shape[-1] != self.n_latents:
+            raise ValueError(f"codes must have shape (..., n_latents={self.n_latents}), got {tuple(codes.shape)}.")
+        return codes
+
+    # -- the contract -------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, codes: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def dictionary(self) -> Tensor:  # pragma: no cover - abstract
+        """Atoms (M, d): row m is what latent m writes."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        """Default: reconstruction loss only. ``pre_acts`` defaults to the codes."""
+        codes = self.encode(x)
+        x_hat = self.decode(codes)
+        loss = reconstruction_loss(x, x_hat)
+        return TrainOutput(loss, x_hat, codes, codes, {"mse": float(loss.detach())})
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (default: all with ``requires_grad``)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """Constraints applied after each optimiser step (default: none)."""
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}, n_latents={self.n_latents}, dtype={self.config.dtype}"
+
+
+def unit_rows_(W: Tensor) -> None:
+    """Normalise the rows of W to unit norm in place; a zero row is left at zero (it cannot be
+    normalised, and a dead atom should stay visibly dead rather than become NaN)."""
+    norms = W.norm(dim=1, keepdim=True)
+    W.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
+
+
+class UntiedSAE(SAE):
+    """Shared body of the untied SAEs: ``pre_acts = (x - b_dec) W_enc + b_enc``,
+    ``x_hat = codes W_dec + b_dec``. Atoms (rows of ``W_dec``) start unit-norm and ``W_enc``
+    starts as ``W_dec.T`` (the common initialisation); subclasses choose the activation."""
+
+    def __init__(self, config: SAEConfig):
+        super().__init__(config)
+        W = self._new(config.n_latents, config.d, generator=self._generator())
+        unit_rows_(W)
+        self.W_dec = nn.Parameter(W)
+        self.W_enc = nn.Parameter(W.T.clone())
+        self.b_enc = nn.Parameter(self._new(config.n_latents, fill=0.0))
+        self.b_dec = nn.Parameter(self._new(config.d, fill=0.0))
+
+    @property
+    def dictionary(self) -> Tensor:
+        return self.W_dec
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """(x - b_dec) W_enc + b_enc, (B, M)."""
+        return (self._check_input(x) - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre_acts: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.activate(self.pre_activations(x))
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self._check_codes(codes) @ self.W_dec + self.b_dec
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        pre = self.pre_activations(x)
+        codes = self.activate(pre)
+        x_hat = self.decode(codes)
+        loss = reconstruction_loss(x, x_hat)
+        return TrainOutput(loss, x_hat, codes, pre, {"mse": float(loss.detach())})

@@ -1,0 +1,54 @@
+"""ReLU SAE with an L1 penalty weighted by decoder norms (the GBA paper's L1 baseline, gba.md §2.2):
+
+    L = mean_b [ ||x_b - x_hat_b||^2 + lambda * sum_m ||W_dec[m]|| * z_bm ],   z = ReLU(pre_acts)
+
+Weighting by the atom norm makes the penalty invariant to trading scale between the encoder and
+the decoder, so no unit-norm constraint is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
+
+__all__ = ["ReLUSAE", "ReLUSAEConfig"]
+
+
+@dataclass(frozen=True)
+class ReLUSAEConfig(SAEConfig):
+    """Config of :class:`ReLUSAE`."""
+
+    l1_coefficient: float = 1e-2
+    """lambda >= 0, the weight of the decoder-norm-weighted L1 penalty."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
+            raise ValueError(f"l1_coefficient must be a finite number >= 0, got {self.l1_coefficient}.")
+
+
+class ReLUSAE(UntiedSAE):
+    """Untied ReLU SAE trained with reconstruction + lambda * decoder-norm-weighted L1."""
+
+    config: ReLUSAEConfig
+
+    def __init__(self, config: ReLUSAEConfig | None = None, **kwargs):
+        super().__init__(config if config is not None else ReLUSAEConfig(**kwargs))
+        self.l1_coefficient = self.config.l1_coefficient
+
+    def activate(self, pre_acts: Tensor) -> Tensor:
+        return torch.relu(pre_acts)
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        pre = self.pre_activations(x)
+        codes = torch.relu(pre)
+        x_hat = self.decode(codes)
+        mse = reconstruction_loss(x, x_hat)
+        l1 = (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
+        loss = mse + self.l1_coefficient * l1
+        return TrainOutput(loss, x_hat, codes, pre, {"mse": float(mse.detach()), "l1": float(l1.detach())})

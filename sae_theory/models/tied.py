@@ -1,0 +1,130 @@
+"""The tied SAE that Bias Adaptation (BA) and Group Bias Adaptation (GBA) train (gba.md §2.1).
+
+    y   = W (x - b_dec) + b_enc                     pre-activations, (B, M)
+    z   = phi(y)                                    codes
+    x^  = (a * z) W + b_dec                         a: per-neuron output scale
+
+W (M, d) is used both to encode and to decode, with unit-norm rows renormalised after every
+optimiser step; ``b_enc`` (the neuron bias b of the paper) is a buffer that gradients never touch:
+only bias adaptation moves it. ``b_dec`` is the paper's pre-bias b_pre, subtracted inside the
+pre-activation (the reading the first author's library settles, gba.md §9).
+
+The activation, by ``TiedSAEConfig.activation`` (gba.md §2.1 and §9 leave two JumpReLU readings):
+
+* ``"jumprelu_threshold"`` (default): the neuron fires when y = u + b > 0, u = W (x - b_dec), and
+  outputs the un-shifted projection, z = u * 1[u + b > 0]. The bias is then only a threshold
+  (theta = -b), which is what the paper's appendix says JumpReLU is for ("decouples the neuron
+  output magnitude from its bias") and what makes bias adaptation a pure frequency control: moving
+  b changes which inputs fire, not the size of what they write. No straight-through estimator is
+  needed because b is not trained.
+* ``"jumprelu_biased"``: z = y * 1[y > theta] on the biased pre-activation with a fixed
+  ``theta >= 0`` (the first author's library's JumpReLU; theta = 0 is ReLU).
+* ``"relu"``: z = max(y, 0), the analysed model's activation (up to smoothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .base import SAE, SAEConfig, TrainOutput, reconstruction_loss, unit_rows_
+
+__all__ = ["TiedSAE", "TiedSAEConfig", "ACTIVATIONS"]
+
+ACTIVATIONS = ("jumprelu_threshold", "jumprelu_biased", "relu")
+
+
+@dataclass(frozen=True)
+class TiedSAEConfig(SAEConfig):
+    """Config of :class:`TiedSAE`."""
+
+    activation: str = "jumprelu_threshold"
+    """``"jumprelu_threshold"`` (default), ``"jumprelu_biased"`` or ``"relu"``; see the module docstring."""
+    theta: float = 0.0
+    """Fixed threshold of ``"jumprelu_biased"`` (>= 0); unused otherwise."""
+    train_output_scale: bool = True
+    """Train the per-neuron output scale a (initialised to 1). False keeps a = 1."""
+    train_b_dec: bool = True
+    """Train the pre-bias b_dec (initialised to 0; see :meth:`TiedSAE.init_b_dec_`)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}.")
+        if not self.theta >= 0:
+            raise ValueError(f"theta must be >= 0, got {self.theta}.")
+
+
+class TiedSAE(SAE):
+    """Tied SAE with output scales, an adapted (never trained) neuron bias and a pre-bias.
+
+    Parameters (SAELens names): ``W_dec`` (M, d) the tied weight W, unit rows;
+    ``W_enc`` = ``W_dec.T`` (a view); ``output_scale`` (M,) the paper's a; ``b_enc`` (M,) the
+    paper's b, a buffer in [-1, 0] moved only by bias adaptation; ``b_dec`` (d,) the pre-bias.
+    """
+
+    config: TiedSAEConfig
+
+    def __init__(self, config: TiedSAEConfig | None = None, **kwargs):
+        config = config if config is not None else TiedSAEConfig(**kwargs)
+        super().__init__(config)
+        gen = self._generator()
+        W = self._new(config.n_latents, config.d, generator=gen)
+        unit_rows_(W)
+        self.W_dec = nn.Parameter(W)
+        self.output_scale = nn.Parameter(self._new(config.n_latents, fill=1.0), requires_grad=config.train_output_scale)
+        self.b_dec = nn.Parameter(self._new(config.d, fill=0.0), requires_grad=config.train_b_dec)
+        self.register_buffer("b_enc", self._new(config.n_latents, fill=0.0))
+
+    @property
+    def W_enc(self) -> Tensor:
+        """(d, M) view of the tied weight."""
+        return self.W_dec.T
+
+    @property
+    def dictionary(self) -> Tensor:
+        return self.W_dec
+
+    @torch.no_grad()
+    def init_b_dec_(self, x: Tensor) -> None:
+        """Set the pre-bias to the mean of a data batch x (B, d)."""
+        self.b_dec.copy_(self._check_input(x).mean(0))
+
+    def _projections(self, x: Tensor) -> Tensor:
+        return (self._check_input(x) - self.b_dec) @ self.W_dec.T  # u = W (x - b_dec), (B, M)
+
+    def _activate(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        y = u + self.b_enc
+        act = self.config.activation
+        if act == "jumprelu_threshold":
+            z = u * (y > 0)
+        elif act == "jumprelu_biased":
+            z = y * (y > self.config.theta)
+        else:
+            z = torch.relu(y)
+        return z, y
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes z (B, M) of x (B, d)."""
+        return self._activate(self._projections(x))[0]
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """y = W (x - b_dec) + b_enc, (B, M): what bias adaptation counts."""
+        return self._projections(x) + self.b_enc
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """x^ = (a * z) W + b_dec."""
+        return (self._check_codes(codes) * self.output_scale) @ self.W_dec + self.b_dec
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        z, y = self._activate(self._projections(x))
+        x_hat = self.decode(z)
+        loss = reconstruction_loss(x, x_hat)
+        return TrainOutput(loss, x_hat, z, y, {"mse": float(loss.detach())})
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """Renormalise the rows of W to unit norm (spherical constraint of the analysis)."""
+        unit_rows_(self.W_dec)

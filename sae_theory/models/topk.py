@@ -1,0 +1,55 @@
+"""TopK SAE (Gao et al. 2024; the GBA paper's main baseline): keep the k largest pre-activations
+of every input, ReLU them, zero the rest. No sparsity penalty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import SAEConfig, UntiedSAE, unit_rows_
+
+__all__ = ["TopKSAE", "TopKSAEConfig"]
+
+
+@dataclass(frozen=True)
+class TopKSAEConfig(SAEConfig):
+    """Config of :class:`TopKSAE`."""
+
+    k: int = 32
+    """Active latents per input, 1 <= k <= n_latents."""
+    unit_norm_decoder: bool = True
+    """Renormalise the atoms (rows of W_dec) to unit norm after every step."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.n_latents:
+            raise ValueError(f"k must be an int in [1, n_latents={self.n_latents}], got {self.k!r}; lower k or raise n_latents.")
+
+
+class TopKSAE(UntiedSAE):
+    """Untied SAE with a TopK activation: codes = ReLU(top-k of pre_acts), exactly <= k non-zeros
+    per row (fewer when some of the top k are negative)."""
+
+    config: TopKSAEConfig
+
+    def __init__(self, config: TopKSAEConfig | None = None, **kwargs):
+        super().__init__(config if config is not None else TopKSAEConfig(**kwargs))
+        self.k = self.config.k
+
+    def activate(self, pre_acts: Tensor, k: int | None = None) -> Tensor:
+        k = self.k if k is None else k
+        if not 1 <= k <= self.n_latents:
+            raise ValueError(f"k must lie in [1, n_latents={self.n_latents}], got {k}.")
+        top = pre_acts.topk(k, dim=-1)
+        return torch.zeros_like(pre_acts).scatter(-1, top.indices, torch.relu(top.values))
+
+    def encode(self, x: Tensor, k: int | None = None) -> Tensor:
+        """Codes (B, M) keeping the top ``k`` (default: the trained k) pre-activations."""
+        return self.activate(self.pre_activations(x), k)
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        if self.config.unit_norm_decoder:
+            unit_rows_(self.W_dec)

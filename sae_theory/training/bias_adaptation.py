@@ -1,0 +1,242 @@
+"""Bias Adaptation (BA) and Group Bias Adaptation (GBA), Algorithms 1-2 of the GBA paper
+(gba.md §3.1-3.3), as a post-step hook of the generic trainer.
+
+Algorithm 1 collects, for every neuron m, the pre-activations y_m of every token since the last
+update (a buffer of B tokens); once B tokens have been seen it calls Algorithm 2 and empties the
+buffer. Algorithm 2 needs only three statistics of that buffer, kept here as O(M) running
+counters (never the buffer itself):
+
+    q_m  = #{y_m > 0} / #tokens                 firing frequency
+    r_m  = max(max y_m, 0)                      peak positive pre-activation
+    r̄_k  = sum_{m in G_k} r_m / #{m in G_k : r_m > 0}     mean positive peak of group k
+
+and updates the neuron bias b (``model.b_enc``), group k having target frequency p_k:
+
+    if q_m > p_k:  b_m <- max(b_m - gamma_minus * r_m, -1)     fires too often: raise threshold
+    if q_m < eps:  b_m <- min(b_m + gamma_plus * r̄_k, 0)       (nearly) dead: lower threshold
+
+(the printed algorithm has min and max swapped in the second line; the clamp b in [-1, 0] is the
+intended reading, gba.md §3.2). Neurons with eps <= q_m <= p_k are left alone.
+
+**Empty groups.** When no neuron of group k has a positive peak, r̄_k is 0/0. We then use the mean
+positive peak over *all* neurons, and if no neuron anywhere has one, the dead neurons are not
+moved (there is no scale to move them by). Either way no NaN reaches b.
+
+The target frequencies are geometric from HTF down to LTF over K groups,
+p_k = HTF * (LTF / HTF)^((k-1)/(K-1)), k = 1..K. Groups are contiguous equal blocks of neurons,
+as in the first author's library (gba.md §9), or a seeded random assignment. BA is the one-group
+case with a single target p: :meth:`GBAConfig.bias_adaptation`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["GBAConfig", "GroupBiasAdaptation", "bias_update", "bias_update_reference", "group_assignment", "target_frequencies"]
+
+
+@dataclass(frozen=True)
+class GBAConfig:
+    """Hyper-parameters of (Group) Bias Adaptation. Defaults: gba.md §3.3."""
+
+    n_groups: int = 10
+    """K >= 1 groups of neurons, one target frequency each."""
+    htf: float = 0.1
+    """Highest target frequency, in (0, 1). The ICLR version recommends 0.5."""
+    ltf: float = 1e-3
+    """Lowest target frequency, in (0, htf); equal to htf only when n_groups = 1."""
+    gamma_minus: float = 0.01
+    """Step gamma_- of the threshold raise (bias decrease) for neurons above target."""
+    gamma_plus: float = 0.01
+    """Step gamma_+ of the bias increase for (nearly) dead neurons."""
+    dead_eps: float = 1e-6
+    """eps: a neuron firing on fewer than this fraction of the buffer counts as dead; < ltf."""
+    buffer_size: int = 25_600
+    """B: tokens between two updates (the paper: every 50 steps of batch 512)."""
+    assignment: str = "contiguous"
+    """``"contiguous"`` equal blocks (the authors' library) or ``"random"`` (seeded)."""
+    seed: int = 0
+    """Seed of the random assignment."""
+
+    def __post_init__(self):
+        if isinstance(self.n_groups, bool) or not isinstance(self.n_groups, int) or self.n_groups < 1:
+            raise ValueError(f"n_groups (K) must be an int >= 1, got {self.n_groups!r}.")
+        for name in ("htf", "ltf"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 < v < 1):
+                raise ValueError(f"{name} must be a target frequency in (0, 1), got {v}.")
+        if self.n_groups == 1 and self.htf != self.ltf:
+            raise ValueError(f"one group has one target: set htf == ltf (got htf={self.htf}, ltf={self.ltf}) or use GBAConfig.bias_adaptation(p).")
+        if self.n_groups > 1 and not self.ltf < self.htf:
+            raise ValueError(f"need ltf < htf for {self.n_groups} groups, got ltf={self.ltf} >= htf={self.htf}; swap them.")
+        if not (math.isfinite(self.dead_eps) and 0 <= self.dead_eps < self.ltf):
+            raise ValueError(f"dead_eps must lie in [0, ltf={self.ltf}), got {self.dead_eps}; a dead neuron must fire less often than any target.")
+        for name in ("gamma_minus", "gamma_plus"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0, got {v}.")
+        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or self.buffer_size < 1:
+            raise ValueError(f"buffer_size must be an int >= 1 (tokens between updates), got {self.buffer_size!r}.")
+        if self.assignment not in ("contiguous", "random"):
+            raise ValueError(f"assignment must be 'contiguous' or 'random', got {self.assignment!r}.")
+
+    @classmethod
+    def bias_adaptation(cls, p: float, **kwargs: Any) -> "GBAConfig":
+        """BA: one group with the single target frequency p."""
+        return cls(n_groups=1, htf=p, ltf=p, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def target_frequencies(cfg: GBAConfig) -> Tensor:
+    """p_k = HTF (LTF/HTF)^((k-1)/(K-1)), k = 1..K, float64 (K,); (HTF,) when K = 1."""
+    K = cfg.n_groups
+    if K == 1:
+        return torch.tensor([cfg.htf], dtype=torch.float64)
+    k = torch.arange(K, dtype=torch.float64)
+    return cfg.htf * (cfg.ltf / cfg.htf) ** (k / (K - 1))
+
+
+def group_assignment(n_latents: int, cfg: GBAConfig) -> Tensor:
+    """Group index (0..K-1) of each neuron, LongTensor (M,). Contiguous: neuron m is in group
+    floor(m K / M) (equal blocks, the first ones one larger when K does not divide M); random: a
+    seeded permutation of that."""
+    if cfg.n_groups > n_latents:
+        raise ValueError(f"n_groups={cfg.n_groups} exceeds the number of neurons {n_latents}; use fewer groups.")
+    groups = torch.arange(n_latents) * cfg.n_groups // n_latents
+    if cfg.assignment == "random":
+        groups = groups[torch.randperm(n_latents, generator=torch.Generator().manual_seed(cfg.seed))]
+    return groups
+
+
+def bias_update_reference(b, q, r, groups, targets, gamma_minus, gamma_plus, eps):
+    """Algorithm 2 line by line, one neuron at a time, in float64 Python (the oracle).
+
+    Parameters are sequences: b, q, r of length M, groups (group index per neuron), targets
+    (p_k per group). Returns the new b as a list.
+    """
+    M, K = len(b), len(targets)
+    r_all = [x for x in r if x > 0]
+    r_global = sum(r_all) / len(r_all) if r_all else None
+    r_bar = []
+    for k in range(K):
+        members = [m for m in range(M) if groups[m] == k]
+        num = sum(r[m] for m in members)
+        den = sum(1 for m in members if r[m] > 0)
+        r_bar.append(num / den if den > 0 else r_global)  # empty group: global mean (module doc)
+    new_b = list(b)
+    for m in range(M):
+        k = groups[m]
+        if q[m] > targets[k]:
+            new_b[m] = max(b[m] - gamma_minus * r[m], -1.0)
+        if q[m] < eps and r_bar[k] is not None:
+            new_b[m] = min(b[m] + gamma_plus * r_bar[k], 0.0)
+    return new_b
+
+
+def bias_update(b: Tensor, q: Tensor, r: Tensor, groups: Tensor, targets: Tensor, gamma_minus: float, gamma_plus: float, eps: float) -> Tensor:
+    """Algorithm 2, vectorised: the new bias (M,) from the statistics of one buffer.
+
+    b, q, r: (M,) current bias, firing frequency, peak positive pre-activation; groups (M,) long;
+    targets (K,) float. Same semantics as :func:`bias_update_reference`, in b's dtype.
+    """
+    K = targets.numel()
+    r = r.to(b.dtype)
+    positive = (r > 0).to(b.dtype)
+    num = torch.zeros(K, dtype=b.dtype, device=b.device).index_add_(0, groups, r)
+    den = torch.zeros(K, dtype=b.dtype, device=b.device).index_add_(0, groups, positive)
+    total = positive.sum()
+    r_global = r.sum() / total.clamp(min=1)  # only used where total > 0
+    r_bar = torch.where(den > 0, num / den.clamp(min=1), r_global)  # guarded: no 0/0
+    p = targets.to(b.dtype)[groups]
+    q = q.to(b.dtype)
+    lowered = torch.clamp(b - gamma_minus * r, min=-1.0)
+    raised = torch.clamp(b + gamma_plus * r_bar[groups], max=0.0)
+    revive = (q < eps) & ((den[groups] > 0) | (total > 0))
+    return torch.where(q > p, lowered, torch.where(revive, raised, b))
+
+
+class GroupBiasAdaptation:
+    """Post-step hook of :func:`sae_theory.training.train` running Algorithms 1-2 on ``model.b_enc``.
+
+    The model must expose ``b_enc`` (M,) as a buffer outside the optimiser and report its
+    pre-activations y (B, M) in ``TrainOutput.pre_acts`` — :class:`~sae_theory.models.TiedSAE`
+    does. State: O(M) counters, checkpointed through ``state_dict``.
+
+    >>> gba = GroupBiasAdaptation(GBAConfig(n_groups=10, htf=0.5, ltf=1e-3))   # doctest: +SKIP
+    >>> train(model, data, cfg, hooks=[gba])                                    # doctest: +SKIP
+    """
+
+    def __init__(self, config: GBAConfig | None = None, **kwargs: Any):
+        self.config = config if config is not None else GBAConfig(**kwargs)
+        self.targets = target_frequencies(self.config)
+        self.groups: Tensor | None = None
+        self._fires: Tensor | None = None
+        self._peak: Tensor | None = None
+        self._tokens = 0
+        self.n_updates = 0
+
+    def _setup(self, b: Tensor) -> None:
+        M = b.numel()
+        self.groups = group_assignment(M, self.config).to(b.device)
+        self.targets = self.targets.to(b.device)
+        self._fires = torch.zeros(M, dtype=torch.long, device=b.device)
+        self._peak = torch.zeros(M, dtype=b.dtype, device=b.device)
+
+    def reset_statistics(self) -> None:
+        """Empty the buffer statistics (after an update)."""
+        if self._fires is not None:
+            self._fires.zero_()
+            self._peak.zero_()
+        self._tokens = 0
+
+    def neuron_targets(self, n_latents: int) -> Tensor:
+        """Target frequency p of every neuron, float64 (M,)."""
+        return target_frequencies(self.config)[group_assignment(n_latents, self.config)]
+
+    @torch.no_grad()
+    def observe(self, pre_acts: Tensor) -> None:
+        """Add a batch of pre-activations y (B, M) to the running statistics."""
+        y = pre_acts.detach().reshape(-1, pre_acts.shape[-1])
+        self._fires += (y > 0).sum(0)
+        self._peak = torch.maximum(self._peak, y.amax(0).to(self._peak.dtype))  # starts at 0: r = max(max y, 0)
+        self._tokens += y.shape[0]
+
+    @torch.no_grad()
+    def __call__(self, model, step: int, out) -> None:
+        b = model.b_enc
+        if self._fires is None:
+            self._setup(b)
+        if out.pre_acts.shape[-1] != b.numel():
+            raise ValueError(f"pre_acts has {out.pre_acts.shape[-1]} neurons but model.b_enc has {b.numel()}.")
+        self.observe(out.pre_acts)
+        if self._tokens >= self.config.buffer_size:
+            q = self._fires.to(torch.float64) / self._tokens
+            c = self.config
+            b.copy_(bias_update(b, q, self._peak, self.groups, self.targets, c.gamma_minus, c.gamma_plus, c.dead_eps))
+            self.n_updates += 1
+            self.reset_statistics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(
+            fires=None if self._fires is None else self._fires.clone(),
+            peak=None if self._peak is None else self._peak.clone(),
+            tokens=self._tokens,
+            n_updates=self.n_updates,
+            config=self.config.to_dict(),
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.config.to_dict():
+            raise ValueError("this checkpoint's bias adaptation config differs from the hook's; build the hook with the saved config.")
+        self._tokens, self.n_updates = int(state["tokens"]), int(state["n_updates"])
+        if state["fires"] is not None:
+            self._fires, self._peak = state["fires"].clone(), state["peak"].clone()
+            self.groups = group_assignment(self._fires.numel(), self.config).to(self._fires.device)
+            self.targets = target_frequencies(self.config).to(self._fires.device)
