@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FeatureModelScale", "Profile", "PROFILE_NAMES", "get_profile", "resolve_device"]
+__all__ = ["FeatureModelScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
 
 #: The profile a notebook uses when ``SAE_THEORY_PROFILE`` is not set.
 DEFAULT_PROFILE = "quick"
@@ -53,6 +53,50 @@ class FeatureModelScale:
 
 
 @dataclass(frozen=True)
+class ResonanceScale:
+    """Scale of the BA resonance study (``notebooks/02_gba_resonance.ipynb``)."""
+
+    n: int
+    """Number of features n (balanced, s-sparse)."""
+    s: int
+    """Row sparsity s; f = s/n."""
+    grid_d: tuple[int, ...]
+    """Dimensions d of the phase diagram (both sides of sqrt(n))."""
+    grid_p_over_f: tuple[float, ...]
+    """Target frequencies of the phase diagram, as multiples of f."""
+    width_multiples: tuple[int, ...]
+    """Widths M / n of the FRR-against-width sweep."""
+    width_d: int
+    """Dimension d of the width sweep."""
+    width_p_over_f: float
+    """Target frequency (multiple of f) of the width sweep."""
+    steps: int
+    """Optimiser steps per run."""
+    batch_size: int
+    """Rows per step."""
+    n_samples: int
+    """Rows of the fixed training set per d (each run iterates over it)."""
+
+
+@dataclass(frozen=True)
+class ToyScale:
+    """Scale of the GBA imbalanced toy (``notebooks/03_gba_vs_topk.ipynb``)."""
+
+    n_latents: int
+    """Width M of every SAE."""
+    steps: int
+    """Optimiser steps per run."""
+    batch_size: int
+    """Rows per step."""
+    n_samples: int
+    """Rows of the fixed training set."""
+    frontier_topk: tuple[int, ...]
+    """K values of the TopK L2-vs-fraction-active frontier."""
+    frontier_l1: tuple[float, ...]
+    """L1 coefficients of the ReLU frontier."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything an experiment needs besides the science.
 
@@ -72,6 +116,10 @@ class Profile:
     """Seeds over which stochastic experiments are repeated."""
     feature_model: FeatureModelScale = field(default=None)  # type: ignore[assignment]
     """Scale of the feature-model study."""
+    resonance: ResonanceScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the BA resonance study."""
+    toy: ToyScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the GBA-vs-TopK imbalanced toy."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
@@ -102,6 +150,13 @@ _QUICK = dict(
         h3_samples=(1_000, 10_000, 100_000, 1_000_000),
         band_n=(2**8, 2**10, 2**12, 2**14, 2**16),
     ),
+    resonance=ResonanceScale(
+        n=128, s=3, grid_d=(8, 16, 32, 64), grid_p_over_f=(0.5, 1.0, 1.5, 2.0, 4.0, 10.0),
+        width_multiples=(1, 2, 4, 8), width_d=64, width_p_over_f=1.5,
+        steps=2000, batch_size=256, n_samples=100_000,
+    ),
+    toy=ToyScale(n_latents=512, steps=3000, batch_size=256, n_samples=200_000,
+                 frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03, 0.01)),
 )
 
 _FULL = dict(
@@ -118,6 +173,13 @@ _FULL = dict(
         h3_samples=(10_000, 100_000, 1_000_000, 10_000_000, 30_000_000),
         band_n=(2**8, 2**10, 2**12, 2**14, 2**16, 2**18, 2**20),
     ),
+    resonance=ResonanceScale(
+        n=4096, s=3, grid_d=(16, 32, 64, 128, 256), grid_p_over_f=(0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 10.0),
+        width_multiples=(1, 2, 4, 8), width_d=256, width_p_over_f=1.5,
+        steps=20_000, batch_size=1024, n_samples=2_000_000,
+    ),
+    toy=ToyScale(n_latents=512, steps=30_000, batch_size=512, n_samples=2_000_000,
+                 frontier_topk=(3, 5, 10, 15, 20, 30, 50), frontier_l1=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003)),
 )
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}

@@ -24,6 +24,7 @@ The activation, by ``TiedSAEConfig.activation`` (gba.md §2.1 and §9 leave two 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,12 @@ class TiedSAEConfig(SAEConfig):
     """``"jumprelu_threshold"`` (default), ``"jumprelu_biased"`` or ``"relu"``; see the module docstring."""
     theta: float = 0.0
     """Fixed threshold of ``"jumprelu_biased"`` (>= 0); unused otherwise."""
+    output_scale_init: float = 1.0
+    """Initial per-neuron output scale a. The analysed algorithm takes a -> 0 (gba.md §4.1), which
+    decouples the neurons: each one then follows its own firing set's dominant direction. The
+    deployed GBA uses a = 1."""
     train_output_scale: bool = True
-    """Train the per-neuron output scale a (initialised to 1). False keeps a = 1."""
+    """Train the output scale a. False keeps it at ``output_scale_init``."""
     train_b_dec: bool = True
     """Train the pre-bias b_dec (initialised to 0; see :meth:`TiedSAE.init_b_dec_`)."""
 
@@ -53,6 +58,8 @@ class TiedSAEConfig(SAEConfig):
         super().__post_init__()
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}.")
+        if not (math.isfinite(self.output_scale_init) and self.output_scale_init > 0):
+            raise ValueError(f"output_scale_init must be a finite number > 0, got {self.output_scale_init}.")
         if not self.theta >= 0:
             raise ValueError(f"theta must be >= 0, got {self.theta}.")
 
@@ -74,7 +81,7 @@ class TiedSAE(SAE):
         W = self._new(config.n_latents, config.d, generator=gen)
         unit_rows_(W)
         self.W_dec = nn.Parameter(W)
-        self.output_scale = nn.Parameter(self._new(config.n_latents, fill=1.0), requires_grad=config.train_output_scale)
+        self.output_scale = nn.Parameter(self._new(config.n_latents, fill=config.output_scale_init), requires_grad=config.train_output_scale)
         self.b_dec = nn.Parameter(self._new(config.d, fill=0.0), requires_grad=config.train_b_dec)
         self.register_buffer("b_enc", self._new(config.n_latents, fill=0.0))
 

@@ -5,10 +5,16 @@ from .sources import BatchSource, FeatureModelSource, TensorSource, as_source
 from .trainer import History, TrainConfig, latest_checkpoint, load_checkpoint, lr_at, save_checkpoint, train
 
 # -- post-step hooks ------------------------------------------------------------------------
-# (bias adaptation: add its import here and its names to __all__ below)
+from .bias_adaptation import GBAConfig, GroupBiasAdaptation, bias_update, bias_update_reference, group_assignment, target_frequencies
 
 __all__ = [
     "BatchSource",
+    "GBAConfig",
+    "GroupBiasAdaptation",
+    "bias_update",
+    "bias_update_reference",
+    "group_assignment",
+    "target_frequencies",
     "FeatureModelSource",
     "History",
     "TensorSource",

@@ -105,8 +105,8 @@ def target_frequencies(cfg: GBAConfig) -> Tensor:
 
 def group_assignment(n_latents: int, cfg: GBAConfig) -> Tensor:
     """Group index (0..K-1) of each neuron, LongTensor (M,). Contiguous: neuron m is in group
-    floor(m K / M) (equal blocks, the first ones one larger when K does not divide M); random: a
-    seeded permutation of that."""
+    floor(m K / M) (equal blocks; when K does not divide M they hold floor(M/K) or ceil(M/K)
+    neurons, e.g. M = 10, K = 4 gives sizes 3, 2, 3, 2); random: a seeded permutation of that."""
     if cfg.n_groups > n_latents:
         raise ValueError(f"n_groups={cfg.n_groups} exceeds the number of neurons {n_latents}; use fewer groups.")
     groups = torch.arange(n_latents) * cfg.n_groups // n_latents
@@ -213,6 +213,9 @@ class GroupBiasAdaptation:
         b = model.b_enc
         if self._fires is None:
             self._setup(b)
+        elif self._fires.device != b.device:  # counters loaded on the CPU (checkpoint), model elsewhere
+            self._fires, self._peak = self._fires.to(b.device), self._peak.to(b.device)
+            self.groups, self.targets = self.groups.to(b.device), self.targets.to(b.device)
         if out.pre_acts.shape[-1] != b.numel():
             raise ValueError(f"pre_acts has {out.pre_acts.shape[-1]} neurons but model.b_enc has {b.numel()}.")
         self.observe(out.pre_acts)
@@ -240,3 +243,6 @@ class GroupBiasAdaptation:
             self._fires, self._peak = state["fires"].clone(), state["peak"].clone()
             self.groups = group_assignment(self._fires.numel(), self.config).to(self._fires.device)
             self.targets = target_frequencies(self.config).to(self._fires.device)
+        else:  # a state saved before the first call: forget any buffer this hook holds
+            self._fires = self._peak = self.groups = None
+            self.targets = target_frequencies(self.config)

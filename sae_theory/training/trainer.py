@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["History", "TrainConfig", "latest_checkpoint", "load_checkpoint", "lr_at", "save_checkpoint", "train"]
 
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "wsd")
 INPUT_NORMS = ("none", "unit", "scale")
 MODEL_FILE, TRAINER_FILE, CONFIG_FILE = "model.safetensors", "trainer.pt", "config.json"
@@ -94,7 +94,12 @@ class TrainConfig:
     lr: float = 1e-3
     """Peak learning rate (> 0)."""
     optimizer: str = "adam"
-    """``"adam"`` or ``"adamw"`` (decoupled weight decay)."""
+    """``"adam"``, ``"adamw"`` (decoupled weight decay) or ``"sgd"`` (plain gradient descent, with
+    ``momentum``). With unit-norm atoms, SGD followed by renormalisation is the spherical gradient
+    descent of the GBA analysis; Adam's per-coordinate scaling bends each row's step towards the
+    sign pattern of its gradient, which limits how far a tied atom can align with a feature."""
+    momentum: float = 0.0
+    """``"sgd"`` only: momentum in [0, 1)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam's (beta1, beta2), each in [0, 1)."""
     eps: float = 1e-8
@@ -152,6 +157,12 @@ class TrainConfig:
             raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}.")
         if not _is_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}.")
+        if not (0 <= self.momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}.")
+        if self.momentum > 0 and self.optimizer != "sgd":
+            raise ValueError(f"momentum={self.momentum} applies to optimizer='sgd' only; Adam's momentum is betas[0].")
+        if self.weight_decay > 0 and self.optimizer == "sgd":
+            raise ValueError(f"weight_decay={self.weight_decay} is not supported with optimizer='sgd'; use 'adamw' or weight_decay=0.")
         if self.weight_decay > 0 and self.optimizer == "adam":
             raise ValueError(
                 f"weight_decay={self.weight_decay} with optimizer='adam' would be L2 regularisation folded into Adam's "
@@ -442,6 +453,8 @@ def load_checkpoint(
 def _make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if not params:
         raise ValueError("model.optimizer_parameters() is empty; there is nothing to train.")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
