@@ -137,7 +137,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 _QUICK = dict(
-    seeds=(0,),
+    seeds=(0, 1, 2),
     feature_model=FeatureModelScale(
         frequency_n_features=256,
         frequency_samples=40_000,
@@ -151,12 +151,12 @@ _QUICK = dict(
         band_n=(2**8, 2**10, 2**12, 2**14, 2**16),
     ),
     resonance=ResonanceScale(
-        n=128, s=3, grid_d=(8, 16, 32, 64), grid_p_over_f=(0.5, 1.0, 1.5, 2.0, 4.0, 10.0),
+        n=128, s=3, grid_d=(8, 16, 32, 64), grid_p_over_f=(0.5, 1.0, 2.0, 4.0, 10.0),
         width_multiples=(1, 2, 4, 8), width_d=64, width_p_over_f=1.5,
         steps=2000, batch_size=256, n_samples=100_000,
     ),
-    toy=ToyScale(n_latents=512, steps=3000, batch_size=256, n_samples=200_000,
-                 frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03, 0.01)),
+    toy=ToyScale(n_latents=512, steps=1500, batch_size=256, n_samples=200_000,
+                 frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03)),
 )
 
 _FULL = dict(
