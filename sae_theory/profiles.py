@@ -155,7 +155,7 @@ _QUICK = dict(
         width_multiples=(1, 2, 4, 8), width_d=64, width_p_over_f=1.5,
         steps=2000, batch_size=256, n_samples=100_000,
     ),
-    toy=ToyScale(n_latents=512, steps=1500, batch_size=256, n_samples=200_000,
+    toy=ToyScale(n_latents=512, steps=2000, batch_size=256, n_samples=200_000,
                  frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03)),
 )
 
