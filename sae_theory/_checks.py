@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_finite", "check_int", "check_probability", "check_positive"]
+__all__ = ["check_finite", "check_int", "check_matrix", "check_probability", "check_positive"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -50,3 +50,20 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
     if values.is_floating_point() and not bool(torch.isfinite(values).all()):
         bad = int((~torch.isfinite(values)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean the input before passing it.")
+
+
+def check_matrix(name: str, t: object, *, what: str = "(rows, d)", allow_no_rows: bool = False) -> torch.Tensor:
+    """Raise unless ``t`` is a dense 2-D floating tensor with at least one column (and one row,
+    unless ``allow_no_rows``); ``what`` names the axes in the message, e.g. ``"(B, M)"``."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {what}, got {type(t).__name__}.")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; call .to_dense() first.")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape {what}, got shape {tuple(t.shape)}.")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}.")
+    if t.shape[1] == 0 or (t.shape[0] == 0 and not allow_no_rows):
+        need = "one column" if allow_no_rows else "one row and one column"
+        raise ValueError(f"{name} must have at least {need}, got shape {tuple(t.shape)}.")
+    return t

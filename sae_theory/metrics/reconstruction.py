@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .._checks import check_probability
+from .._checks import check_matrix, check_probability
 
 __all__ = [
     "ActivationStats",
@@ -42,21 +42,6 @@ _CHUNK_ENTRIES = 1 << 25
 
 #: Added to the std in the Z-score denominator, as in the author library (gba.md §9).
 Z_SCORE_EPS = 1e-8
-
-
-def _check_matrix(name: str, t: object, *, what: str) -> torch.Tensor:
-    """Raise unless ``t`` is a dense 2-D floating tensor; ``what`` names the axes, e.g. "(B, M)"."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {what}, got {type(t).__name__}.")
-    if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; call .to_dense() first.")
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D with shape {what}, got shape {tuple(t.shape)}.")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}.")
-    if t.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one column, got shape {tuple(t.shape)}.")
-    return t
 
 
 def _check_rows(name: str, t: torch.Tensor) -> None:
@@ -114,7 +99,7 @@ def l0(codes: torch.Tensor) -> float:
     TypeError
         If ``codes`` is not a dense floating tensor.
     """
-    _check_matrix("codes", codes, what="(B, M)")
+    check_matrix("codes", codes, what="(B, M)", allow_no_rows=True)
     _check_rows("codes", codes)
     nonzero = 0
     for _, block in _row_blocks(codes):
@@ -144,8 +129,8 @@ def fraction_active(codes: torch.Tensor) -> float:
 # reconstruction
 # ---------------------------------------------------------------------------------------------
 def _check_pair(x: torch.Tensor, x_hat: torch.Tensor) -> None:
-    _check_matrix("x", x, what="(B, d)")
-    _check_matrix("x_hat", x_hat, what="(B, d)")
+    check_matrix("x", x, what="(B, d)", allow_no_rows=True)
+    check_matrix("x_hat", x_hat, what="(B, d)", allow_no_rows=True)
     _check_same_shape("x", x, "x_hat", x_hat)
     _check_rows("x", x)
 
@@ -302,7 +287,7 @@ class ActivationStats:
         TypeError
             If ``codes`` is not a dense floating tensor.
         """
-        _check_matrix("codes", codes, what="(B, M)")
+        check_matrix("codes", codes, what="(B, M)", allow_no_rows=True)
         M = codes.shape[1]
         if self._M is not None and M != self._M:
             raise ValueError(f"codes must have M = {self._M} columns like the earlier batches, got shape {tuple(codes.shape)}.")
@@ -413,7 +398,7 @@ class ActivationStats:
 
 
 def _one_shot(codes: torch.Tensor) -> ActivationStats:
-    _check_matrix("codes", codes, what="(B, M)")
+    check_matrix("codes", codes, what="(B, M)", allow_no_rows=True)
     _check_rows("codes", codes)
     return ActivationStats().update(codes)
 

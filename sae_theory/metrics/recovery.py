@@ -35,7 +35,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from .._checks import check_probability
+from .._checks import check_matrix, check_probability
 
 __all__ = ["best_cosine", "feature_recovery_rate", "max_cosine_similarity", "mcs_fraction", "top_fraction"]
 
@@ -47,21 +47,6 @@ _CHUNK_ENTRIES = 1 << 25
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
-def _check_matrix(name: str, t: object) -> torch.Tensor:
-    """Raise unless ``t`` is a dense 2-D floating tensor with at least one row and one column."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (rows, d), got {type(t).__name__}.")
-    if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; call .to_dense() first.")
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D with shape (rows, d), got shape {tuple(t.shape)}.")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}.")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(t.shape)}.")
-    return t
-
-
 def _check_same_d(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
     if a.shape[1] != b.shape[1]:
         raise ValueError(
@@ -178,8 +163,8 @@ def best_cosine(learned: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     TypeError
         If either argument is not a dense floating tensor.
     """
-    _check_matrix("learned", learned)
-    _check_matrix("true", true)
+    check_matrix("learned", learned)
+    check_matrix("true", true)
     _check_same_d("learned", learned, "true", true)
     true = true.to(learned.device)
     inv_learned = _inverse_row_norms("learned", learned, zero_rows="zero")
@@ -246,8 +231,8 @@ def max_cosine_similarity(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     TypeError
         If either is not a dense floating tensor.
     """
-    _check_matrix("A", A)
-    _check_matrix("B", B)
+    check_matrix("A", A)
+    check_matrix("B", B)
     _check_same_d("A", A, "B", B)
     B = B.to(A.device)
     values, _ = _max_cosine(A, _inverse_row_norms("A", A, zero_rows="zero"), B, _inverse_row_norms("B", B, zero_rows="zero"))
@@ -319,14 +304,14 @@ def mcs_fraction(
         If ``others`` is a single tensor rather than a sequence of them, or an input is not a
         dense floating tensor.
     """
-    _check_matrix("run", run)
+    check_matrix("run", run)
     if isinstance(others, torch.Tensor):
         raise TypeError("others must be a list of (M', d) tensors, got a single tensor; wrap one run as [other].")
     others = list(others)
     if not others:
         raise ValueError("others must hold at least one other run, got an empty sequence.")
     for r, other in enumerate(others):
-        _check_matrix(f"others[{r}]", other)
+        check_matrix(f"others[{r}]", other)
         _check_same_d("run", run, f"others[{r}]", other)
     threshold = check_probability("threshold", threshold)
     if reduce not in ("min", "mean"):
