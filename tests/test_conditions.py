@@ -12,7 +12,6 @@ import torch
 from _helpers import assert_close
 
 from sae_theory.data import SparseFeatureModel
-from sae_theory.theory import conditions
 from sae_theory.theory.conditions import check_identifiability, cosine_extremes, mutual_coherence
 
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Iterator, Sequence
 
@@ -23,9 +22,7 @@ from .laws import (
     Bernoulli,
     CoefficientLaw,
     MixedSparsity,
-    SupportLaw,
     SupportSpec,
-    Zipf,
     as_coefficient_law,
     as_support_law,
 )

@@ -13,11 +13,9 @@ Two regimes of the tied SAE are used (``REGIMES``):
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
