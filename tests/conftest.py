@@ -24,3 +24,14 @@ def _seed_everything():
 def cpu_generator():
     """A fresh explicit CPU generator, seeded."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny problems: on a busy 2-core machine the thread pool's
+    overhead can make a 32 x 8 backward pass hundreds of times slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -31,14 +31,7 @@ from sae_theory.training import (
 D, M = 8, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: one intra-op thread avoids thread-pool overhead that, on a busy
-    machine, makes a 32 x 8 backward pass hundreds of times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinySAE(UntiedSAE):
