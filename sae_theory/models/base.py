@@ -79,8 +79,9 @@ class TrainOutput:
     """Latent codes (B, M), after the activation."""
     pre_acts: Tensor
     """Pre-activations (B, M) the activation was applied to (what bias adaptation watches)."""
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Scalars to log (e.g. ``mse``, ``l1``), as Python floats."""
+    metrics: dict[str, Tensor | float] = field(default_factory=dict)
+    """Scalars to log (e.g. ``mse``, ``l1``) as detached 0-d tensors: the trainer turns them into
+    floats only on the steps it logs, so a GPU step does not wait for the device."""
 
 
 def reconstruction_loss(x: Tensor, x_hat: Tensor) -> Tensor:
@@ -151,7 +152,7 @@ class SAE(nn.Module):
         codes = self.encode(x)
         x_hat = self.decode(codes)
         loss = reconstruction_loss(x, x_hat)
-        return TrainOutput(loss, x_hat, codes, codes, {"mse": float(loss.detach())})
+        return TrainOutput(loss, x_hat, codes, codes, {"mse": loss.detach()})
 
     def optimizer_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates (default: all with ``requires_grad``)."""
@@ -208,4 +209,4 @@ class UntiedSAE(SAE):
         codes = self.activate(pre)
         x_hat = self.decode(codes)
         loss = reconstruction_loss(x, x_hat)
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": float(loss.detach())})
+        return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})

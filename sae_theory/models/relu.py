@@ -51,4 +51,4 @@ class ReLUSAE(UntiedSAE):
         mse = reconstruction_loss(x, x_hat)
         l1 = (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
         loss = mse + self.l1_coefficient * l1
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": float(mse.detach()), "l1": float(l1.detach())})
+        return TrainOutput(loss, x_hat, codes, pre, {"mse": mse.detach(), "l1": l1.detach()})

@@ -129,7 +129,7 @@ class TiedSAE(SAE):
         z, y = self._activate(self._projections(x))
         x_hat = self.decode(z)
         loss = reconstruction_loss(x, x_hat)
-        return TrainOutput(loss, x_hat, z, y, {"mse": float(loss.detach())})
+        return TrainOutput(loss, x_hat, z, y, {"mse": loss.detach()})
 
     @torch.no_grad()
     def post_step(self) -> None:

@@ -603,7 +603,7 @@ def train(
                 row = {"step": step, "loss": loss, "lr": lr, "l0": _l0(out.codes)}
                 if grad_norm is not None:
                     row["grad_norm"] = grad_norm
-                row.update({k: v for k, v in out.metrics.items() if k not in row})
+                row.update({k: float(v) for k, v in out.metrics.items() if k not in row})
                 history.rows.append(row)
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             bar.update(1)
