@@ -18,19 +18,16 @@ that, which git ignores, so CI never rewrites the committed figures.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
-import math
 import os
 import re
 import subprocess
-import sys
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ._json import to_jsonable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -161,44 +158,6 @@ def _git_commit() -> str | None:
     return commit or None
 
 
-def _jsonable(obj: Any, where: str = "config") -> Any:
-    """Convert ``obj`` to plain JSON types; raise ``TypeError`` naming where it failed."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj), where)
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(items)]
-    if isinstance(obj, enum.Enum):
-        return _jsonable(obj.value, where)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    # Only look at numpy / torch types when those are already imported: otherwise obj can't be one.
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        if isinstance(obj, (torch.dtype, torch.device)):
-            return str(obj)
-        if isinstance(obj, torch.Tensor):
-            return _jsonable(obj.detach().cpu().tolist(), where)
-    np = sys.modules.get("numpy")
-    if np is not None:
-        if isinstance(obj, np.generic):
-            return _jsonable(obj.item(), where)
-        if isinstance(obj, np.ndarray):
-            return _jsonable(obj.tolist(), where)
-        if isinstance(obj, np.dtype):
-            return str(obj)
-    raise TypeError(
-        f"{where} has a value of type {type(obj).__name__} that cannot be written to JSON; "
-        "pass plain numbers/strings, lists, dicts, dataclasses, numpy or torch values."
-    )
-
-
 def save_figure(
     fig: Figure,
     name: str,
@@ -250,8 +209,8 @@ def save_figure(
     sidecar: dict[str, Any] = {
         "name": name,
         "profile": profile.to_dict(),
-        "seeds": _jsonable(profile.seeds if seeds is None else seeds, "seeds"),
-        "config": _jsonable(config, "config"),
+        "seeds": to_jsonable(profile.seeds if seeds is None else seeds, "seeds"),
+        "config": to_jsonable(config, "config"),
         "version": _package_version(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),

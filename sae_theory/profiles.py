@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ._json import to_jsonable
+
 __all__ = ["FeatureModelScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
 
 #: The profile a notebook uses when ``SAE_THEORY_PROFILE`` is not set.
@@ -123,17 +125,7 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
-        return _jsonable(dataclasses.asdict(self))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (torch.dtype, torch.device)):
-        return str(obj)
-    return obj
+        return to_jsonable(self, "profile")
 
 
 _QUICK = dict(
