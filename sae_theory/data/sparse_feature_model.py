@@ -39,6 +39,11 @@ def _seeds(seed: int) -> tuple[int, int]:
     return int(a) >> 1, int(b) >> 1
 
 
+def _check_layout(h_layout: str) -> None:
+    if h_layout not in ("sparse", "dense"):
+        raise ValueError(f"h_layout must be 'sparse' or 'dense', got {h_layout!r}.")
+
+
 @dataclass(frozen=True)
 class _Planted:
     pairs: tuple[tuple[int, int], ...]
@@ -324,8 +329,7 @@ class SparseFeatureModel:
         """
         N = check_int("n_samples", n_samples, minimum=0)
         C = check_int("chunk_size", chunk_size if chunk_size is not None else self.chunk_size, minimum=1)
-        if h_layout not in ("sparse", "dense"):
-            raise ValueError(f"h_layout must be 'sparse' or 'dense', got {h_layout!r}.")
+        _check_layout(h_layout)
         gen = self._check_generator(generator)
         for start in range(0, N, C):
             X, H = self._chunk(min(C, N - start), gen)
@@ -345,12 +349,11 @@ class SparseFeatureModel:
             If a dense H would exceed 2^28 entries: use ``h_layout="sparse"`` or :meth:`stream`.
         """
         N = check_int("n_samples", n_samples, minimum=0)
+        _check_layout(h_layout)
         if h_layout == "dense" and N * self.n > MAX_DENSE_H_ENTRIES:
             raise ValueError(
                 f"a dense H of shape ({N}, {self.n}) has more than 2^28 entries; pass h_layout='sparse' or iterate model.stream()."
             )
-        if h_layout not in ("sparse", "dense"):
-            raise ValueError(f"h_layout must be 'sparse' or 'dense', got {h_layout!r}.")
         gen = self._check_generator(generator)
         Xs, idx, vals, offset = [], [], [], 0
         for start in range(0, N, self.chunk_size):
