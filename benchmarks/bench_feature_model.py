@@ -16,7 +16,7 @@ import time
 import torch
 
 from sae_theory.data import SparseFeatureModel, Zipf
-from sae_theory.theory.conditions import _as_csr, _h3, cosine_extremes
+from sae_theory.theory.conditions import as_csr, _h3, cosine_extremes
 
 
 def _stream_rate(model: SparseFeatureModel, N: int, chunk: int) -> float:
@@ -51,7 +51,7 @@ def main() -> None:
     _, H = model.sample(1_000_000, h_layout="sparse")
     print(f"sample 1,000,000 rows (sparse H)      {time.perf_counter() - t:6.2f} s")
     t = time.perf_counter()
-    r = _h3(_as_csr(H, args.n), args.n)
+    r = _h3(as_csr(H, args.n), args.n)
     print(f"H3 on 1,000,000 rows (sparse B^T B)  {time.perf_counter() - t:6.2f} s  value={r.value:.4g}, threshold={r.threshold:.4g}")
     if not args.skip_v1:
         t = time.perf_counter()

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..data import MixedSparsity, SparseFeatureModel, Zipf
 from ..profiles import Profile
 from ..theory import bounds
-from ..theory.conditions import check_identifiability, cosine_extremes
+from ..theory.conditions import as_csr, check_identifiability, cosine_extremes
 
 __all__ = ["frequency_check", "h3_sample_size", "identifiability_grid", "theorem_band", "wilson_interval"]
 
@@ -93,10 +93,7 @@ def frequency_check(profile: Profile) -> pd.DataFrame:
 
 def _sparse_h(model: SparseFeatureModel, N: int) -> sp.csr_matrix:
     """H of N streamed rows as one scipy CSR matrix (X is not kept)."""
-    blocks = []
-    for _, H in model.stream(N):
-        rows, cols = H.indices().cpu().numpy()
-        blocks.append(sp.csr_matrix((H.values().cpu().double().numpy(), (rows, cols)), shape=tuple(H.shape)))
+    blocks = [as_csr(H, model.n) for _, H in model.stream(N)]
     return sp.vstack(blocks, format="csr")
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["ConditionResult", "IdentifiabilityReport", "check_identifiability", "cosine_extremes", "mutual_coherence"]
+__all__ = ["ConditionResult", "IdentifiabilityReport", "as_csr", "check_identifiability", "cosine_extremes", "mutual_coherence"]
 
 _GRAM_BLOCK_ELEMENTS = 1 << 25
 
@@ -153,7 +153,7 @@ def mutual_coherence(V: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_csr(H, n_expected: int) -> sp.csr_matrix:
+def as_csr(H, n_expected: int) -> sp.csr_matrix:
     """H (N, n) as a float64 scipy CSR matrix; dense and sparse torch tensors, numpy, scipy accepted."""
     if sp.issparse(H):
         M = sp.csr_matrix(H, dtype=np.float64, copy=True)  # eliminate_zeros below must not touch the caller's H
@@ -215,7 +215,7 @@ def check_identifiability(
         raise ValueError(f"V row {int((V_norms == 0).nonzero()[0])} is zero; every feature needs a non-zero direction.")
     if not (math.isfinite(h2_ratio) and 0 < h2_ratio <= 1):
         raise ValueError(f"h2_ratio must lie in (0, 1], got {h2_ratio}.")
-    Hc = _as_csr(H, n)
+    Hc = as_csr(H, n)
     N = Hc.shape[0]
     if N < 1:
         raise ValueError("H has no rows; sample at least one data point.")
