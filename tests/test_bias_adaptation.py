@@ -311,6 +311,23 @@ def test_hook__agrees_with_the_reference_on_random_pre_activations():
     assert_close(sae.b_enc, expected)
 
 
+def test_hook__fired_mask_from_the_forward_gives_the_same_statistics():
+    # the tied SAE hands the hook its 1[y > 0] mask; counting from it must equal counting from y
+    sae = TiedSAE(d=6, n_latents=10, dtype=F64, seed=0)
+    sae.b_enc.copy_(-0.2 * torch.rand(10, dtype=F64, generator=torch.Generator().manual_seed(2)))
+    cfg = GBAConfig(n_groups=2, htf=0.5, ltf=0.1, buffer_size=10**6)
+    with_mask, without = GroupBiasAdaptation(cfg), GroupBiasAdaptation(cfg)
+    g = torch.Generator().manual_seed(4)
+    for step in range(1, 4):
+        out = sae.training_forward(torch.randn(50, 6, generator=g, dtype=F64))
+        assert out.fired is not None
+        with_mask(sae, step, out)
+        without(sae, step, SimpleNamespace(pre_acts=out.pre_acts))
+    a, b = with_mask.state_dict(), without.state_dict()
+    assert 0 < int(a["fires"].sum()) < 150 * 10
+    assert torch.equal(a["fires"], b["fires"]) and torch.equal(a["peak"], b["peak"]) and a["tokens"] == b["tokens"] == 150
+
+
 def test_hook__statistics_are_O_of_M():
     M = 8
     sae = tiny_sae([0.0] * M)

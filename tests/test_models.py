@@ -424,6 +424,35 @@ def test_tied_sae__jumprelu_threshold_outputs_unshifted_projection():
     assert_close(z[y > 0], u[y > 0])
 
 
+@pytest.mark.parametrize("activation", ["jumprelu_threshold", "relu"])
+def test_tied_sae__fired_mask_is_positive_pre_activations(activation):
+    sae = TiedSAE(d=D, n_latents=M, dtype=torch.float64, activation=activation, seed=0)
+    sae.b_enc.copy_(-0.3 * torch.rand(M, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    out = sae.training_forward(_x(torch.float64, n=64))
+    assert out.fired is not None and out.fired.dtype == torch.float64
+    assert 0 < float(out.fired.mean()) < 1
+    assert torch.equal(out.fired, (out.pre_acts > 0).to(torch.float64))
+
+
+def test_tied_sae__jumprelu_biased_reports_no_fired_mask():
+    sae = TiedSAE(d=D, n_latents=M, dtype=torch.float64, activation="jumprelu_biased", theta=0.1)
+    assert sae.training_forward(_x(torch.float64, n=8)).fired is None
+
+
+def test_tied_sae__relu_through_the_mask_equals_torch_relu_with_its_gradient():
+    sae = TiedSAE(d=D, n_latents=M, dtype=torch.float64, activation="relu", seed=0)
+    sae.b_enc.copy_(-0.3 * torch.rand(M, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    u = (_x(torch.float64, n=64) @ sae.W_dec.detach().T).requires_grad_(True)
+    u2 = u.detach().clone().requires_grad_(True)
+    z, y, _ = sae._activate(u)
+    ref = torch.relu(u2 + sae.b_enc)
+    assert torch.equal(z, ref)
+    w = torch.randn_like(z)
+    (z * w).sum().backward()
+    (ref * w).sum().backward()
+    assert torch.equal(u.grad, u2.grad)
+
+
 def test_tied_sae__init_b_dec_sets_the_data_mean():
     sae = TiedSAE(d=2, n_latents=3, dtype=torch.float64)
     x = torch.tensor([[1.0, 2.0], [3.0, -4.0]], dtype=torch.float64)

@@ -82,6 +82,10 @@ class TrainOutput:
     metrics: dict[str, Tensor | float] = field(default_factory=dict)
     """Scalars to log (e.g. ``mse``, ``l1``) as detached 0-d tensors: the trainer turns them into
     floats only on the steps it logs, so a GPU step does not wait for the device."""
+    fired: Tensor | None = None
+    """Optional 0/1 mask (B, M) of ``pre_acts > 0`` in the codes' dtype, when the forward pass
+    computed it anyway (the tied SAE's activations do). Bias adaptation counts firings from it
+    instead of comparing the pre-activations a second time."""
 
 
 def reconstruction_loss(x: Tensor, x_hat: Tensor) -> Tensor:

@@ -102,16 +102,15 @@ class TiedSAE(SAE):
     def _projections(self, x: Tensor) -> Tensor:
         return (self._check_input(x) - self.b_dec) @ self.W_dec.T  # u = W (x - b_dec), (B, M)
 
-    def _activate(self, u: Tensor) -> tuple[Tensor, Tensor]:
+    def _activate(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Codes z, pre-activations y and, when the activation computed it, the mask 1[y > 0]."""
         y = u + self.b_enc
         act = self.config.activation
-        if act == "jumprelu_threshold":
-            z = u * (y > 0)
-        elif act == "jumprelu_biased":
-            z = y * (y > self.config.theta)
-        else:
-            z = torch.relu(y)
-        return z, y
+        if act == "jumprelu_biased":
+            return y * (y > self.config.theta), y, None
+        fired = (y > 0).to(u.dtype)
+        # relu(y) = y * 1[y > 0], with the same gradient (1[y > 0]; torch's relu also takes 0 at y = 0)
+        return (u if act == "jumprelu_threshold" else y) * fired, y, fired
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes z (B, M) of x (B, d)."""
@@ -126,10 +125,10 @@ class TiedSAE(SAE):
         return (self._check_codes(codes) * self.output_scale) @ self.W_dec + self.b_dec
 
     def training_forward(self, x: Tensor) -> TrainOutput:
-        z, y = self._activate(self._projections(x))
+        z, y, fired = self._activate(self._projections(x))
         x_hat = self.decode(z)
         loss = reconstruction_loss(x, x_hat)
-        return TrainOutput(loss, x_hat, z, y, {"mse": loss.detach()})
+        return TrainOutput(loss, x_hat, z, y, {"mse": loss.detach()}, fired=fired)
 
     @torch.no_grad()
     def post_step(self) -> None:

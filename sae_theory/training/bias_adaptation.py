@@ -200,16 +200,34 @@ class GroupBiasAdaptation:
         """Target frequency p of every neuron, float64 (M,)."""
         return target_frequencies(self.config)[group_assignment(n_latents, self.config)]
 
-    @torch.no_grad()
-    def observe(self, pre_acts: Tensor) -> None:
-        """Add a batch of pre-activations y (B, M) to the running statistics."""
-        y = pre_acts.detach().reshape(-1, pre_acts.shape[-1])
-        # #{y > 0} per neuron as a float sum of sign(y) clamped to {0, 1}: about 2x faster on CPU
-        # than reducing a bool tensor, and exact while the batch has fewer rows than the dtype's
-        # integer range (2^24 in float32; larger batches are counted in float64).
-        ind = torch.sign(y if y.shape[0] < 2**24 else y.double()).clamp_(min=0)
-        self._fires += ind.sum(0).to(torch.long)
-        torch.maximum(self._peak, y.amax(0).to(self._peak.dtype), out=self._peak)  # starts at 0: r = max(max y, 0)
+    def observe(self, pre_acts: Tensor, fired: Tensor | None = None) -> None:
+        """Add a batch of pre-activations y (B, M) to the running statistics.
+
+        ``fired``, optional: the 0/1 mask 1[y > 0] (B, M) when the forward pass already computed it
+        (``TrainOutput.fired``); the firing counts are then one column sum of it.
+        """
+        with torch.no_grad():
+            self._observe(pre_acts, fired)
+
+    def _observe(self, pre_acts: Tensor, fired: Tensor | None) -> None:
+        # Runs on every training step, so it is kept to four tensor operations on a 2-D batch.
+        y = pre_acts.detach()
+        if y.dim() != 2:
+            y = y.reshape(-1, y.shape[-1])
+        if fired is None:
+            # #{y > 0} per neuron as a float sum of sign(y) clamped to {0, 1}: about 2x faster on
+            # CPU than reducing a bool tensor.
+            fired = torch.sign(y).clamp_(min=0)
+        elif fired.dim() != 2:
+            fired = fired.reshape(y.shape)
+        # Float column sums of 0/1 are exact while the batch has fewer rows than the dtype's integer
+        # range (2^24 in float32); larger batches are summed in float64.
+        counts = fired.sum(0) if y.shape[0] < 2**24 else fired.sum(0, dtype=torch.float64)
+        self._fires += counts.to(torch.long)
+        peak = y.amax(0)
+        if peak.dtype != self._peak.dtype:
+            peak = peak.to(self._peak.dtype)
+        torch.maximum(self._peak, peak, out=self._peak)  # starts at 0: r = max(max y, 0)
         self._tokens += y.shape[0]
 
     @torch.no_grad()
@@ -222,7 +240,7 @@ class GroupBiasAdaptation:
             self.groups, self.targets = self.groups.to(b.device), self.targets.to(b.device)
         if out.pre_acts.shape[-1] != b.numel():
             raise ValueError(f"pre_acts has {out.pre_acts.shape[-1]} neurons but model.b_enc has {b.numel()}.")
-        self.observe(out.pre_acts)
+        self._observe(out.pre_acts, getattr(out, "fired", None))
         if self._tokens >= self.config.buffer_size:
             q = self._fires.to(torch.float64) / self._tokens
             c = self.config
