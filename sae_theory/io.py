@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .models import SAE, ReLUSAE, ReLUSAEConfig, TiedSAE, TiedSAEConfig, TopKSAE, TopKSAEConfig
+from .models import MPSAE, SAE, MPSAEConfig, ReLUSAE, ReLUSAEConfig, TiedSAE, TiedSAEConfig, TopKSAE, TopKSAEConfig
 
 __all__ = ["SAE_CLASSES", "load_sae", "save_sae"]
 
@@ -23,6 +23,7 @@ SAE_CLASSES = {
     "TiedSAE": (TiedSAE, TiedSAEConfig),
     "TopKSAE": (TopKSAE, TopKSAEConfig),
     "ReLUSAE": (ReLUSAE, ReLUSAEConfig),
+    "MPSAE": (MPSAE, MPSAEConfig),
 }
 
 WEIGHTS, CONFIG = "sae.safetensors", "config.json"

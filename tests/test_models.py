@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from _helpers import assert_close
-from sae_theory.models import ReLUSAE, TiedSAE, TopKSAE
+from sae_theory.models import MPSAE, ReLUSAE, TiedSAE, TopKSAE
 from sae_theory.models.base import SAE, unit_rows_
 
 D, M = 6, 10
@@ -29,6 +29,7 @@ BUILDERS: dict[str, Callable[[torch.dtype, int], SAE]] = {
     "tied_relu": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="relu"),
     "topk": lambda dt, s: TopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
     "relu": lambda dt, s: ReLUSAE(d=D, n_latents=M, l1_coefficient=0.1, dtype=dt, seed=s),
+    "mp": lambda dt, s: MPSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
 }
 ALL = list(BUILDERS)
 TIED = [name for name in ALL if name.startswith("tied")]
@@ -92,7 +93,8 @@ def test_sae__parameters_and_buffers_have_the_config_dtype(name, dtype):
     tensors = dict(sae.named_parameters()) | dict(sae.named_buffers())
     assert tensors, "an SAE with no parameters"
     for pname, t in tensors.items():
-        assert t.dtype == dtype, f"{pname} is {t.dtype}, config asks {dtype}"
+        # integer buffers are counters (MPSAE.n_train_passes); every floating tensor has the dtype
+        assert t.dtype == dtype or not t.dtype.is_floating_point, f"{pname} is {t.dtype}, config asks {dtype}"
         assert t.device.type == "cpu"
 
 
@@ -132,7 +134,10 @@ def test_sae__has_saelens_names_and_shapes(name):
     sae = _build(name)
     assert sae.W_enc.shape == (D, M)
     assert sae.W_dec.shape == (M, D)
-    assert sae.b_enc.shape == (M,)
+    if name == "mp":  # matching pursuit has no encoder bias
+        assert not hasattr(sae, "b_enc")
+    else:
+        assert sae.b_enc.shape == (M,)
     assert sae.b_dec.shape == (D,)
     assert sae.dictionary is sae.W_dec
 

@@ -2,11 +2,15 @@
 ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec``), one method per file."""
 
 from .base import SAE, SAEConfig, TrainOutput, UntiedSAE
+from .mp import MPSAE, MPResult, MPSAEConfig, matching_pursuit_reference
 from .relu import ReLUSAE, ReLUSAEConfig
 from .tied import TiedSAE, TiedSAEConfig
 from .topk import TopKSAE, TopKSAEConfig
 
 __all__ = [
+    "MPResult",
+    "MPSAE",
+    "MPSAEConfig",
     "ReLUSAE",
     "ReLUSAEConfig",
     "SAE",
@@ -17,4 +21,5 @@ __all__ = [
     "TopKSAEConfig",
     "TrainOutput",
     "UntiedSAE",
+    "matching_pursuit_reference",
 ]

@@ -1,0 +1,461 @@
+"""Tests of MP-SAE (sae_theory/models/mp.py): the fast batched pursuit against the per-input
+reference, the propositions of mp_sae.md §3 in float64, training gradients against a naive
+unrolled autograd, the Gram cache, memory of the training graph, options and bad configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from _helpers import assert_close
+from sae_theory.io import load_sae, save_sae
+from sae_theory.metrics import feature_recovery_rate
+from sae_theory.models import MPSAE, matching_pursuit_reference
+from sae_theory.training import TrainConfig, train
+
+F64 = torch.float64
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _data(B=200, d=16, seed=0, dtype=F64):
+    return torch.randn(B, d, generator=torch.Generator().manual_seed(seed), dtype=F64).to(dtype)
+
+
+def _sae(d=16, p=64, k=12, dtype=F64, **kw):
+    return MPSAE(d=d, n_latents=p, k=k, dtype=dtype, seed=1, **kw)
+
+
+MODES = [  # (threshold, stop_on_repeat)
+    (None, False),
+    (0.5, False),
+    (None, True),
+    (0.3, True),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# fast path == reference
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gram", ["always", "never"])
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+@pytest.mark.parametrize("threshold,repeat", MODES)
+def test_pursuit__fast_equals_reference_in_float64(gram, selection, threshold, repeat):
+    sae = _sae(selection=selection, gram=gram, threshold=threshold, stop_on_repeat=repeat)
+    x = _data()
+    fast = sae.pursuit(x)
+    ref, _ = matching_pursuit_reference(x, sae.W_dec.detach(), 12, threshold=threshold, selection=selection, stop_on_repeat=repeat)
+    assert torch.equal(fast.steps, ref.steps)
+    assert torch.equal(fast.codes != 0, ref.codes != 0)
+    assert torch.equal(fast.indices, ref.indices)  # -1 where no atom was added
+    assert_close(fast.codes, ref.codes)
+    assert_close(fast.alphas, ref.alphas)
+    assert_close(fast.residual, ref.residual)
+    if threshold is not None or repeat:  # the adaptive modes really stopped some inputs early
+        assert int(ref.steps.min()) < 12
+
+
+def test_pursuit__with_b_dec_equals_reference_on_centred_input():
+    sae = _sae(use_b_dec=True)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.linspace(-1, 1, 16, dtype=F64))
+    x = _data()
+    ref, _ = matching_pursuit_reference(x, sae.W_dec.detach(), 12, b_dec=sae.b_dec.detach())
+    assert_close(sae.encode(x), ref.codes)
+    assert_close(sae(x), ref.codes @ sae.W_dec.detach() + sae.b_dec.detach())
+
+
+def _min_gaps(x, D, trace, steps, selection):
+    """Per input, the smallest gap between the best and second-best selection score over its steps."""
+    gaps = []
+    for b, hist in enumerate(trace):
+        g = math.inf
+        for t in range(int(steps[b])):
+            c = D @ hist[t]
+            score = torch.relu(c) if selection == "relu" else c.abs()
+            top = score.topk(2).values
+            g = min(g, float(top[0] - top[1]))
+        gaps.append(g)
+    return torch.tensor(gaps)
+
+
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+def test_pursuit__float32_supports_agree_with_the_float64_reference(selection):
+    B, d, p, k = 2000, 32, 256, 16
+    sae = MPSAE(d=d, n_latents=p, k=k, dtype=torch.float32, seed=3, selection=selection, gram="always")
+    x32 = _data(B, d, seed=4, dtype=torch.float32)
+    D64 = sae.W_dec.detach().double()
+    ref, trace = matching_pursuit_reference(x32.double(), D64, k, selection=selection)
+    fast = sae.pursuit(x32)
+    same = ((fast.codes != 0) == (ref.codes != 0)).all(1)
+    # near-ties aside: inputs whose two best scores ever come within float32 rounding of each other
+    near_tie = _min_gaps(x32.double(), D64, trace, ref.steps, selection) < 1e-4
+    assert float(near_tie.double().mean()) < 0.05
+    assert float(same[~near_tie].double().mean()) >= 0.999
+    assert float(same.double().mean()) >= 0.99
+
+
+def test_pursuit__gram_and_direct_paths_agree_in_float32():
+    sae = _sae(d=32, p=256, k=16, dtype=torch.float32)
+    x = _data(500, 32, dtype=torch.float32)
+    a = sae.pursuit(x)
+    sae_direct = MPSAE.from_dictionary(sae.W_dec.detach(), k=16, gram="never")
+    b = sae_direct.pursuit(x)
+    assert float(((a.codes != 0) == (b.codes != 0)).all(1).double().mean()) >= 0.99
+
+
+def test_pursuit__blocks_of_rows_give_the_same_result(monkeypatch):
+    import sae_theory.models.mp as mp
+
+    sae = _sae(threshold=0.3, stop_on_repeat=True, gram="always")
+    x = _data(203)
+    whole = sae.pursuit(x)
+    monkeypatch.setattr(mp, "BLOCK_BYTES", 7 * 64 * 8)  # 7 rows per block, a ragged last block
+    blocks = sae.pursuit(x)
+    for a, b in zip(whole, blocks):
+        assert torch.equal(a, b)
+
+
+def test_pursuit__leading_dimensions_are_kept():
+    sae = _sae()
+    x = _data(24).reshape(2, 3, 4, 16)
+    out = sae.pursuit(x)
+    assert out.codes.shape == (2, 3, 4, 64) and out.steps.shape == (2, 3, 4) and out.indices.shape == (2, 3, 4, 12)
+    assert_close(out.codes.reshape(24, 64), sae.encode(x.reshape(24, 16)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the propositions (float64)
+# ---------------------------------------------------------------------------------------------
+def _unit(p, d, seed=0):
+    D = torch.randn(p, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    return D / D.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+def test_prop_c1__residual_is_orthogonal_to_the_last_selected_atom(selection):
+    D, x = _unit(64, 16), _data(50)
+    out, trace = matching_pursuit_reference(x, D, 20, selection=selection)
+    worst = 0.0
+    for b, hist in enumerate(trace):
+        for t in range(int(out.steps[b])):
+            if out.alphas[b, t] != 0:
+                worst = max(worst, abs(float(D[out.indices[b, t]] @ hist[t + 1])))
+    assert worst <= 1e-12
+
+
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+def test_prop_c2__squared_residual_norm_falls_by_exactly_alpha_squared(selection):
+    D, x = _unit(64, 16), _data(50)
+    out, trace = matching_pursuit_reference(x, D, 20, selection=selection)
+    for b, hist in enumerate(trace):
+        n2 = torch.stack([h.pow(2).sum() for h in hist])
+        drop = n2[:-1] - n2[1:]
+        assert_close(drop, out.alphas[b, : len(drop)].pow(2), msg=f"input {b}")
+        assert bool((drop >= -1e-12).all())
+
+
+def test_prop_c2__breaks_when_atoms_are_not_unit_norm():
+    D = _unit(64, 16) * torch.linspace(0.5, 2.0, 64, dtype=F64)[:, None]
+    out, trace = matching_pursuit_reference(_data(50), D, 10)
+    errors = []
+    for b, hist in enumerate(trace):
+        n2 = torch.stack([h.pow(2).sum() for h in hist])
+        errors.append(float(((n2[:-1] - n2[1:]) - out.alphas[b, : len(hist) - 1].pow(2)).abs().max()))
+    assert max(errors) > 1e-2  # the identity is off by far more than rounding
+
+
+def test_prop_c3__full_rank_dictionary_reconstruction_converges_to_x():
+    D, x = _unit(32, 8), _data(20, 8)
+    errs = [float((matching_pursuit_reference(x, D, k)[0].residual).norm(dim=1).max()) for k in (5, 50, 400)]
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-6
+
+
+def test_prop_c3__rank_deficient_dictionary_converges_to_the_projection():
+    # atoms span only the first 5 of 8 coordinates: x_hat -> the orthogonal projection onto them
+    D = torch.zeros(24, 8, dtype=F64)
+    D[:, :5] = _unit(24, 5)
+    x = _data(20, 8)
+    out, _ = matching_pursuit_reference(x, D, 400)
+    x_hat = out.codes @ D
+    proj = x.clone()
+    proj[:, 5:] = 0
+    assert float((x_hat - proj).abs().max()) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _naive_training_loss(sae: MPSAE, x):
+    """Unrolled MP with full correlations under autograd (the authors' code's gradient)."""
+    W = sae.W_dec
+    r = x - sae.b_dec
+    z = torch.zeros(x.shape[0], W.shape[0], dtype=x.dtype)
+    for _ in range(sae.k):
+        c = r @ W.T
+        j = torch.relu(c).detach().argmax(1)
+        a = torch.relu(c.gather(1, j[:, None]))
+        z = z + torch.zeros_like(z).scatter(1, j[:, None], a)
+        r = r - a * W[j]
+    x_hat = z @ W + sae.b_dec
+    return (x_hat - x).pow(2).sum(-1).mean(), z
+
+
+@pytest.mark.parametrize("use_b_dec", [False, True])
+def test_training_forward__gradients_equal_the_naive_unrolled_autograd(use_b_dec):
+    sae = _sae(p=256, use_b_dec=use_b_dec)
+    x = _data(16)
+    out = sae.training_forward(x)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+    sae.zero_grad()
+    loss, z = _naive_training_loss(sae, x)
+    loss.backward()
+    assert_close(out.loss, loss)
+    assert_close(out.codes, z)
+    assert_close(grads["W_dec"], sae.W_dec.grad)
+    assert ("b_dec" in grads) == use_b_dec
+    if use_b_dec:
+        assert_close(grads["b_dec"], sae.b_dec.grad)
+    # unselected atoms get no gradient (the source of dead atoms)
+    unused = (z == 0).all(0)
+    assert bool(unused.any()) and float(grads["W_dec"][unused].abs().max()) == 0.0
+
+
+def test_training_forward__codes_and_reconstruction_match_encode_and_decode():
+    sae = _sae(threshold=0.4)
+    x = _data(64)
+    out = sae.training_forward(x)
+    assert_close(out.codes, sae.encode(x))
+    assert_close(out.x_hat, sae.decode(out.codes))
+
+
+def test_training_forward__saves_O_of_k_B_d_not_k_B_p_for_backward():
+    B, d, p, k = 64, 8, 2048, 16
+    sae = MPSAE(d=d, n_latents=p, k=k, dtype=torch.float32)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        sae.training_forward(torch.randn(B, d))
+    # each step keeps a few (B, d) tensors and (B,) vectors; parameters and indices aside, nothing
+    # the size of a (B, p) correlation array per step
+    assert sum(saved) < 8 * k * B * d + 4 * p * d + B * p
+    assert sum(saved) < k * B * p / 4
+
+
+def test_train__error_falls_features_are_found_and_atoms_stay_unit_norm():
+    torch.manual_seed(0)
+    D = _unit(48, 16, seed=5).float()
+    H = (torch.rand(4000, 48) < 0.06).float() * (1 + torch.rand(4000, 48))
+    X = H @ D
+    sae = MPSAE(d=16, n_latents=48, k=4, seed=2)
+    with torch.no_grad():
+        before = float((sae(X) - X).pow(2).sum(1).mean())
+    train(sae, X, TrainConfig(steps=300, batch_size=100, lr=1e-2, progress=False))
+    with torch.no_grad():
+        after = float((sae(X) - X).pow(2).sum(1).mean())
+    assert after < 0.5 * before
+    assert feature_recovery_rate(sae.W_dec.detach(), D, 0.9) >= 0.5  # measured 0.77
+    assert_close(sae.W_dec.detach().norm(dim=1), torch.ones(48), torch.float32)
+
+
+def test_train__checkpoint_resume_is_exact_with_dropout_and_aux(tmp_path):
+    # the checkpoint falls inside the dropout phase: the pass counter must come back with the model
+    X = torch.randn(3000, 16, generator=torch.Generator().manual_seed(0))
+    kw = dict(d=16, n_latents=64, k=4, seed=3, atom_dropout=0.2, atom_dropout_steps=30, aux_coefficient=1e-2, aux_min_dead=0)
+    run = TrainConfig(steps=60, batch_size=100, lr=1e-2, progress=False, log_every=10, checkpoint_every=25, checkpoint_dir=str(tmp_path))
+    whole = MPSAE(**kw)
+    train(whole, X, TrainConfig(**{**run.to_dict(), "checkpoint_every": None, "checkpoint_dir": None}))
+    train(MPSAE(**kw), X, TrainConfig(**{**run.to_dict(), "steps": 25}))
+    resumed = MPSAE(**kw)
+    train(resumed, X, run, resume="latest")
+    assert torch.equal(resumed.W_dec, whole.W_dec)
+    assert int(resumed.n_train_passes) == int(whole.n_train_passes) == 60
+
+
+# ---------------------------------------------------------------------------------------------
+# the Gram matrix
+# ---------------------------------------------------------------------------------------------
+def test_gram__cached_until_the_dictionary_changes():
+    sae = _sae()
+    G1 = sae.gram()
+    assert sae.gram() is G1
+    sae.post_step()  # in place: a new version of W_dec
+    assert sae.gram() is not G1
+    with torch.no_grad():
+        sae.W_dec.mul_(0.5)
+    assert_close(sae.gram(), sae.W_dec.detach() @ sae.W_dec.detach().T)
+    other = _sae()
+    with torch.no_grad():
+        other.W_dec.copy_(torch.flip(other.W_dec, [0]))
+    sae.load_state_dict(other.state_dict())
+    assert_close(sae.gram(), other.W_dec.detach() @ other.W_dec.detach().T)
+
+
+def test_gram__an_optimizer_step_invalidates_it_and_encode_follows_the_new_dictionary():
+    sae = _sae(gram="always")
+    x = _data(64)
+    sae.encode(x)  # builds G
+    opt = torch.optim.SGD(sae.parameters(), lr=0.5)
+    sae.training_forward(x).loss.backward()
+    opt.step()
+    ref, _ = matching_pursuit_reference(x, sae.W_dec.detach(), 12)
+    assert_close(sae.encode(x), ref.codes)
+
+
+def test_uses_gram__the_documented_rule():
+    sae = _sae(d=16, p=64, k=4)
+    assert sae.uses_gram(batch_size=16)  # p = 64 <= k B = 64
+    assert not sae.uses_gram(batch_size=15)  # p > k B and no cached G: direct is cheaper
+    sae.gram()
+    assert sae.uses_gram(batch_size=1)  # cached: reuse it
+    small = _sae(d=16, p=64, k=4, gram_max_bytes=64 * 64 * 8 - 1)
+    assert not small.uses_gram(batch_size=10_000)  # too large
+    assert _sae(gram="always").uses_gram(1) and not _sae(gram="never").uses_gram(10_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# inference options
+# ---------------------------------------------------------------------------------------------
+def test_encode__k_override_bounds_the_support_and_error_is_non_increasing_in_k():
+    sae = _sae(k=4)
+    x = _data(100)
+    errs = []
+    for k in (1, 2, 4, 8, 16):
+        z = sae.encode(x, k=k)
+        assert int((z != 0).sum(1).max()) <= k
+        errs.append(float((sae.decode(z) - x).pow(2).sum(1).mean().detach()))
+    assert all(b <= a + 1e-12 for a, b in zip(errs, errs[1:])) and errs[-1] < errs[0]
+
+
+def test_encode__threshold_mode_stops_below_the_threshold_or_at_the_cap():
+    sae = _sae(k=60)
+    x = _data(100)
+    out = sae.pursuit(x, threshold=0.8)
+    norms = out.residual.norm(dim=1)
+    assert bool(((norms < 0.8) | (out.steps == 60)).all())
+    assert int(out.steps.min()) < int(out.steps.max())  # the number of steps adapts per input
+
+
+def test_encode__zero_input_with_threshold_takes_no_step():
+    sae = _sae(threshold=1e-3)
+    out = sae.pursuit(torch.zeros(3, 16, dtype=F64))
+    assert out.steps.tolist() == [0, 0, 0] and float(out.codes.abs().sum()) == 0.0
+
+
+def test_relu_selection__codes_are_non_negative_and_abs_may_be_signed():
+    x = _data(100)
+    assert float(_sae().encode(x).min()) >= 0
+    assert float(_sae(selection="abs").encode(x).min()) < 0
+
+
+def test_stop_on_repeat__each_atom_appears_at_most_once_except_the_last_step():
+    sae = _sae(k=40, stop_on_repeat=True)
+    out = sae.pursuit(_data(100))
+    for b in range(100):
+        n = int(out.steps[b])
+        chosen = out.indices[b, : n - 1].tolist()
+        assert len(set(chosen)) == len(chosen)  # before the stopping step, every step adds an atom
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout and the auxiliary loss
+# ---------------------------------------------------------------------------------------------
+def test_atom_dropout__dropped_atoms_are_never_selected_and_it_ends_on_time():
+    sae = _sae(k=8, atom_dropout=0.5, atom_dropout_steps=2)
+    x = _data(200)
+    usage = []
+    for _ in range(3):
+        out = sae.training_forward(x)
+        usage.append((out.codes != 0).any(0))
+    assert int(usage[0].sum()) < 40 and int(usage[1].sum()) < 40  # about half the 64 atoms removed
+    assert not torch.equal(usage[0], usage[1])  # a new mask every pass
+    assert int(usage[2].sum()) > int(usage[0].sum())
+    sae.eval()
+    fresh = _sae(k=8, atom_dropout=0.5, atom_dropout_steps=2).eval()
+    assert_close(fresh.training_forward(x).codes, fresh.encode(x))  # no dropout in eval mode
+
+
+def test_aux_loss__by_hand_and_it_reaches_dead_atoms():
+    sae = _sae(k=2, aux_coefficient=0.1, aux_min_dead=0)
+    x = _data(32)
+    out = sae.training_forward(x)
+    dead = out.codes.detach().amax(0) < 1e-2
+    sel = sae.pursuit(x)
+    aux = (sel.residual @ sae.W_dec.detach()[dead].T).mean()
+    assert_close(out.loss, out.metrics["mse"] - 0.1 * aux)
+    out.loss.backward()
+    assert float(sae.W_dec.grad[dead].abs().sum(1).min()) > 0
+
+
+def test_aux_loss__off_below_the_dead_count():
+    sae = _sae(k=2, aux_coefficient=0.1, aux_min_dead=10_000)
+    out = sae.training_forward(_data(32))
+    assert "aux" not in out.metrics and torch.equal(out.loss, out.metrics["mse"])
+
+
+# ---------------------------------------------------------------------------------------------
+# contract, construction, bad input
+# ---------------------------------------------------------------------------------------------
+def test_contract__tied_names_and_save_load(tmp_path):
+    sae = _sae(use_b_dec=True, threshold=0.2)
+    assert sae.W_enc.data_ptr() == sae.W_dec.data_ptr() and sae.W_enc.shape == (16, 64)
+    assert sae.dictionary is sae.W_dec
+    assert [p is sae.W_dec or p is sae.b_dec for p in sae.optimizer_parameters()] == [True, True]
+    plain = _sae()
+    assert len(plain.optimizer_parameters()) == 1 and plain.optimizer_parameters()[0] is plain.W_dec
+    save_sae(sae, tmp_path / "mp")
+    back = load_sae(tmp_path / "mp")
+    assert isinstance(back, MPSAE) and back.config == sae.config
+    x = _data(10)
+    assert torch.equal(back.encode(x), sae.encode(x))
+
+
+def test_from_dictionary__normalises_and_keeps_dtype():
+    D = torch.randn(30, 6, dtype=F64) * 3
+    sae = MPSAE.from_dictionary(D, k=3)
+    assert sae.config.dtype == F64 and sae.n_latents == 30 and sae.d == 6
+    assert_close(sae.W_dec.norm(dim=1), torch.ones(30))
+    raw = MPSAE.from_dictionary(D, k=3, normalize=False)
+    assert torch.equal(raw.W_dec.detach(), D)
+    with pytest.raises(ValueError, match="zero rows"):
+        MPSAE.from_dictionary(torch.zeros(3, 4), k=1)
+    with pytest.raises(ValueError, match="NaN"):
+        MPSAE.from_dictionary(torch.full((3, 4), float("nan")), k=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(k=0), "k must be an int >= 1"),
+        (dict(k=2.5), "k must be an int >= 1"),
+        (dict(threshold=-0.1), "threshold must be None or a finite number >= 0"),
+        (dict(threshold=float("nan")), "threshold must be None"),
+        (dict(selection="max"), "selection must be one of"),
+        (dict(gram="sometimes"), "gram must be one of"),
+        (dict(atom_dropout=1.0), r"atom_dropout must lie in \[0, 1\)"),
+        (dict(atom_dropout=0.1), "atom_dropout > 0 needs atom_dropout_steps > 0"),
+        (dict(aux_coefficient=-1.0), "aux_coefficient must be"),
+    ],
+)
+def test_config__bad_values_raise_with_the_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MPSAE(d=4, n_latents=8, **kwargs)
+
+
+def test_encode__bad_arguments_raise():
+    sae = _sae()
+    x = _data(4)
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
+        sae.encode(x, k=0)
+    with pytest.raises(ValueError, match="threshold must be None"):
+        sae.encode(x, threshold=-1.0)
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., d=16\)"):
+        sae.encode(torch.zeros(4, 5, dtype=F64))
+    with pytest.raises(TypeError, match="dtype"):
+        sae.encode(x.float())
