@@ -22,7 +22,7 @@ import torch
 
 from ._json import to_jsonable
 
-__all__ = ["FeatureModelScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
+__all__ = ["FeatureModelScale", "MPScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
 
 #: The profile a notebook uses when ``SAE_THEORY_PROFILE`` is not set.
 DEFAULT_PROFILE = "quick"
@@ -99,6 +99,34 @@ class ToyScale:
 
 
 @dataclass(frozen=True)
+class MPScale:
+    """Scale of the MP-SAE studies (``notebooks/04_mp_theory.ipynb``, ``05_mp_adaptive_sparsity.ipynb``)."""
+
+    n: int
+    """Features of the SparseFeatureModel the SAEs are trained on."""
+    d: int
+    """Input dimension."""
+    s: int
+    """Row sparsity of the data (active features per input)."""
+    n_latents: int
+    """Width p of every SAE."""
+    k: int
+    """Training k of MP-SAE and TopK (and the target L0 of the ReLU-L1 SAE)."""
+    steps: int
+    """Optimiser steps per training run."""
+    batch_size: int
+    """Rows per step."""
+    n_samples: int
+    """Rows of the fixed training set."""
+    theory_inputs: int
+    """Inputs on which the propositions are checked (float64, per-input reference)."""
+    theory_steps: int
+    """Pursuit steps in the proposition checks."""
+    inference_k_max_multiple: int
+    """Inference k runs from 1 to this multiple of the training k."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything an experiment needs besides the science.
 
@@ -122,6 +150,8 @@ class Profile:
     """Scale of the BA resonance study."""
     toy: ToyScale = field(default=None)  # type: ignore[assignment]
     """Scale of the GBA-vs-TopK imbalanced toy."""
+    mp: MPScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the MP-SAE studies."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
@@ -149,6 +179,8 @@ _QUICK = dict(
     ),
     toy=ToyScale(n_latents=512, steps=2000, batch_size=256, n_samples=200_000,
                  frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03)),
+    mp=MPScale(n=256, d=64, s=6, n_latents=512, k=8, steps=2000, batch_size=256, n_samples=100_000,
+               theory_inputs=200, theory_steps=64, inference_k_max_multiple=4),
 )
 
 _FULL = dict(
@@ -172,6 +204,8 @@ _FULL = dict(
     ),
     toy=ToyScale(n_latents=512, steps=30_000, batch_size=512, n_samples=2_000_000,
                  frontier_topk=(3, 5, 10, 15, 20, 30, 50), frontier_l1=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003)),
+    mp=MPScale(n=4096, d=256, s=16, n_latents=16384, k=32, steps=20_000, batch_size=1024, n_samples=2_000_000,
+               theory_inputs=2000, theory_steps=256, inference_k_max_multiple=4),
 )
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}
