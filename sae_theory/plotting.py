@@ -389,6 +389,34 @@ def resonance_figure(df):
     return fig
 
 
+def mp_theory_figure(props, earlier, conv):
+    """MP-SAE propositions (``experiments.proposition_checks``, ``earlier_atom_cosines``,
+    ``convergence``): C.1 and C.2 errors per dictionary, residual-vs-earlier-atom cosines against
+    unselected atoms, and convergence of x_hat(t) to the projection onto span(D)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    use_style()
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    tiny = 1e-18  # floor so exact zeros show on a log axis
+    for ax, col, title in ((axes[0], "last_inner", "C.1: |<D_j(t), r(t)>|"), (axes[1], "norm_drop_error", "C.2: |drop of ||r||^2 - alpha^2|")):
+        d = props.assign(value=np.log10(props[col].clip(lower=tiny)))
+        sns.histplot(d, x="value", hue="dictionary", element="step", stat="probability", common_norm=False, bins=60, ax=ax)
+        ax.axvline(-12, color="k", ls="--", lw=1)
+        ax.set(xlabel=f"log10 {col} (exact 0 shown at -18)", title=title)
+    e = earlier.copy()
+    e["group"] = np.where(e["kind"] == "unselected atom", "unselected", "lag " + e["lag"].clip(upper=4).astype(str).str.replace("4", "4+"))
+    order = ["lag 0", "lag 1", "lag 2", "lag 3", "lag 4+", "unselected"]
+    sns.boxplot(e, x="group", y="cosine", hue="dictionary", order=order, ax=axes[2], showfliers=False)
+    axes[2].set(xlabel="atom selected t - s steps before (lag) / never selected", ylabel="|cos(r(t), atom)|",
+                title="residual vs earlier atoms")
+    sns.lineplot(conv, x="step", y="distance_to_projection", hue="dictionary", style="selection", marker="o", ax=axes[3])
+    axes[3].set(xscale="log", yscale="log", ylabel="max ||x_hat(t) - P_span(D) x||", title="C.3: convergence to the projection")
+    fig.tight_layout()
+    return fig
+
+
 def toy_figure(frr, cons, front):
     """The imbalanced toy (``experiments.gba_vs_topk``, ``consistency``, ``frontier``): FRR beside
     the paper's values, cross-seed MCS, and the L2-vs-fraction-active frontier."""

@@ -459,3 +459,44 @@ def test_encode__bad_arguments_raise():
         sae.encode(torch.zeros(4, 5, dtype=F64))
     with pytest.raises(TypeError, match="dtype"):
         sae.encode(x.float())
+
+
+# ---------------------------------------------------------------------------------------------
+# symbolic derivations and the theory experiments
+# ---------------------------------------------------------------------------------------------
+def test_symbolic__mp_step_identities_vanish_and_closed_forms_match_numbers():
+    import sympy as sp
+
+    from sae_theory.theory.symbolic import mp_step_identities
+
+    ids = mp_step_identities(dim=3)
+    for name in ("orthogonality", "norm_drop", "orthogonality_unit", "norm_drop_unit"):
+        assert ids[name] == 0, name
+    # the closed forms evaluated at numbers equal one numeric step, for a non-unit atom
+    r, D = torch.tensor([0.3, -1.2, 0.7], dtype=F64), torch.tensor([1.5, 0.2, -0.4], dtype=F64)
+    a = float(r @ D)
+    r_new = r - a * D
+    subs = {sp.Symbol(f"r{i}", real=True): float(r[i]) for i in range(3)} | {sp.Symbol(f"D{i}", real=True): float(D[i]) for i in range(3)}
+    assert_close(float(ids["inner_after"].subs(subs)), float(D @ r_new))
+    assert_close(float(ids["drop_after"].subs(subs)), float(r @ r - r_new @ r_new))
+
+
+def test_mp_theory__tiny_profile_checks_hold():
+    import dataclasses
+
+    from sae_theory.experiments import mp_theory
+    from sae_theory.profiles import MPScale, get_profile
+
+    P = dataclasses.replace(get_profile("quick"), seeds=(0,), mp=MPScale(n=32, d=8, s=2, n_latents=32, k=3, steps=20, batch_size=32,
+                                                                          n_samples=2000, theory_inputs=10, theory_steps=12, inference_k_max_multiple=2))
+    dicts = mp_theory.dictionaries(P)
+    props = mp_theory.proposition_checks(P, dicts)
+    worst = props.groupby("dictionary")[["last_inner", "norm_drop_error"]].max()
+    assert (worst.loc[["random unit", "trained"]] <= 1e-12).all().all()
+    assert (worst.loc["non-unit"] > 1e-6).all()
+    earlier = mp_theory.earlier_atom_cosines(P, dicts)
+    assert float(earlier[earlier.lag == 0].cosine.max()) <= 1e-12
+    assert set(earlier.kind) == {"selected atom", "unselected atom"}
+    conv = mp_theory.convergence(P)
+    final = conv[(conv.step == conv.step.max()) & (conv.selection == "abs")].set_index("dictionary")
+    assert final.loc["full rank", "distance_to_x"] <= 1e-9 and final.loc["rank d/2", "distance_to_projection"] <= 1e-9

@@ -6,6 +6,7 @@ Import this module only where sympy is wanted (tests, notebooks); training code 
 * :func:`critical_dimension` — solve "d-term = first term" for d.
 * :func:`nonempty_band_condition` — when the second upper term exceeds the lower end 1/n.
 * :func:`width_at_band_floor` — the width bound at p = 1/n.
+* :func:`mp_step_identities` — Props C.1 and C.2 of MP-SAE derived from the update rule.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "band_in_n",
     "critical_dimension",
     "lambdify_band_in_frequency",
+    "mp_step_identities",
     "nonempty_band_condition",
     "width_at_band_floor",
     "width_bound",
@@ -81,3 +83,41 @@ def width_bound() -> sp.Expr:
 def width_at_band_floor() -> sp.Expr:
     """The width bound at p = 1/n: n^(1 + s/(1 - eps)^2)."""
     return sp.powsimp(sp.simplify(width_bound().subs(p, 1 / n)), force=True)
+
+
+def mp_step_identities(dim: int = 4) -> dict[str, sp.Expr]:
+    """Props C.1 and C.2 of MP-SAE (mp_sae.md §3) derived from one matching-pursuit step.
+
+    With a residual r and an atom D_j of ``dim`` symbolic coordinates, alpha = <r, D_j> and
+    r' = r - alpha D_j, expand (polynomial identities, hence valid for every value):
+
+    * ``orthogonality``: <D_j, r'> - alpha (1 - ||D_j||^2), which simplifies to 0; so
+      <D_j, r'> = alpha (1 - ||D_j||^2), zero exactly when ||D_j|| = 1 (C.1);
+    * ``norm_drop``: ||r||^2 - ||r'||^2 - alpha^2 (2 - ||D_j||^2), which simplifies to 0; so the
+      squared norm falls by alpha^2 (2 - ||D_j||^2), which is alpha^2 exactly when ||D_j|| = 1 (C.2);
+    * ``orthogonality_unit`` and ``norm_drop_unit``: <D_j, r'> and ||r||^2 - ||r'||^2 - alpha^2 on
+      the unit sphere (the last coordinate eliminated through ||D_j|| = 1), which simplify to 0.
+
+    The expressions are bilinear in the coordinates, so the identities at any ``dim`` >= 1 are the
+    same computation; ``dim`` only sets the size of the expansion. Returns the simplified
+    expressions (each should be 0) and the closed forms ``inner_after`` and ``drop_after``.
+    """
+    r = sp.Matrix(sp.symbols(f"r0:{dim}", real=True))
+    D = sp.Matrix(sp.symbols(f"D0:{dim}", real=True))
+    alpha = (r.T * D)[0]
+    r_new = r - alpha * D
+    norm2 = (D.T * D)[0]
+    inner_after = sp.expand((D.T * r_new)[0])
+    drop_after = sp.expand((r.T * r)[0] - (r_new.T * r_new)[0])
+    out = {
+        "orthogonality": sp.simplify(inner_after - alpha * (1 - norm2)),
+        "norm_drop": sp.simplify(drop_after - alpha**2 * (2 - norm2)),
+        "inner_after": sp.factor(inner_after),
+        "drop_after": sp.factor(drop_after),
+    }
+    # on the unit sphere: the last coordinate is sqrt(1 - sum of the other squares)
+    last = D[dim - 1]
+    on_sphere = {last: sp.sqrt(1 - sum(D[i] ** 2 for i in range(dim - 1)))}
+    out["orthogonality_unit"] = sp.simplify(sp.expand(inner_after.subs(on_sphere)))
+    out["norm_drop_unit"] = sp.simplify(sp.expand((drop_after - alpha**2).subs(on_sphere)))
+    return out
