@@ -110,7 +110,8 @@ def _peers(D: torch.Tensor, x: torch.Tensor, k: int, repeats: int) -> tuple[dict
         torch.save(D.contiguous(), f"{tmp}/D.pt")
         torch.save(x.contiguous(), f"{tmp}/x.pt")
         cmd = [str(PEERS_PY), str(HERE / "_peers.py"), "--dictionary", f"{tmp}/D.pt", "--x", f"{tmp}/x.pt", "--k", str(k),
-               "--repeats", str(repeats), "--out", f"{tmp}/r.json", "--codes-out", f"{tmp}/codes.pt"]
+               "--repeats", str(repeats), "--out", f"{tmp}/r.json", "--codes-out", f"{tmp}/codes.pt",
+               "--threads", str(torch.get_num_threads())]
         run = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if run.returncode != 0 or not Path(f"{tmp}/r.json").exists():
             return None, None, f"peer runner failed: {run.stderr.strip().splitlines()[-1:]}"
