@@ -1,0 +1,350 @@
+"""Adaptive sparsity of MP-SAE at inference (mp_sae.md §6, paper Fig 8): ``notebooks/05_mp_adaptive_sparsity.ipynb``.
+
+Three SAEs of the same width p are trained on the same SparseFeatureModel data (n features in R^d,
+exactly s active per row, coefficients 1, every row scaled to unit norm) to the same training L0:
+
+* ``"MP-SAE"``: :class:`~sae_theory.models.MPSAE` with k pursuit steps (relu selection, no
+  pre-bias, the paper's defaults);
+* ``"TopK"``: :class:`~sae_theory.models.TopKSAE` with the same k;
+* ``"ReLU"``: :class:`~sae_theory.models.ReLUSAE` (decoder-norm-weighted L1) whose coefficient is
+  steered during training by :class:`L1Controller` so that its mean L0 is k.
+
+All three use Adam at a constant learning rate (per method, ``LEARNING_RATES``), the scale's
+steps and batch size, and the same training rows for a given seed. Then, on held-out rows of the
+same distribution, the reconstruction error is measured at inference k = 1 ..
+``inference_k_max_multiple`` x k:
+
+* MP-SAE: k pursuit steps, ``encode(x, k=k)``;
+* TopK: the top k pre-activations, ``encode(x, k=k)``;
+* ReLU: the k largest codes of its ReLU output, the others set to 0 (the "k largest latents"
+  reading of the paper's Fig 20). It cannot use more latents than its ReLU keeps, so beyond its
+  natural support the error is flat by construction.
+
+Error metrics: ``nmse`` = mean_b ||x_b - x_hat_b||^2 / ||x_b||^2 (normalised MSE, the paper's
+Fig 20 quantity; the rows have unit norm, so it is also the MSE) and ``fvu`` (fraction of variance
+unexplained, :func:`~sae_theory.metrics.fvu`).
+
+:func:`threshold_l0` runs the trained MP-SAE in threshold mode (stop once ||r|| < tau, with a cap
+of ``inference_k_max_multiple`` x k steps) and returns per-input L0 and achieved error, on held-out
+rows with s/2, s and 2s active features (the same features: a SparseFeatureModel's features
+depend only on n, d and the seed). :func:`threshold_tradeoff` sets threshold mode against fixed k
+at the same mean L0, per row sparsity and on the three pooled.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..data import SparseFeatureModel
+from ..metrics import fvu as _fvu
+from ..models import MPSAE, ReLUSAE, TopKSAE
+from ..models.base import SAE
+from ..profiles import MPScale, Profile
+from ..training import TrainConfig, train
+
+__all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "inference_codes", "threshold_l0", "threshold_tradeoff", "trained_sae"]
+
+METHODS = ("MP-SAE", "TopK", "ReLU")
+
+#: Held-out rows on which every error is measured.
+N_EVAL = 4096
+
+#: Default residual-norm targets tau of threshold mode (rows have unit norm: nmse <= tau^2).
+THRESHOLD_TARGETS = (0.4, 0.3, 0.2, 0.1)
+
+#: Adam learning rate per method: the best of {1e-3, 3e-3, 1e-2} by held-out nmse at the training
+#: k (seed 0 of the quick scale; measured nmse at lr 1e-3 / 3e-3 / 1e-2: MP-SAE 0.032 / 0.022 /
+#: 0.027, TopK 0.131 / 0.132 / 0.154, ReLU at L0 ~8 0.877 / 0.652 / 0.443).
+LEARNING_RATES = {"MP-SAE": 3e-3, "TopK": 1e-3, "ReLU": 1e-2}
+EVAL_SEED_OFFSET = 10_000
+
+
+def _unit_rows(X: torch.Tensor) -> torch.Tensor:
+    return X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+
+
+def _feature_model(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int | None = None) -> SparseFeatureModel:
+    """The data of ``seed``; ``s`` changes only the row sparsity (the features stay the same)."""
+    return SparseFeatureModel(scale.n, scale.d, scale.s if s is None else s, seed=seed, device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=1)  # runs loop seed-outer; a full-scale set is 2 GB
+def _training_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    X, _ = _feature_model(scale, seed, device, dtype).sample(scale.n_samples, torch.Generator(device=device).manual_seed(seed), h_layout="sparse")
+    return _unit_rows(X)
+
+
+def _eval_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int | None = None, n: int = N_EVAL) -> torch.Tensor:
+    s = scale.s if s is None else s
+    g = torch.Generator(device=device).manual_seed(EVAL_SEED_OFFSET + 100 * seed + s)
+    X, _ = _feature_model(scale, seed, device, dtype, s).sample(n, g, h_layout="sparse")
+    return _unit_rows(X)
+
+
+# --------------------------------------------------------------------------------------------
+# ReLU-L1 at a target L0
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class L1Controller:
+    """Training hook that steers a :class:`~sae_theory.models.ReLUSAE`'s L1 coefficient so that
+    its mean L0 (non-zero codes per row) settles at ``target_l0``.
+
+    After every step (``hook(model, step, out)``), with l0 the batch's mean L0 from ``out.codes``:
+
+        lambda <- lambda * exp(gain * clip((l0 - target) / target, -1, 1))
+
+    an integral controller in log lambda: too many active latents raise the penalty, too few
+    lower it. The coefficient is written to ``model.l1_coefficient``, the attribute
+    ``ReLUSAE.training_forward`` reads (the frozen config keeps the initial value; the final one is
+    ``controller.coefficient``). ``history`` holds (step, l0, lambda) every ``log_every`` steps.
+    """
+
+    target_l0: float
+    coefficient: float = 0.1
+    gain: float = 0.005
+    log_every: int = 50
+
+    def __post_init__(self):
+        if not (self.target_l0 > 0 and self.coefficient > 0 and self.gain > 0):
+            raise ValueError(f"target_l0, coefficient and gain must be > 0, got {self.target_l0}, {self.coefficient}, {self.gain}.")
+        self.history: list[tuple[int, float, float]] = []
+
+    def __call__(self, model: SAE, step: int, out) -> None:
+        if not hasattr(model, "l1_coefficient"):
+            raise TypeError(f"L1Controller needs a model with an l1_coefficient attribute (ReLUSAE), got {type(model).__name__}.")
+        with torch.no_grad():
+            l0 = float((out.codes != 0).sum(-1).to(torch.float64).mean())
+        err = max(-1.0, min(1.0, (l0 - self.target_l0) / self.target_l0))
+        self.coefficient *= math.exp(self.gain * err)
+        model.l1_coefficient = self.coefficient
+        if step % self.log_every == 0:
+            self.history.append((step, l0, self.coefficient))
+
+    def state_dict(self) -> dict:
+        return {"coefficient": self.coefficient, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.coefficient = float(state["coefficient"])
+        self.history = [tuple(h) for h in state["history"]]
+
+
+# --------------------------------------------------------------------------------------------
+# training (cached per process)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+
+
+@functools.lru_cache(maxsize=32)
+def _trained(method: str, scale: MPScale, seed: int, device: str, dtype: torch.dtype, lr: float) -> tuple[SAE, dict]:
+    X = _training_set(scale, seed, device, dtype)
+    kw = dict(d=scale.d, n_latents=scale.n_latents, seed=seed + 1, device=device, dtype=dtype)
+    cfg = TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=lr, seed=seed, progress=False)
+    hooks = []
+    if method == "MP-SAE":
+        sae = MPSAE(k=scale.k, **kw)
+    elif method == "TopK":
+        sae = TopKSAE(k=scale.k, **kw)
+    else:
+        controller = L1Controller(target_l0=float(scale.k))
+        sae = ReLUSAE(l1_coefficient=controller.coefficient, **kw)
+        hooks = [controller]
+    hist = train(sae, X, cfg, hooks=hooks)
+    sae.eval()
+    info = dict(train_loss=float(hist.last("loss")), train_batch_l0=float(hist.last("l0")),
+                l1_coefficient=hooks[0].coefficient if hooks else float("nan"))
+    return sae, info
+
+
+def trained_sae(method: str, profile: Profile, seed: int, lr: float | None = None) -> tuple[SAE, dict]:
+    """The SAE of ``method`` ("MP-SAE" | "TopK" | "ReLU") trained on ``seed``'s data at the
+    profile's MP scale with learning rate ``lr`` (default ``LEARNING_RATES[method]``), and a dict
+    (``train_loss``, ``train_batch_l0``, ``l1_coefficient``: the ReLU's final coefficient, NaN
+    otherwise). The ReLU is trained with an :class:`L1Controller` (target L0 = k, initial
+    coefficient 0.1, gain 0.005). Cached per process: :func:`adaptive_sparsity`,
+    :func:`threshold_l0` and :func:`threshold_tradeoff` share the runs. Do not train the returned
+    model further."""
+    _check_method(method)
+    lr = LEARNING_RATES[method] if lr is None else float(lr)
+    return _trained(method, profile.mp, seed, profile.device, profile.dtype, lr)
+
+
+# --------------------------------------------------------------------------------------------
+# inference at another k
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def inference_codes(method: str, sae: SAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Codes of ``sae`` (trained as ``method``) on x at inference k (module docstring): k pursuit
+    steps (MP-SAE), the top k pre-activations (TopK), the k largest ReLU codes (ReLU)."""
+    _check_method(method)
+    if method in ("MP-SAE", "TopK"):
+        return sae.encode(x, k=k)
+    codes = sae.encode(x)
+    k = min(k, codes.shape[-1])
+    top = codes.topk(k, dim=-1)
+    return torch.zeros_like(codes).scatter_(-1, top.indices, top.values)
+
+
+def _mp_prefix_codes(sae: MPSAE, x: torch.Tensor, k_max: int):
+    """Yield the MP-SAE's codes at k = 1, 2, .., k_max from one pursuit of k_max steps: pursuit is
+    greedy and deterministic, so its first k steps are the k-step pursuit (``encode(x, k=k)``,
+    checked in the tests). The yielded tensor is updated in place."""
+    out = sae.pursuit(x, k=k_max)
+    codes = torch.zeros_like(out.codes)
+    for t in range(k_max):
+        codes.scatter_add_(1, out.indices[:, t : t + 1].clamp(min=0), out.alphas[:, t : t + 1])
+        yield codes
+
+
+def _nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    x64, e64 = x.to(torch.float64), (x_hat - x).to(torch.float64)
+    return float((e64.pow(2).sum(1) / x64.pow(2).sum(1)).mean())
+
+
+def adaptive_sparsity(profile: Profile, *, methods: tuple[str, ...] = METHODS, learning_rates: dict[str, float] | None = None,
+                      n_eval: int = N_EVAL, progress: bool = True) -> pd.DataFrame:
+    """Reconstruction error against inference k for MP-SAE, TopK and ReLU trained to the same L0.
+
+    For every seed of the profile and every method, the SAE of :func:`trained_sae` is evaluated on
+    ``n_eval`` held-out unit-norm rows at inference k = 1 .. ``inference_k_max_multiple`` x k.
+    ``learning_rates`` overrides ``LEARNING_RATES`` for some methods (a sensitivity check).
+
+    Returns
+    -------
+    DataFrame with ``method, seed, train_k, inference_k, nmse`` (mean ||x - x_hat||^2 / ||x||^2),
+    ``fvu``, ``l0`` (mean non-zero codes per row at that inference k), ``train_l0`` (the method's
+    mean L0 on the held-out rows at its training setting: k steps, top k, the full ReLU output),
+    ``dead_fraction`` (latents never active on the held-out rows at the training setting),
+    ``l1_coefficient`` (ReLU's final coefficient; NaN for the others), ``lr``.
+    """
+    for m in methods:
+        _check_method(m)
+    lrs = {**LEARNING_RATES, **(learning_rates or {})}
+    S = profile.mp
+    ks = range(1, S.inference_k_max_multiple * S.k + 1)
+    rows = []
+    runs = [(seed, m) for seed in profile.seeds for m in methods]
+    for seed, method in tqdm(runs, desc="SAE runs", disable=not progress):
+        sae, info = trained_sae(method, profile, seed, lrs[method])
+        x = _eval_set(S, seed, profile.device, profile.dtype, n=n_eval)
+        with torch.no_grad():
+            natural = sae.encode(x)
+            train_l0 = float((natural != 0).sum(1).to(torch.float64).mean())
+            dead = float((natural.amax(0) <= 0).to(torch.float64).mean())
+            codes_at = _mp_prefix_codes(sae, x, ks[-1]) if method == "MP-SAE" else None
+            for k in ks:
+                codes = next(codes_at) if codes_at is not None else inference_codes(method, sae, x, k)
+                x_hat = sae.decode(codes)
+                rows.append(dict(method=method, seed=seed, train_k=S.k, inference_k=k, nmse=_nmse(x, x_hat), fvu=_fvu(x, x_hat),
+                                 l0=float((codes != 0).sum(1).to(torch.float64).mean()), train_l0=train_l0, dead_fraction=dead,
+                                 l1_coefficient=info["l1_coefficient"], lr=lrs[method]))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# threshold mode
+# --------------------------------------------------------------------------------------------
+
+
+def _sparsities(S: MPScale, sparsities: tuple[int, ...] | None) -> tuple[int, ...]:
+    return sparsities if sparsities is not None else tuple(sorted({max(1, S.s // 2), S.s, min(S.n, 2 * S.s)}))
+
+
+def _per_input(sae: SAE, x: torch.Tensor, codes: torch.Tensor) -> dict:
+    """Per-input L0, residual norm and nmse of ``codes`` (numpy arrays)."""
+    with torch.no_grad():
+        sq = (sae.decode(codes) - x).to(torch.float64).pow(2).sum(1)
+    return dict(l0=(codes != 0).sum(1).cpu().numpy(), residual_norm=sq.sqrt().cpu().numpy(),
+                nmse=(sq / x.to(torch.float64).pow(2).sum(1)).cpu().numpy())
+
+
+def threshold_l0(profile: Profile, *, targets: tuple[float, ...] = THRESHOLD_TARGETS, sparsities: tuple[int, ...] | None = None,
+                 n_eval: int = 1024, progress: bool = True) -> pd.DataFrame:
+    """Per-input L0 of the trained MP-SAE in threshold mode, for residual-norm targets tau.
+
+    Every input x (unit norm) is pursued until ||r|| < tau, with at most
+    ``inference_k_max_multiple`` x k steps. Held-out rows (``n_eval`` per sparsity) with s_test
+    active features for s_test in ``sparsities`` (default: s // 2, s, 2 s of the scale; the
+    features of training).
+
+    Returns
+    -------
+    DataFrame, one row per input, target and seed: ``seed, target`` (tau), ``target_nmse``
+    (tau^2), ``true_s`` (active features of the row), ``train_s`` (s of the training data),
+    ``input``, ``l0`` (distinct atoms used), ``steps`` (pursuit steps taken), ``residual_norm``
+    (||x - x_hat||), ``nmse`` (||x - x_hat||^2 / ||x||^2), ``capped`` (the cap stopped it before
+    reaching tau), ``cap``.
+    """
+    S = profile.mp
+    sparsities = _sparsities(S, sparsities)
+    for t in targets:
+        if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise ValueError(f"targets must be finite residual norms > 0, got {t!r}.")
+    cap = S.inference_k_max_multiple * S.k
+    frames = []
+    for seed in tqdm(profile.seeds, desc="threshold mode", disable=not progress):
+        sae, _ = trained_sae("MP-SAE", profile, seed)
+        for s_test in sparsities:
+            x = _eval_set(S, seed, profile.device, profile.dtype, s=s_test, n=n_eval)
+            for tau in targets:
+                out = sae.pursuit(x, k=cap, threshold=float(tau))
+                frames.append(pd.DataFrame(dict(
+                    seed=seed, target=float(tau), target_nmse=float(tau) ** 2, true_s=s_test, train_s=S.s, input=range(x.shape[0]),
+                    steps=out.steps.cpu().numpy(), **_per_input(sae, x, out.codes),
+                    capped=((out.steps >= cap) & (out.residual.norm(dim=1) >= tau)).cpu().numpy(), cap=cap)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def threshold_tradeoff(profile: Profile, l0_df: pd.DataFrame | None = None, *, sparsities: tuple[int, ...] | None = None,
+                       n_eval: int = 1024, progress: bool = True) -> pd.DataFrame:
+    """Mean error against mean L0 of the MP-SAE, fixed k against threshold mode, per population.
+
+    Populations: the held-out rows of :func:`threshold_l0` with s_test active features
+    (``"s=3"``, ...) and ``"mixed"``, all of them pooled (equal numbers of each s_test). Fixed k
+    runs k = 1 .. ``inference_k_max_multiple`` x k steps on every row; threshold mode is
+    ``l0_df`` (computed with the same ``sparsities`` and ``n_eval`` when not given).
+
+    Returns
+    -------
+    DataFrame with ``seed, population, mode`` ("fixed k" | "threshold"), ``k`` (steps; the cap in
+    threshold mode), ``target`` (tau; NaN for fixed k), ``l0`` (mean L0), ``nmse`` (mean),
+    ``capped`` (fraction of inputs stopped by the cap; 0 for fixed k).
+    """
+    S = profile.mp
+    sparsities = _sparsities(S, sparsities)
+    if l0_df is None:
+        l0_df = threshold_l0(profile, sparsities=sparsities, n_eval=n_eval, progress=progress)
+    cap = S.inference_k_max_multiple * S.k
+    rows = []
+    for seed in tqdm(profile.seeds, desc="fixed k", disable=not progress):
+        sae, _ = trained_sae("MP-SAE", profile, seed)
+        for s_test in sparsities:
+            x = _eval_set(S, seed, profile.device, profile.dtype, s=s_test, n=n_eval)
+            for k, codes in enumerate(_mp_prefix_codes(sae, x, cap), 1):
+                r = _per_input(sae, x, codes)
+                rows.append(dict(seed=seed, true_s=s_test, mode="fixed k", k=k, target=float("nan"),
+                                 l0=float(r["l0"].mean()), nmse=float(r["nmse"].mean()), capped=0.0))
+    fixed = pd.DataFrame(rows)
+    thr = l0_df[l0_df["true_s"].isin(sparsities) & l0_df["seed"].isin(profile.seeds)]
+    thr = (thr.groupby(["seed", "true_s", "target"]).agg(l0=("l0", "mean"), nmse=("nmse", "mean"), capped=("capped", "mean"))
+           .reset_index().assign(mode="threshold", k=cap))
+    per_s = pd.concat([fixed, thr[fixed.columns]], ignore_index=True)
+    # every population has the same number of rows, so the pooled mean is the mean over populations
+    keys = ["seed", "mode", "k", "target"]
+    mixed = per_s.groupby(keys, dropna=False)[["l0", "nmse", "capped"]].mean().reset_index().assign(population="mixed")
+    per_s = per_s.assign(population=per_s.pop("true_s").map(lambda v: f"s={v}"))
+    out = pd.concat([per_s, mixed], ignore_index=True)
+    return out[["seed", "population", "mode", "k", "target", "l0", "nmse", "capped"]]

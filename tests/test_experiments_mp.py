@@ -1,0 +1,181 @@
+"""Tests of sae_theory/experiments/mp.py (notebook 05, MP-SAE adaptive sparsity) at a tiny scale:
+the frames' columns and grids, MP's error non-increasing in the inference k, the ReLU's L0 steered
+to the training k, the ReLU/TopK inference codes, threshold mode's stopping rule and its tradeoff
+against fixed k, the L1 controller, and plotting.adaptive_sparsity_figure."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sae_theory.experiments import mp
+from sae_theory.models import ReLUSAE, TopKSAE
+from sae_theory.models.base import TrainOutput
+from sae_theory.profiles import MPScale, get_profile
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = MPScale(n=64, d=16, s=3, n_latents=64, k=4, steps=600, batch_size=64, n_samples=4000,
+               theory_inputs=10, theory_steps=8, inference_k_max_multiple=3)
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return dataclasses.replace(get_profile("quick", device="cpu"), mp=TINY, seeds=(0,))
+
+
+@pytest.fixture(scope="module")
+def err(profile, one_thread):
+    return mp.adaptive_sparsity(profile, n_eval=1024, progress=False)
+
+
+@pytest.fixture(scope="module")
+def l0(profile, one_thread):
+    return mp.threshold_l0(profile, n_eval=256, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tradeoff(profile, l0, one_thread):
+    return mp.threshold_tradeoff(profile, l0, n_eval=256, progress=False)
+
+
+def test_adaptive_sparsity__columns_and_grid(err):
+    for col in ("method", "seed", "train_k", "inference_k", "nmse", "fvu", "l0", "train_l0", "dead_fraction", "l1_coefficient", "lr"):
+        assert col in err.columns, col
+    assert set(err["method"]) == set(mp.METHODS)
+    assert (err["train_k"] == TINY.k).all()
+    for _, g in err.groupby("method"):
+        assert sorted(g["inference_k"]) == list(range(1, TINY.inference_k_max_multiple * TINY.k + 1))
+    assert np.isfinite(err[["nmse", "fvu", "l0"]].to_numpy()).all()
+    assert (err["nmse"] >= 0).all()
+    assert err.loc[err["method"] == "ReLU", "l1_coefficient"].gt(0).all()
+    assert err.loc[err["method"] != "ReLU", "l1_coefficient"].isna().all()
+
+
+def test_adaptive_sparsity__mp_error_non_increasing_in_k(err):
+    g = err[err["method"] == "MP-SAE"].sort_values("inference_k")
+    assert (np.diff(g["nmse"]) <= 1e-6).all(), g["nmse"].tolist()
+    assert g["nmse"].iloc[-1] < 0.5 * g.loc[g["inference_k"] == TINY.k, "nmse"].iloc[0]
+
+
+def test_adaptive_sparsity__l0_matched_and_bounded_by_k(err):
+    first = err.groupby("method").first()
+    assert first.loc["TopK", "train_l0"] == TINY.k
+    assert first.loc["MP-SAE", "train_l0"] <= TINY.k
+    assert abs(first.loc["ReLU", "train_l0"] - TINY.k) <= 0.15 * TINY.k, first["train_l0"]
+    assert (err["l0"] <= err["inference_k"] + 1e-9).all()
+
+
+def test_adaptive_sparsity__relu_flat_once_k_covers_its_support(err):
+    g = err[err["method"] == "ReLU"].sort_values("inference_k")
+    top = g.iloc[-1]
+    assert top["l0"] == pytest.approx(top["train_l0"])  # the largest k keeps every ReLU code
+    assert (np.diff(g["nmse"]) <= 1e-6).all()
+
+
+def test_mp_prefix_codes__equal_encode_at_every_k(profile):
+    sae, _ = mp.trained_sae("MP-SAE", profile, 0)
+    x = mp._eval_set(TINY, 0, "cpu", torch.float32, n=300)
+    for k, codes in enumerate(mp._mp_prefix_codes(sae, x, 10), 1):
+        torch.testing.assert_close(codes, sae.encode(x, k=k), rtol=0, atol=0)
+
+
+def test_inference_codes__relu_keeps_k_largest_and_topk_uses_encode_k(profile):
+    x = mp._eval_set(TINY, 0, "cpu", torch.float32, n=200)
+    relu, _ = mp.trained_sae("ReLU", profile, 0)
+    full = relu.encode(x)
+    for k in (1, 2, 5):
+        codes = mp.inference_codes("ReLU", relu, x, k)
+        assert ((codes != 0).sum(1) <= k).all()
+        assert (codes[codes != 0] == full[codes != 0]).all()  # kept codes are unchanged
+        kept_min = torch.where(codes > 0, codes, torch.inf).amin(1)
+        dropped_max = torch.where((codes == 0) & (full > 0), full, 0).amax(1)
+        assert (dropped_max <= kept_min).all()
+    topk, _ = mp.trained_sae("TopK", profile, 0)
+    torch.testing.assert_close(mp.inference_codes("TopK", topk, x, 7), topk.encode(x, k=7))
+    with pytest.raises(ValueError, match="method"):
+        mp.inference_codes("GBA", topk, x, 3)
+
+
+def test_threshold_l0__stopping_rule_and_adaptivity(l0):
+    for col in ("seed", "target", "target_nmse", "true_s", "train_s", "input", "l0", "steps", "residual_norm", "nmse", "capped", "cap"):
+        assert col in l0.columns, col
+    cap = TINY.inference_k_max_multiple * TINY.k
+    assert (l0["cap"] == cap).all()
+    assert (l0["l0"] <= l0["steps"]).all() and (l0["steps"] <= cap).all()
+    reached = l0[~l0["capped"]]
+    assert (reached["residual_norm"] < reached["target"] * (1 + 1e-4)).all()
+    assert (l0.loc[l0["capped"], "steps"] == cap).all()
+    np.testing.assert_allclose(l0["target_nmse"], l0["target"] ** 2)
+    # for each input, a lower target never takes fewer steps
+    steps = l0.pivot_table(index=["seed", "true_s", "input"], columns="target", values="steps")
+    assert (np.diff(steps.to_numpy(), axis=1) <= 0).all()  # columns by increasing target
+    # rows with more active features need more atoms on average
+    mean = l0.groupby(["target", "true_s"])["l0"].mean().unstack()
+    assert (np.diff(mean.to_numpy(), axis=1) > 0).all(), mean
+    with pytest.raises(ValueError, match="targets"):
+        mp.threshold_l0(dataclasses.replace(get_profile("quick", device="cpu"), mp=TINY, seeds=(0,)), targets=(0.0,), progress=False)
+
+
+def test_threshold_tradeoff__fixed_k_curve_and_threshold_means(tradeoff, l0):
+    tr = tradeoff
+    assert list(tr.columns) == ["seed", "population", "mode", "k", "target", "l0", "nmse", "capped"]
+    assert set(tr["population"]) == {"s=1", "s=3", "s=6", "mixed"}
+    cap = TINY.inference_k_max_multiple * TINY.k
+    for _, g in tr[tr["mode"] == "fixed k"].groupby("population"):
+        g = g.sort_values("k")
+        assert g["k"].tolist() == list(range(1, cap + 1))
+        assert (np.diff(g["nmse"]) <= 1e-6).all()
+        assert g["target"].isna().all() and (g["capped"] == 0).all()
+    thr = tr[(tr["mode"] == "threshold") & (tr["population"] == "mixed")].set_index("target")
+    want = l0.groupby("target")[["l0", "nmse", "capped"]].mean()
+    np.testing.assert_allclose(thr.loc[want.index, ["l0", "nmse", "capped"]].to_numpy(), want.to_numpy())
+    per_s = tr[(tr["mode"] == "threshold") & (tr["population"] == "s=3")].set_index("target")["l0"]
+    np.testing.assert_allclose(per_s.sort_index(), l0[l0["true_s"] == 3].groupby("target")["l0"].mean().sort_index())
+
+
+def test_adaptive_sparsity_figure__draws_with_and_without_tradeoff(err, l0, tradeoff):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sae_theory.plotting import adaptive_sparsity_figure
+
+    for fig in (adaptive_sparsity_figure(err, l0, tradeoff), adaptive_sparsity_figure(err, l0)):
+        assert len(fig.axes) == 3
+        assert len(fig.axes[2].lines) >= 2
+        plt.close(fig)
+
+
+def _out(codes: torch.Tensor) -> TrainOutput:
+    return TrainOutput(torch.zeros(()), codes, codes, codes)
+
+
+def test_l1_controller__steers_coefficient_and_round_trips():
+    sae = ReLUSAE(d=4, n_latents=8, l1_coefficient=0.1)
+    c = mp.L1Controller(target_l0=2.0, coefficient=0.1, gain=0.1, log_every=1)
+    dense, sparse = torch.ones(3, 8), torch.zeros(3, 8)
+    c(sae, 1, _out(dense))  # L0 8 > 2: raise
+    assert c.coefficient > 0.1 and sae.l1_coefficient == c.coefficient
+    up = c.coefficient
+    c(sae, 2, _out(sparse))  # L0 0 < 2: lower
+    assert c.coefficient < up
+    assert c.history[0][:2] == (1, 8.0)
+    other = mp.L1Controller(target_l0=2.0)
+    other.load_state_dict(c.state_dict())
+    assert other.coefficient == c.coefficient and other.history == c.history
+    with pytest.raises(TypeError, match="l1_coefficient"):
+        c(TopKSAE(d=4, n_latents=8, k=2), 3, _out(dense))
+    with pytest.raises(ValueError):
+        mp.L1Controller(target_l0=0.0)
+
+
+def test_bad_method_raises(profile):
+    with pytest.raises(ValueError, match="method"):
+        mp.adaptive_sparsity(profile, methods=("MP-SAE", "JumpReLU"), progress=False)
+    with pytest.raises(ValueError, match="method"):
+        mp.trained_sae("JumpReLU", profile, 0)
