@@ -321,10 +321,13 @@ class MPSAE(SAE):
         return k, self.config.threshold if threshold is None else threshold
 
     @torch.no_grad()
-    def pursuit(self, x: Tensor, k: int | None = None, threshold: float | None = None, *, keep: Tensor | None = None) -> MPResult:
+    def pursuit(self, x: Tensor, k: int | None = None, threshold: float | None = None, *, keep: Tensor | None = None,
+                codes: bool = True) -> MPResult:
         """Batched matching pursuit of x (B, d) (or (..., d), flattened): the fast path.
 
         ``keep`` (p,) optional 0/1 mask of atoms allowed to be selected (atom dropout).
+        ``codes=False`` skips the (B, p) codes (``MPResult.codes`` is then None) where the rule
+        does not need them (training: indices and coefficients suffice).
         Same result as :func:`matching_pursuit_reference` (up to rounding; see the tests).
         """
         x = self._check_input(x)
@@ -337,10 +340,10 @@ class MPSAE(SAE):
             D = D * keep[:, None]
         if self.uses_gram(x.shape[0], k):
             G = self.gram() if keep is None else self.gram() * keep[:, None] * keep[None, :]
-            out = _pursuit_gram(xc, D, G, k, threshold, self.config.selection, self.config.stop_on_repeat)
+            out = _pursuit_gram(xc, D, G, k, threshold, self.config.selection, self.config.stop_on_repeat, codes)
         else:
             out = _pursuit_direct(xc, D, k, threshold, self.config.selection, self.config.stop_on_repeat)
-        if len(lead) != 1:
+        if len(lead) != 1 and out.codes is not None:
             out = MPResult(out.codes.reshape(*lead, -1), out.indices.reshape(*lead, k), out.alphas.reshape(*lead, k),
                            out.steps.reshape(lead), out.residual.reshape(*lead, self.d))
         return out
@@ -354,20 +357,12 @@ class MPSAE(SAE):
             keep = (torch.rand(self.n_latents, generator=gen) >= cfg.atom_dropout).to(self.W_dec.dtype).to(self.W_dec.device)
         if self.training:
             self.n_train_passes += 1
-        sel = self.pursuit(x, keep=keep)
-        # differentiable recomputation from the gathered atoms: O(k B d) saved for backward
-        r = x - self.b_dec
-        alphas = []
-        idx = sel.indices.clamp(min=0)  # -1 (no atom added) -> any valid row, multiplied by 0 below
-        for t in range(idx.shape[1]):
-            Dj = self.W_dec[idx[:, t]]  # (B, d)
-            a = (r * Dj).sum(-1)
-            if cfg.selection == "relu":
-                a = torch.relu(a)
-            a = a * (sel.alphas[:, t] != 0)  # steps not taken (stopped inputs, dropped atoms) add nothing
-            r = r - a[:, None] * Dj
-            alphas.append(a)
-        A = torch.stack(alphas, 1)
+        sel = self.pursuit(x, keep=keep, codes=cfg.stop_on_repeat)
+        # differentiable recomputation of the coefficients from the gathered atoms, with a
+        # hand-written backward that walks the steps in reverse (O(B d + B k) saved, not O(k B p))
+        idx = sel.indices.clamp(min=0)  # -1 (no atom added) -> any valid row, multiplied by 0
+        taken = sel.alphas != 0  # steps not taken (stopped inputs, dropped atoms) add nothing
+        r, A = _UnrolledPursuit.apply(x - self.b_dec, self.W_dec, idx, taken, cfg.selection == "relu")
         codes = torch.zeros(x.shape[0], self.n_latents, dtype=x.dtype, device=x.device).scatter_add(1, idx, A)
         x_hat = x - r
         mse = reconstruction_loss(x, x_hat)
@@ -423,10 +418,12 @@ def _select(C: Tensor, vals: Tensor, idx: Tensor, absbuf: Tensor | None, selecti
     return c, c
 
 
-def _pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | None, selection: str, stop_on_repeat: bool) -> MPResult:
+def _pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | None, selection: str, stop_on_repeat: bool,
+                  want_codes: bool = True) -> MPResult:
     B, p = xc.shape[0], D.shape[0]
     C = xc @ D.T  # (B, p), the only B x p product
-    codes = torch.zeros_like(C)
+    keep_codes = want_codes or stop_on_repeat
+    codes = torch.zeros_like(C) if keep_codes else None
     indices = torch.full((B, k), -1, dtype=torch.long, device=xc.device)
     alphas = torch.zeros(B, k, dtype=xc.dtype, device=xc.device)
     steps = torch.zeros(B, dtype=torch.long, device=xc.device)
@@ -440,7 +437,7 @@ def _pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | N
     for s in range(0, B, rows):
         e = min(B, s + rows)
         n = e - s
-        Cb, zb = C[s:e], codes[s:e]
+        Cb, zb = C[s:e], (codes[s:e] if keep_codes else None)
         Gn, vn, jn = Gb[:n], vals[:n], idx[:n]
         an = absbuf[:n] if absbuf is not None else None
         if adaptive:
@@ -464,7 +461,8 @@ def _pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | N
                 steps[s:e] += active
                 active &= (before != 0) != (before + a != 0)  # the support changed
             else:
-                zb.scatter_add_(1, jn[:, None], a[:, None])
+                if keep_codes:
+                    zb.scatter_add_(1, jn[:, None], a[:, None])
                 if adaptive:
                     steps[s:e] += active
             indices[s:e, t] = jn.masked_fill_(a == 0, -1)
@@ -472,7 +470,7 @@ def _pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | N
         if not adaptive:
             steps[s:e] = k
     residual = xc - _decode_sparse(indices, alphas, D)
-    return MPResult(codes, indices, alphas, steps, residual)
+    return MPResult(codes if want_codes else None, indices, alphas, steps, residual)
 
 
 def _pursuit_direct(xc: Tensor, D: Tensor, k: int, threshold: float | None, selection: str, stop_on_repeat: bool) -> MPResult:
@@ -516,3 +514,72 @@ def _decode_sparse(indices: Tensor, alphas: Tensor, D: Tensor) -> Tensor:
     for t in range(indices.shape[1]):
         out.addcmul_(D[indices[:, t].clamp(min=0)], alphas[:, t, None])  # -1: alpha is 0
     return out
+
+
+class _UnrolledPursuit(torch.autograd.Function):
+    """The pursuit's coefficients and final residual as a function of (x - b_dec, D), for fixed
+    selections, with the gradient of the unrolled loop:
+
+        r(0) = x0;  a_t = act(<r(t-1), D_j(t)>) * taken_t;  r(t) = r(t-1) - a_t D_j(t)
+
+    (act = relu or identity). Autograd through that loop stores r(t-1) and D_j(t) for every step,
+    O(k B d). The backward here walks the steps in reverse and rebuilds r(t-1) = r(t) + a_t D_j(t)
+    instead, so it stores only r(k) and the (B, k) coefficients. Rebuilding adds one rounding per
+    step; :func:`_unrolled_autograd` is the plain version the tests compare it with.
+    """
+
+    @staticmethod
+    def forward(ctx, x0: Tensor, W: Tensor, idx: Tensor, taken: Tensor, relu: bool):
+        r = x0.detach().clone()
+        A = torch.empty(idx.shape, dtype=x0.dtype, device=x0.device)
+        mask = taken.to(x0.dtype)
+        for t in range(idx.shape[1]):
+            Dj = W.detach()[idx[:, t]]
+            a = (r * Dj).sum(-1)
+            if relu:
+                a.clamp_(min=0)
+            a.mul_(mask[:, t])
+            r.addcmul_(Dj, a[:, None], value=-1)
+            A[:, t] = a
+        ctx.save_for_backward(r, W, idx, mask, A)
+        ctx.relu = relu
+        ctx.set_materialize_grads(False)
+        return r.clone(), A.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_r: Tensor | None, g_A: Tensor | None):
+        r, W, idx, mask, A = ctx.saved_tensors
+        W = W.detach()
+        g_r = torch.zeros_like(r) if g_r is None else g_r.clone()
+        g_W = torch.zeros_like(W) if ctx.needs_input_grad[1] else None
+        r = r.clone()
+        for t in reversed(range(idx.shape[1])):
+            Dj = W[idx[:, t]]
+            a = A[:, t]
+            r.addcmul_(Dj, a[:, None])  # r <- r(t-1)
+            # d loss / d a_t: through r(t) = r(t-1) - a_t D_j, and directly (codes)
+            g_a = -(g_r * Dj).sum(-1)
+            if g_A is not None:
+                g_a = g_a + g_A[:, t]
+            # through a_t = act(<r(t-1), D_j>) * taken: relu' = 1[a_t > 0] (0 where the step was void)
+            g_pre = g_a * ((a > 0).to(a.dtype) if ctx.relu else mask[:, t])
+            if g_W is not None:
+                g_W.index_add_(0, idx[:, t], g_pre[:, None] * r - a[:, None] * g_r)
+            g_r.addcmul_(Dj, g_pre[:, None])
+        return g_r, g_W, None, None, None
+
+
+def _unrolled_autograd(x0: Tensor, W: Tensor, idx: Tensor, taken: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
+    """Plain-autograd version of :class:`_UnrolledPursuit` (O(k B d) memory), for tests."""
+    r = x0
+    alphas = []
+    for t in range(idx.shape[1]):
+        Dj = W[idx[:, t]]
+        a = (r * Dj).sum(-1)
+        if relu:
+            a = torch.relu(a)
+        a = a * taken[:, t]
+        r = r - a[:, None] * Dj
+        alphas.append(a)
+    return r, torch.stack(alphas, 1)
