@@ -17,7 +17,9 @@ For each shape (B inputs, d, p atoms, k steps) it times, interleaved, the median
   ``MatchingPursuitSAE`` and overcomplete ``MpSAE`` on the same dictionary and inputs, run by
   ``benchmarks/_peers.py`` in that virtual environment (they need other package versions than
   ours), with their codes compared with ours. Otherwise the peer rows print the reason they are
-  skipped.
+  skipped. In float32 a few inputs in a thousand meet a near-tie (two atoms whose correlations
+  differ by ~1e-7 relative at some step); there the implementations may pick different atoms, and
+  the float64 reference sides with one or the other (measured at the second shape: 3 of 2048).
 
 Targets of the issue: MP encode <= 2.5x TopK encode at the first shape and <= 2x at the second;
 >= 4x / 8x faster than SAELens's MP encode with the same codes; MP train step <= 3x TopK's;
@@ -170,8 +172,9 @@ def main() -> None:
                 line += f", train step {r['train_step_s'] * 1e3:8.1f} ms ({r['train_step_s'] / step['mp']:.1f}x ours)"
             if name in codes:
                 c = codes[name].to(ours.dtype)
-                same = float(((c != 0) == (ours != 0)).all(1).double().mean())
-                line += f"; same support on {same:.1%} of inputs, max |codes - ours| {float((c - ours).abs().max()):.1e}"
+                same = int(((c != 0) == (ours != 0)).all(1).sum())
+                close = int(((c - ours).abs().amax(1) <= 1e-4 * (1 + ours.abs().amax(1))).sum())
+                line += f"; same support on {same}/{B} inputs, same codes (1e-4) on {close}/{B}"
             print(line)
 
 
