@@ -1,5 +1,6 @@
 """Generative models of data: the GBA statistical feature model X = H V and its laws."""
 
+from .hierarchical import ConceptTree, HierarchicalFeatureModel, Magnitudes, mixing_epsilon
 from .features import coherent_features, gaussian_features, welch_bound
 from .laws import Balanced, Bernoulli, CoefficientLaw, Constant, LogNormal, MixedSparsity, SupportLaw, Uniform, Zipf
 from .sparse_feature_model import SparseFeatureModel
@@ -8,8 +9,11 @@ __all__ = [
     "Balanced",
     "Bernoulli",
     "CoefficientLaw",
+    "ConceptTree",
     "Constant",
+    "HierarchicalFeatureModel",
     "LogNormal",
+    "Magnitudes",
     "MixedSparsity",
     "SparseFeatureModel",
     "SupportLaw",
@@ -17,5 +21,6 @@ __all__ = [
     "Zipf",
     "coherent_features",
     "gaussian_features",
+    "mixing_epsilon",
     "welch_bound",
 ]

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["ConditionResult", "IdentifiabilityReport", "as_csr", "check_identifiability", "cosine_extremes", "mutual_coherence"]
+__all__ = ["ConditionResult", "IdentifiabilityReport", "as_csr", "check_conditional_orthogonality", "check_identifiability", "cosine_extremes", "mutual_coherence"]
 
 _GRAM_BLOCK_ELEMENTS = 1 << 25
 
@@ -310,3 +310,34 @@ def _v1(cosines: tuple[float, float], n: int, d: int, s_max: int, max_coherence:
     )
     details = dict(max_cos=hi, min_cos=lo, random_baseline=baseline, ratio_to_baseline=ratio)
     return ConditionResult("V1", mu, threshold, holds, msg, details)
+
+
+def check_conditional_orthogonality(D, levels, *, tol: float | None = None) -> ConditionResult:
+    """Conditional orthogonality (MP-SAE Def 2.3): atoms of different levels are orthogonal; atoms
+    of the same level are unconstrained.
+
+    ``D`` (p, d) atoms as rows (any norms; cosines are used), ``levels`` (p,) integer level of each
+    atom. ``value`` = the largest |cos| over pairs of atoms of different levels, checked in float64
+    against ``tol`` (default 64 x the machine epsilon of D's own dtype: the cosines of exactly
+    orthogonal atoms stored in that dtype). ``details``: the largest within-level |cos| (free) and
+    the worst cross-level pair. A zero atom raises (its direction is undefined).
+    """
+    V = _as_float64_tensor("D", D)
+    src_dtype = D.dtype if isinstance(D, torch.Tensor) else torch.float64
+    lv = torch.as_tensor(np.asarray(levels)).reshape(-1)
+    if lv.numel() != V.shape[0]:
+        raise ValueError(f"levels has {lv.numel()} entries but D has {V.shape[0]} atoms; give one level per atom.")
+    U = _unit_rows("D", V)
+    C = (U @ U.T).abs()
+    same = lv[:, None] == lv[None, :]
+    cross = C.masked_fill(same, 0.0)
+    within = C.masked_fill(~same | torch.eye(len(lv), dtype=torch.bool), 0.0)
+    tol = 64 * torch.finfo(src_dtype).eps if tol is None else float(tol)
+    worst = int(cross.argmax())
+    i, j = divmod(worst, C.shape[1])
+    value = float(cross.max()) if cross.numel() else 0.0
+    return ConditionResult(
+        "conditional orthogonality", value, tol, value <= tol,
+        f"max |cos| across levels = {value:.3g} (<= {tol:.3g} required); within levels up to {float(within.max()):.3g} (free)",
+        dict(max_within_level=float(within.max()), worst_pair=(i, j)),
+    )

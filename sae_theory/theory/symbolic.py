@@ -7,6 +7,8 @@ Import this module only where sympy is wanted (tests, notebooks); training code 
 * :func:`nonempty_band_condition` — when the second upper term exceeds the lower end 1/n.
 * :func:`width_at_band_floor` — the width bound at p = 1/n.
 * :func:`mp_step_identities` — Props C.1 and C.2 of MP-SAE derived from the update rule.
+* :func:`mixing_cosine`, :func:`mixing_epsilon` — the MP-SAE toy's within-group correlation after
+  epsilon-mixing orthonormal atoms, and epsilon solved for a target correlation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ __all__ = [
     "band_in_n",
     "critical_dimension",
     "lambdify_band_in_frequency",
+    "mixing_cosine",
+    "mixing_epsilon",
     "mp_step_identities",
     "nonempty_band_condition",
     "width_at_band_floor",
@@ -121,3 +125,36 @@ def mp_step_identities(dim: int = 4) -> dict[str, sp.Expr]:
     out["orthogonality_unit"] = sp.simplify(sp.expand(inner_after.subs(on_sphere)))
     out["norm_drop_unit"] = sp.simplify(sp.expand((drop_after - alpha**2).subs(on_sphere)))
     return out
+
+
+def mixing_cosine(group_size: int | sp.Symbol | None = None) -> sp.Expr:
+    """Cosine between two atoms of a group after epsilon-mixing (mp_sae.md §4).
+
+    Orthonormal q_1..q_m (m = ``group_size``) become q_i' = (1 - eps) q_i + eps/(m - 1) sum_{j != i} q_j.
+    With a = 1 - eps and b = eps/(m - 1): <q_i', q_k'> = 2ab + (m - 2) b^2 and ||q_i'||^2 = a^2 + (m - 1) b^2,
+    so cos = (2ab + (m - 2) b^2) / (a^2 + (m - 1) b^2) — derived here from the vectors, not assumed.
+    """
+    m = sp.Symbol("m", positive=True) if group_size is None else group_size
+    e = sp.Symbol("epsilon", nonnegative=True)
+    if isinstance(m, int):  # derive from explicit coordinates
+        q = sp.eye(m)
+        mixed = [(1 - e) * q[:, i] + e / (m - 1) * sum((q[:, j] for j in range(m) if j != i), sp.zeros(m, 1)) for i in range(2)]
+        return sp.simplify((mixed[0].T * mixed[1])[0] / (mixed[0].T * mixed[0])[0])
+    a, b = 1 - e, e / (m - 1)
+    return sp.simplify((2 * a * b + (m - 2) * b**2) / (a**2 + (m - 1) * b**2))
+
+
+def mixing_epsilon(group_size: int | sp.Symbol | None = None) -> sp.Expr:
+    """epsilon as a function of the target correlation rho (symbol ``rho``): the root of
+    ``mixing_cosine = rho`` with epsilon in [0, (m - 1)/m) (at (m - 1)/m all atoms coincide)."""
+    m = sp.Symbol("m", positive=True) if group_size is None else group_size
+    rho = sp.Symbol("rho", nonnegative=True)
+    e = sp.Symbol("epsilon", nonnegative=True)
+    a, b = 1 - e, e / (m - 1)
+    roots = sp.solve(sp.Eq(rho * (a**2 + (m - 1) * b**2), 2 * a * b + (m - 2) * b**2), e)
+    # the branch that is 0 at rho = 0 and increasing (the other starts at 2 (m - 1)/m or beyond)
+    for root in roots:
+        at0 = sp.simplify(root.subs(rho, 0))
+        if at0 == 0:
+            return sp.simplify(root)
+    raise RuntimeError(f"no root of the mixing equation vanishes at rho = 0: {roots}")
