@@ -16,9 +16,17 @@ from .reconstruction import (
     mse,
     z_score,
 )
+from .hierarchy import absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
 from .recovery import best_cosine, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
 
 __all__ = [
+    "absorption",
+    "babel",
+    "babel_coactive",
+    "effective_rank",
+    "flat_mse",
+    "hierarchical_mse",
+    "match_latents",
     "ActivationStats",
     "activation_frequency",
     "best_cosine",
