@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..data import SparseFeatureModel
 from ..metrics import fvu as _fvu
 from ..models import MPSAE, ReLUSAE, TopKSAE
-from ..models.base import SAE
+from ..models.base import SAE, unit_rows_
 from ..profiles import MPScale, Profile
 from ..training import TrainConfig, train
 
@@ -65,10 +65,6 @@ LEARNING_RATES = {"MP-SAE": 3e-3, "TopK": 1e-3, "ReLU": 1e-2}
 EVAL_SEED_OFFSET = 10_000
 
 
-def _unit_rows(X: torch.Tensor) -> torch.Tensor:
-    return X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
-
-
 def _feature_model(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int | None = None) -> SparseFeatureModel:
     """The data of ``seed``; ``s`` changes only the row sparsity (the features stay the same)."""
     return SparseFeatureModel(scale.n, scale.d, scale.s if s is None else s, seed=seed, device=device, dtype=dtype)
@@ -77,14 +73,16 @@ def _feature_model(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s
 @functools.lru_cache(maxsize=1)  # runs loop seed-outer; a full-scale set is 2 GB
 def _training_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype) -> torch.Tensor:
     X, _ = _feature_model(scale, seed, device, dtype).sample(scale.n_samples, torch.Generator(device=device).manual_seed(seed), h_layout="sparse")
-    return _unit_rows(X)
+    unit_rows_(X)
+    return X
 
 
 def _eval_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int | None = None, n: int = N_EVAL) -> torch.Tensor:
     s = scale.s if s is None else s
     g = torch.Generator(device=device).manual_seed(EVAL_SEED_OFFSET + 100 * seed + s)
     X, _ = _feature_model(scale, seed, device, dtype, s).sample(n, g, h_layout="sparse")
-    return _unit_rows(X)
+    unit_rows_(X)
+    return X
 
 
 # --------------------------------------------------------------------------------------------

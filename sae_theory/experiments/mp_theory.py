@@ -11,28 +11,23 @@ Every check runs the per-input reference :func:`~sae_theory.models.matching_purs
 
 from __future__ import annotations
 
-import functools
-
 import pandas as pd
 import torch
 
 from ..data import SparseFeatureModel
-from ..models import MPSAE, matching_pursuit_reference
+from ..models import matching_pursuit_reference
 from ..profiles import Profile
-from ..training import TrainConfig, train
+from .mp import trained_sae
 
 __all__ = ["convergence", "dictionaries", "earlier_atom_cosines", "proposition_checks"]
 
 F64 = torch.float64
 
 
-@functools.lru_cache(maxsize=4)
-def _trained_dictionary(scale, seed: int, device: str) -> torch.Tensor:
-    data = SparseFeatureModel(scale.n, scale.d, scale.s, seed=seed, device=device)
-    X, _ = data.sample(scale.n_samples, torch.Generator(device=device).manual_seed(seed))
-    X = X / X.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    sae = MPSAE(d=scale.d, n_latents=scale.n_latents, k=scale.k, seed=seed + 1, device=device)
-    train(sae, X, TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=1e-3, seed=seed, progress=False))
+def _trained_dictionary(profile: Profile, seed: int) -> torch.Tensor:
+    """The atoms of the MP-SAE of :func:`sae_theory.experiments.mp.trained_sae` (same data, model
+    and trainer as notebook 05), trained here at Adam lr 1e-3; float64 on the CPU."""
+    sae, _ = trained_sae("MP-SAE", profile, seed, lr=1e-3)
     return sae.W_dec.detach().to("cpu", F64)
 
 
@@ -45,7 +40,7 @@ def dictionaries(profile: Profile) -> dict[str, torch.Tensor]:
     norms = 0.5 + 1.5 * torch.rand(S.n_latents, 1, generator=g, dtype=F64)
     # the trained atoms are unit norm in float32 (|norm - 1| ~ 6e-8); the propositions are exact
     # identities only for atoms unit in the dtype of the check, so they are renormalised in float64
-    T = _trained_dictionary(S, seed, profile.device)
+    T = _trained_dictionary(profile, seed)
     return {"random unit": D, "trained": T / T.norm(dim=1, keepdim=True), "non-unit": D * norms}
 
 

@@ -32,9 +32,11 @@ Two implementations of the same pursuit:
   (k B d p): p <= k B. Otherwise correlations are recomputed directly, r D^T, at every step.
 
 Training: the selection runs under ``no_grad``; the coefficients are then recomputed
-differentiably from the gathered atoms, a_t = relu(<r(t-1), D_j(t)>), so autograd stores
-O(k B d), never O(k B p) (the SAELens trick, mp_sae.md §8), and x_hat = x - r(k). Gradients are
-those of the unrolled loop: every selected atom, none for the others. Options: the dead-atom
+differentiably from the gathered atoms, a_t = relu(<r(t-1), D_j(t)>) (the SAELens trick,
+mp_sae.md §8), and x_hat = x - r(k). :class:`_UnrolledPursuit` gives that recomputation a
+hand-written backward that walks the steps in reverse, so the graph holds O(B d + B k), neither
+the O(k B d) of plain autograd nor the O(k B p) of the naive loop. Gradients are those of the
+unrolled loop: every selected atom, none for the others. Options: the dead-atom
 auxiliary loss of the authors' library (mp_sae.md §2) and atom dropout in early training.
 """
 
