@@ -14,7 +14,23 @@ from pathlib import Path
 
 import torch
 
-from .models import MPSAE, SAE, MPSAEConfig, ReLUSAE, ReLUSAEConfig, TiedSAE, TiedSAEConfig, TopKSAE, TopKSAEConfig
+from .models import (
+    MPSAE,
+    SAE,
+    BatchTopKSAE,
+    BatchTopKSAEConfig,
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
+    MatryoshkaSAE,
+    MatryoshkaSAEConfig,
+    MPSAEConfig,
+    ReLUSAE,
+    ReLUSAEConfig,
+    TiedSAE,
+    TiedSAEConfig,
+    TopKSAE,
+    TopKSAEConfig,
+)
 
 __all__ = ["SAE_CLASSES", "load_sae", "save_sae"]
 
@@ -24,6 +40,9 @@ SAE_CLASSES = {
     "TopKSAE": (TopKSAE, TopKSAEConfig),
     "ReLUSAE": (ReLUSAE, ReLUSAEConfig),
     "MPSAE": (MPSAE, MPSAEConfig),
+    "BatchTopKSAE": (BatchTopKSAE, BatchTopKSAEConfig),
+    "JumpReLUSAE": (JumpReLUSAE, JumpReLUSAEConfig),
+    "MatryoshkaSAE": (MatryoshkaSAE, MatryoshkaSAEConfig),
 }
 
 WEIGHTS, CONFIG = "sae.safetensors", "config.json"

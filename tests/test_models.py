@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from _helpers import assert_close
-from sae_theory.models import MPSAE, ReLUSAE, TiedSAE, TopKSAE
+from sae_theory.models import MPSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TiedSAE, TopKSAE
 from sae_theory.models.base import SAE, unit_rows_
 
 D, M = 6, 10
@@ -30,6 +30,10 @@ BUILDERS: dict[str, Callable[[torch.dtype, int], SAE]] = {
     "topk": lambda dt, s: TopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
     "relu": lambda dt, s: ReLUSAE(d=D, n_latents=M, l1_coefficient=0.1, dtype=dt, seed=s),
     "mp": lambda dt, s: MPSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
+    "batchtopk": lambda dt, s: BatchTopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
+    "jumprelu": lambda dt, s: JumpReLUSAE(d=D, n_latents=M, l0_coefficient=0.1, dtype=dt, seed=s),
+    "matryoshka": lambda dt, s: MatryoshkaSAE(d=D, n_latents=M, l1_coefficient=0.1, n_prefixes=3, dtype=dt, seed=s),
+    "matryoshka_pareto": lambda dt, s: MatryoshkaSAE(d=D, n_latents=M, l1_coefficient=0.1, prefix_sampling="pareto", n_prefixes=3, dtype=dt, seed=s),
 }
 ALL = list(BUILDERS)
 TIED = [name for name in ALL if name.startswith("tied")]
@@ -67,8 +71,12 @@ def test_sae__training_forward_agrees_with_the_contract(name, dtype):
     sae = _build(name, dtype)
     x = _x(dtype)
     out = sae.training_forward(x)
-    assert_close(out.codes, sae.encode(x), dtype)
-    assert_close(out.x_hat, sae(x), dtype)
+    if isinstance(sae, BatchTopKSAE):  # training keeps a batch budget; inference uses the threshold
+        assert_close(out.codes, sae.encode(x, batch=True), dtype)
+        assert_close(out.x_hat, sae.decode(sae.encode(x, batch=True)), dtype)
+    else:
+        assert_close(out.codes, sae.encode(x), dtype)
+        assert_close(out.x_hat, sae(x), dtype)
     assert_close(out.pre_acts, sae.pre_activations(x), dtype)
     assert out.loss.ndim == 0 and out.loss.dtype == dtype
     # metrics are detached 0-d tensors (no device sync until the trainer logs them)
@@ -355,8 +363,11 @@ def test_relu_sae__loss_is_mse_plus_decoder_norm_weighted_l1_by_hand():
     assert_close(out.loss, 49.74375)
     # lambda = 0: the loss is the reconstruction alone
     plain = ReLUSAE(d=2, n_latents=2, l1_coefficient=0.0, dtype=torch.float64)
-    plain.load_state_dict(sae.state_dict())
+    plain.load_state_dict({k: v for k, v in sae.state_dict().items() if k != "l1_coefficient"}, strict=False)
     assert_close(plain.training_forward(x).loss, 49.03125)
+    # the coefficient is a buffer: a state dict (a checkpoint) carries a steered value along
+    plain.load_state_dict(sae.state_dict())
+    assert_close(plain.training_forward(x).loss, 49.74375)
 
 
 def _hand_tied(activation: str) -> TiedSAE:

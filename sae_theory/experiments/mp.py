@@ -46,7 +46,7 @@ from ..metrics import fvu as _fvu
 from ..models import MPSAE, ReLUSAE, TopKSAE
 from ..models.base import SAE, unit_rows_
 from ..profiles import MPScale, Profile
-from ..training import TrainConfig, train
+from ..training import SparsityController, TrainConfig, train
 
 __all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "inference_codes", "threshold_l0", "threshold_tradeoff", "trained_sae"]
 
@@ -90,48 +90,10 @@ def _eval_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class L1Controller:
-    """Training hook that steers a :class:`~sae_theory.models.ReLUSAE`'s L1 coefficient so that
-    its mean L0 (non-zero codes per row) settles at ``target_l0``.
-
-    After every step (``hook(model, step, out)``), with l0 the batch's mean L0 from ``out.codes``:
-
-        lambda <- lambda * exp(gain * clip((l0 - target) / target, -1, 1))
-
-    an integral controller in log lambda: too many active latents raise the penalty, too few
-    lower it. The coefficient is written to ``model.l1_coefficient``, the attribute
-    ``ReLUSAE.training_forward`` reads (the frozen config keeps the initial value; the final one is
-    ``controller.coefficient``). ``history`` holds (step, l0, lambda) every ``log_every`` steps.
-    """
-
-    target_l0: float
-    coefficient: float = 0.1
-    gain: float = 0.005
-    log_every: int = 50
-
-    def __post_init__(self):
-        if not (self.target_l0 > 0 and self.coefficient > 0 and self.gain > 0):
-            raise ValueError(f"target_l0, coefficient and gain must be > 0, got {self.target_l0}, {self.coefficient}, {self.gain}.")
-        self.history: list[tuple[int, float, float]] = []
-
-    def __call__(self, model: SAE, step: int, out) -> None:
-        if not hasattr(model, "l1_coefficient"):
-            raise TypeError(f"L1Controller needs a model with an l1_coefficient attribute (ReLUSAE), got {type(model).__name__}.")
-        with torch.no_grad():
-            l0 = float((out.codes != 0).sum(-1).to(torch.float64).mean())
-        err = max(-1.0, min(1.0, (l0 - self.target_l0) / self.target_l0))
-        self.coefficient *= math.exp(self.gain * err)
-        model.l1_coefficient = self.coefficient
-        if step % self.log_every == 0:
-            self.history.append((step, l0, self.coefficient))
-
-    def state_dict(self) -> dict:
-        return {"coefficient": self.coefficient, "history": list(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.coefficient = float(state["coefficient"])
-        self.history = [tuple(h) for h in state["history"]]
+#: The ReLU's controller: :class:`~sae_theory.training.SparsityController` with its default
+#: rule, lambda <- lambda exp(gain clip((l0 - target) / target, -1, 1)) after every step, written
+#: into the ReLUSAE's ``l1_coefficient`` buffer (the final value is ``controller.coefficient``).
+L1Controller = SparsityController
 
 
 # --------------------------------------------------------------------------------------------

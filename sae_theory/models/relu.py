@@ -3,7 +3,9 @@
     L = mean_b [ ||x_b - x_hat_b||^2 + lambda * sum_m ||W_dec[m]|| * z_bm ],   z = ReLU(pre_acts)
 
 Weighting by the atom norm makes the penalty invariant to trading scale between the encoder and
-the decoder, so no unit-norm constraint is needed.
+the decoder, so no unit-norm constraint is needed. lambda is the buffer ``l1_coefficient`` (in the
+config's dtype): a :class:`~sae_theory.training.SparsityController` can steer it toward a target L0,
+and a checkpoint keeps it, so a resumed run continues with the steered value.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class ReLUSAE(UntiedSAE):
 
     def __init__(self, config: ReLUSAEConfig | None = None, **kwargs):
         super().__init__(config if config is not None else ReLUSAEConfig(**kwargs))
-        self.l1_coefficient = self.config.l1_coefficient
+        cfg = self.config
+        self.register_buffer("l1_coefficient", torch.tensor(cfg.l1_coefficient, dtype=cfg.dtype, device=cfg.device))
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         return torch.relu(pre_acts)

@@ -1,0 +1,132 @@
+"""BatchTopK SAE (Bussmann, Leask & Nanda 2024): TopK over the whole batch instead of per input.
+
+Training: with a = ReLU(pre_acts) of a batch of B inputs, keep the round(k B) largest entries of
+the (B, M) matrix a, zero the rest. The batch's mean L0 is then exactly k (fewer when a has fewer
+positive entries), while single inputs may use more or fewer latents. Decoder atoms are kept at
+unit norm. No sparsity penalty.
+
+Inference: a per-batch budget makes one input's code depend on the others in its batch, so at
+inference the SAE applies a single threshold theta instead, codes = a * 1[a > theta]. theta is the
+authors' estimate: an exponential moving average (rate ``threshold_lr``) of the smallest positive
+activation kept in each training batch, held in the buffer ``threshold``.
+``encode(x, batch=True)`` applies the training rule to the batch x instead.
+
+Target-L0 schedule: the MP-SAE toy trains BatchTopK at k = 3 for the first 1,000 steps, then at
+1.36 (mp_sae.md §4). ``k_initial`` and ``k_initial_steps`` give that schedule; the training pass
+counter is the buffer ``n_train_passes``, so a resumed run continues the schedule exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss, unit_rows_
+
+__all__ = ["BatchTopKSAE", "BatchTopKSAEConfig", "batch_topk"]
+
+
+def _check_k(name: str, k, n_latents: int) -> float:
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or not 0 < k <= n_latents:
+        raise ValueError(f"{name} must be a number in (0, n_latents={n_latents}] (mean active latents per input), got {k!r}.")
+    return float(k)
+
+
+@dataclass(frozen=True)
+class BatchTopKSAEConfig(SAEConfig):
+    """Config of :class:`BatchTopKSAE`."""
+
+    k: float = 32.0
+    """Mean active latents per input (a float: the batch keeps round(k B) entries), in (0, n_latents]."""
+    k_initial: float | None = None
+    """Optional k of the first ``k_initial_steps`` training passes (the toy: 3); None: always ``k``."""
+    k_initial_steps: int = 0
+    """Training passes at ``k_initial``."""
+    threshold_lr: float = 0.01
+    """Rate of the moving average of the inference threshold, in (0, 1]."""
+    unit_norm_decoder: bool = True
+    """Renormalise the atoms (rows of W_dec) to unit norm after every step."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "k", _check_k("k", self.k, self.n_latents))
+        if self.k_initial is not None:
+            object.__setattr__(self, "k_initial", _check_k("k_initial", self.k_initial, self.n_latents))
+        if isinstance(self.k_initial_steps, bool) or not isinstance(self.k_initial_steps, int) or self.k_initial_steps < 0:
+            raise ValueError(f"k_initial_steps must be an int >= 0, got {self.k_initial_steps!r}.")
+        if self.k_initial_steps > 0 and self.k_initial is None:
+            raise ValueError(f"k_initial_steps={self.k_initial_steps} needs a k_initial; set k_initial (or k_initial_steps=0).")
+        if not (isinstance(self.threshold_lr, (int, float)) and 0 < self.threshold_lr <= 1):
+            raise ValueError(f"threshold_lr must lie in (0, 1], got {self.threshold_lr!r}.")
+
+
+def batch_topk(acts: Tensor, budget: int) -> Tensor:
+    """Keep the ``budget`` largest entries of the non-negative (B, M) ``acts``, zero the others
+    (ties broken as ``torch.topk`` breaks them). ``budget`` is clipped to [0, B M]."""
+    flat = acts.reshape(-1)
+    budget = max(0, min(int(budget), flat.numel()))
+    top = flat.topk(budget, sorted=False)
+    return torch.zeros_like(flat).scatter(0, top.indices, top.values).reshape(acts.shape)
+
+
+class BatchTopKSAE(UntiedSAE):
+    """Untied SAE with a BatchTopK activation in training and a learned threshold at inference."""
+
+    config: BatchTopKSAEConfig
+
+    def __init__(self, config: BatchTopKSAEConfig | None = None, **kwargs):
+        super().__init__(config if config is not None else BatchTopKSAEConfig(**kwargs))
+        dev = self.config.device
+        self.register_buffer("threshold", torch.zeros((), dtype=self.config.dtype, device=dev))
+        self.register_buffer("n_train_passes", torch.zeros((), dtype=torch.long, device=dev))
+
+    @property
+    def k(self) -> float:
+        """The k of the next training pass (``k_initial`` during the first ``k_initial_steps``)."""
+        cfg = self.config
+        if cfg.k_initial is not None and int(self.n_train_passes) < cfg.k_initial_steps:
+            return cfg.k_initial
+        return cfg.k
+
+    def budget(self, batch_size: int) -> int:
+        """Entries kept in a training batch of ``batch_size`` inputs: max(1, round(k B))."""
+        return max(1, round(self.k * batch_size))
+
+    def activate(self, pre_acts: Tensor) -> Tensor:
+        """Inference codes: ReLU(pre_acts) where it exceeds the threshold, 0 elsewhere."""
+        a = torch.relu(pre_acts)
+        return torch.where(a > self.threshold, a, torch.zeros_like(a))
+
+    def encode(self, x: Tensor, batch: bool = False) -> Tensor:
+        """Codes (B, M): the inference threshold, or with ``batch=True`` the training rule on x
+        (the round(k B) largest activations of the batch)."""
+        pre = self.pre_activations(x)
+        if batch:
+            if pre.ndim != 2:
+                raise ValueError(f"batch=True needs x of shape (B, d), got {tuple(x.shape)}.")
+            return batch_topk(torch.relu(pre), self.budget(pre.shape[0]))
+        return self.activate(pre)
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        pre = self.pre_activations(x)
+        if pre.ndim != 2:
+            raise ValueError(f"training needs x of shape (B, d), got {tuple(x.shape)}.")
+        codes = batch_topk(torch.relu(pre), self.budget(pre.shape[0]))
+        x_hat = self.decode(codes)
+        loss = reconstruction_loss(x, x_hat)
+        if self.training:
+            with torch.no_grad():
+                kept = codes[codes > 0]
+                if kept.numel() > 0:  # an all-zero batch leaves the threshold where it was
+                    lr = self.config.threshold_lr
+                    self.threshold.mul_(1 - lr).add_(lr * kept.min())
+                self.n_train_passes += 1
+        return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        if self.config.unit_norm_decoder:
+            unit_rows_(self.W_dec)

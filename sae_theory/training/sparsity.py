@@ -1,0 +1,98 @@
+"""A post-step hook that steers a model's sparsity coefficient toward a target L0.
+
+Penalised SAEs (:class:`~sae_theory.models.ReLUSAE`, :class:`~sae_theory.models.MatryoshkaSAE`:
+``l1_coefficient``; :class:`~sae_theory.models.JumpReLUSAE`: ``l0_coefficient``) hold their
+coefficient lambda in a buffer. After every step, with l0 the batch's mean number of non-zero codes
+(``out.codes``) and t the step,
+
+* during ``warmup_steps``: lambda = ``coefficient * (t + 1) / warmup_steps`` (a linear ramp from
+  0; the base coefficient does not adapt yet). The model's own value is used at step 1;
+* ``rule="sign"`` (Glen Taggart's controller in Nabeshima's code, the MP-SAE toy's baselines:
+  start 0.1, warmup 20% of the steps, rate 3e-4): lambda <- lambda (1 + gain) if l0 >= target,
+  else lambda (1 - gain);
+* ``rule="log-proportional"``: lambda <- lambda exp(gain clip((l0 - target) / target, -1, 1)),
+  an integral controller in log lambda (larger moves when far from the target).
+
+The value is written into the model's buffer (or attribute) ``attribute``; since the buffer is in
+the model's state dict, a checkpoint keeps it, and the hook's own state (``state_dict``) keeps the
+base coefficient and the history, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["CONTROLLER_RULES", "SparsityController"]
+
+CONTROLLER_RULES = ("log-proportional", "sign")
+
+
+@dataclass
+class SparsityController:
+    """Training hook: steer ``model.<attribute>`` so that the mean L0 settles at ``target_l0``.
+
+    ``history`` holds (step, l0, lambda) every ``log_every`` steps.
+    """
+
+    target_l0: float
+    """The mean number of active latents per input to reach, > 0."""
+    coefficient: float = 0.1
+    """Initial (base) coefficient, > 0."""
+    gain: float = 0.005
+    """Step of the rule: the log-step scale of ``"log-proportional"``, the relative step of ``"sign"``."""
+    rule: str = "log-proportional"
+    """``"log-proportional"`` or ``"sign"`` (module docstring)."""
+    warmup_steps: int = 0
+    """Steps of the linear ramp from 0 before the rule starts."""
+    attribute: str = "l1_coefficient"
+    """Name of the model's coefficient buffer (``"l0_coefficient"`` for JumpReLU)."""
+    log_every: int = 50
+
+    def __post_init__(self):
+        for name in ("target_l0", "coefficient", "gain"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}.")
+        if self.rule not in CONTROLLER_RULES:
+            raise ValueError(f"rule must be one of {CONTROLLER_RULES}, got {self.rule!r}.")
+        if self.rule == "sign" and self.gain >= 1:
+            raise ValueError(f"gain must be < 1 with rule='sign' (lambda is multiplied by 1 - gain), got {self.gain}.")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}.")
+        self.history: list[tuple[int, float, float]] = []
+        self.current = self.coefficient if self.warmup_steps == 0 else 0.0
+
+    def __call__(self, model, step: int, out) -> None:
+        if not hasattr(model, self.attribute):
+            raise TypeError(f"SparsityController needs a model with a {self.attribute!r} coefficient "
+                            f"(ReLUSAE, MatryoshkaSAE: 'l1_coefficient'; JumpReLUSAE: 'l0_coefficient'), got {type(model).__name__}.")
+        with torch.no_grad():
+            l0 = float((out.codes != 0).sum(-1).to(torch.float64).mean())
+        if step < self.warmup_steps:
+            self.current = self.coefficient * (step + 1) / self.warmup_steps
+        else:
+            if self.rule == "sign":
+                self.coefficient *= (1 + self.gain) if l0 >= self.target_l0 else (1 - self.gain)
+            else:
+                err = max(-1.0, min(1.0, (l0 - self.target_l0) / self.target_l0))
+                self.coefficient *= math.exp(self.gain * err)
+            self.current = self.coefficient
+        target = getattr(model, self.attribute)
+        if isinstance(target, Tensor):
+            target.fill_(self.current)
+        else:
+            setattr(model, self.attribute, self.current)
+        if step % self.log_every == 0:
+            self.history.append((step, l0, self.current))
+
+    def state_dict(self) -> dict:
+        return {"coefficient": self.coefficient, "current": self.current, "history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.coefficient = float(state["coefficient"])
+        self.current = float(state["current"])
+        self.history = [tuple(h) for h in state["history"]]
