@@ -22,7 +22,7 @@ import torch
 
 from ._json import to_jsonable
 
-__all__ = ["FeatureModelScale", "MPScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
+__all__ = ["FeatureModelScale", "HierarchyScale", "MPScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
 
 #: The profile a notebook uses when ``SAE_THEORY_PROFILE`` is not set.
 DEFAULT_PROFILE = "quick"
@@ -127,6 +127,29 @@ class MPScale:
 
 
 @dataclass(frozen=True)
+class HierarchyScale:
+    """Scale of the hierarchy studies (``notebooks/06_hierarchy.ipynb``, ``07_cross_paper.ipynb``)
+    on the MP-SAE toy tree (20 atoms in R^20, 20 latents; the paper: 15,000 steps of 200)."""
+
+    steps: int
+    """Optimiser steps per training run."""
+    batch_size: int
+    """Rows per step (fresh samples every step)."""
+    rhos: tuple[float, ...]
+    """Within-level correlations of the Fig 4 study."""
+    seeds: tuple[int, ...]
+    """Seeds of the Fig 4 study (the paper: median over 10)."""
+    absorption_cells: tuple[tuple[float, float], ...]
+    """(child mean, child std) cells of the Table 1 study."""
+    absorption_seeds: tuple[int, ...]
+    """Seeds of the Table 1 study (the paper: 15 runs)."""
+    eval_samples: int
+    """Held-out rows for matching, L0, FVU and the co-active Babel score."""
+    mp_max_steps: int
+    """Cap on MP-SAE's pursuit steps (it stops earlier on the residual threshold or a repeat)."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything an experiment needs besides the science.
 
@@ -152,6 +175,8 @@ class Profile:
     """Scale of the GBA-vs-TopK imbalanced toy."""
     mp: MPScale = field(default=None)  # type: ignore[assignment]
     """Scale of the MP-SAE studies."""
+    hierarchy: HierarchyScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the hierarchy studies."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
@@ -181,6 +206,9 @@ _QUICK = dict(
                  frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03)),
     mp=MPScale(n=256, d=64, s=6, n_latents=512, k=8, steps=2000, batch_size=256, n_samples=100_000,
                theory_inputs=200, theory_steps=64, inference_k_max_multiple=4),
+    hierarchy=HierarchyScale(steps=1500, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=(0,),
+                             absorption_cells=((0.1, 1 / 40), (0.5, 1 / 40), (1.0, 1 / 40)), absorption_seeds=(0,),
+                             eval_samples=2000, mp_max_steps=8),
 )
 
 _FULL = dict(
@@ -206,6 +234,10 @@ _FULL = dict(
                  frontier_topk=(3, 5, 10, 15, 20, 30, 50), frontier_l1=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003)),
     mp=MPScale(n=4096, d=256, s=16, n_latents=16384, k=32, steps=20_000, batch_size=1024, n_samples=2_000_000,
                theory_inputs=2000, theory_steps=256, inference_k_max_multiple=4),
+    hierarchy=HierarchyScale(steps=15_000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=tuple(range(10)),
+                             absorption_cells=((0.1, 1 / 400), (0.1, 1 / 40), (0.5, 1 / 400), (0.5, 1 / 40), (0.5, 1 / 8),
+                                               (1.0, 1 / 400), (1.0, 1 / 40), (1.0, 1 / 8), (1.0, 1 / 4)),
+                             absorption_seeds=tuple(range(15)), eval_samples=2000, mp_max_steps=8),
 )
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}

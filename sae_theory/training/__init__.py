@@ -1,7 +1,7 @@
 """Training: one generic loop (:func:`train`) for every SAE, its config, data sources and
 checkpoints. Method-specific pieces are model methods or post-step hooks (STYLE.md §4)."""
 
-from .sources import BatchSource, FeatureModelSource, TensorSource, as_source
+from .sources import BatchSource, FeatureModelSource, HierarchicalSource, TensorSource, as_source
 from .trainer import History, TrainConfig, latest_checkpoint, load_checkpoint, lr_at, save_checkpoint, train
 
 # -- post-step hooks ------------------------------------------------------------------------
@@ -19,6 +19,7 @@ __all__ = [
     "group_assignment",
     "target_frequencies",
     "FeatureModelSource",
+    "HierarchicalSource",
     "History",
     "TensorSource",
     "TrainConfig",

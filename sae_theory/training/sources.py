@@ -1,4 +1,4 @@
-"""Where the trainer's batches come from: one small protocol, three kinds of data.
+"""Where the trainer's batches come from: one small protocol, four kinds of data.
 
 A *source* is any object with
 
@@ -6,9 +6,10 @@ A *source* is any object with
 * ``state_dict() -> dict`` / ``load_state_dict(state)``: everything needed to continue the
   *exact same* stream after a checkpoint (generator states are saved with ``get_state()``).
 
-:func:`as_source` wraps the two kinds of data the package produces:
+:func:`as_source` wraps the three kinds of data the package produces:
 
 * a ``Tensor`` (N, d): :class:`TensorSource`, epochs of random permutations;
+* a :class:`~sae_theory.data.HierarchicalFeatureModel`: :class:`HierarchicalSource`, fresh samples;
 * a :class:`~sae_theory.data.SparseFeatureModel`: :class:`FeatureModelSource`, fresh samples
   every step;
 
@@ -155,6 +156,32 @@ class FeatureModelSource:
         self.generator.set_state(state["generator_state"])
 
 
+class HierarchicalSource:
+    """Fresh batches from a :class:`~sae_theory.data.HierarchicalFeatureModel` (the MP-SAE toy
+    samples a new batch every step): batch t is ``model.sample(batch_size, gen)[0]`` with ``gen``
+    a CPU generator seeded with ``seed``."""
+
+    def __init__(self, model, seed: int = 0):
+        from ..data.hierarchical import HierarchicalFeatureModel
+
+        if not isinstance(model, HierarchicalFeatureModel):
+            raise TypeError(f"model must be a HierarchicalFeatureModel, got {type(model).__name__}.")
+        self.model = model
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def next_batch(self, batch_size: int) -> Tensor:
+        return self.model.sample(batch_size, self.generator)[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "HierarchicalSource", "generator_state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "HierarchicalSource":
+            raise ValueError(f"this source state was saved by a {state.get('kind')!r}, not a HierarchicalSource; pass the same kind of data as the checkpointed run.")
+        self.generator.set_state(state["generator_state"])
+
+
 def as_source(data: Any, cfg: "TrainConfig | None" = None) -> BatchSource:
     """Wrap ``data`` as a batch source seeded by ``cfg.seed`` (0 without a config).
 
@@ -171,6 +198,10 @@ def as_source(data: Any, cfg: "TrainConfig | None" = None) -> BatchSource:
         return TensorSource(data, seed)
     if isinstance(data, SparseFeatureModel):
         return FeatureModelSource(data, seed)
+    from ..data.hierarchical import HierarchicalFeatureModel
+
+    if isinstance(data, HierarchicalFeatureModel):
+        return HierarchicalSource(data, seed)
     missing = [m for m in ("next_batch", "state_dict", "load_state_dict") if not callable(getattr(data, m, None))]
     if missing:
         raise TypeError(

@@ -1,0 +1,333 @@
+"""The hierarchy study of MP-SAE (mp_sae.md §4: Fig 4, Table 1, the Babel contrast of §5) and its
+cross-paper questions: ``notebooks/06_hierarchy.ipynb`` and ``notebooks/07_cross_paper.ipynb``.
+
+Data: :class:`~sae_theory.data.HierarchicalFeatureModel`, the official toy tree (20 atoms in R^20,
+one parent per sample, E[L0] = 1.36), fresh samples every step, raw inputs (no normalisation).
+The seed draws the ground-truth atoms, the training stream and the SAE's initialisation.
+
+Every SAE has 20 latents and is trained as the official toy trains (mp_sae.md §2, §4): batch 200,
+Adam lr 3e-2, betas (0.5, 0.9375), gradient-norm clip 1, warmup-stable-decay (100 warmup steps,
+the last 20% decaying linearly to 0.1 lr), for ``profile.hierarchy.steps`` steps (the paper:
+15,000). The methods (labels of :data:`METHODS`):
+
+* ``"MP-SAE"``: :class:`~sae_theory.models.MPSAE`, residual threshold 0.05 and the official
+  stop-on-repeat rule, at most ``mp_max_steps`` pursuit steps (8 here; the true L0 is 1 or 2).
+  Unlike the official code, atoms are renormalised after every step (mp_sae.md §7);
+* ``"ReLU"``: :class:`~sae_theory.models.ReLUSAE` (the paper's "Vanilla");
+* ``"Matryoshka"``: :class:`~sae_theory.models.MatryoshkaSAE`, 5 Pareto-drawn prefixes (no
+  latent permutation);
+* ``"JumpReLU"``: :class:`~sae_theory.models.JumpReLUSAE` (L0 penalty, STE);
+* these three steer their penalty toward L0 = 1.36 with the toy's controller
+  (:class:`~sae_theory.training.SparsityController`, rule "sign", start 0.1, ramp over the first
+  20% of the steps). Its rate is 3e-4 per step at 15,000 steps and is scaled by 15,000 / steps
+  for shorter runs, so the coefficient can move as far in the quick profile as in the paper;
+* ``"BatchTopK"``: :class:`~sae_theory.models.BatchTopKSAE`, k = 3 for the first 1,000 steps
+  (scaled by steps / 15,000), then 1.36; inference with its learned threshold;
+* ``"TopK"``: :class:`~sae_theory.models.TopKSAE` with k = 2, the largest per-sample L0 of the tree
+  (TopK needs an integer k; the paper's toy has no TopK run, only Fig 4's legend);
+* ``"GBA"``: the deployed tied SAE (:class:`~sae_theory.models.TiedSAE`, JumpReLU threshold
+  reading, a = 1 and b_dec trained) with :class:`~sae_theory.training.GroupBiasAdaptation`: 4
+  groups with target frequencies from 0.2 (the internal parents' frequency) down to 0.02 (below
+  the children's 0.04), updated every 10 batches. No loss penalty, same optimiser.
+
+Evaluation on ``eval_samples`` held-out rows: latents are matched to the true concepts by
+activation similarity and the Hungarian algorithm
+(:func:`~sae_theory.metrics.match_latents`); flat and hierarchical MSE, absorption, Babel and
+effective rank are the readings of :mod:`sae_theory.metrics.hierarchy`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..data.hierarchical import HierarchicalFeatureModel, Magnitudes
+from ..metrics import absorption as _absorption_scores
+from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hierarchical_mse, match_latents
+from ..models import MPSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TiedSAE, TopKSAE
+from ..models.base import SAE
+from ..profiles import HierarchyScale, Profile
+from ..training import GBAConfig, GroupBiasAdaptation, SparsityController, TrainConfig, train
+
+__all__ = [
+    "ABSORPTION_MAGNITUDES",
+    "METHODS",
+    "PAPER_TABLE1",
+    "TABLE1_METHODS",
+    "HierarchyFit",
+    "absorption",
+    "absorption_table",
+    "fit",
+    "hierarchy",
+]
+
+METHODS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
+TABLE1_METHODS = ("MP-SAE", "Matryoshka", "ReLU", "BatchTopK")
+TARGET_L0 = 1.36
+PAPER_STEPS = 15_000
+EVAL_SEED_OFFSET = 10_000
+
+#: Parent magnitudes of the Table 1 study, N(1, 1/4^2); the child's come from the cell.
+ABSORPTION_PARENT = (1.0, 0.25)
+#: Within-level correlation of the Table 1 study: the paper does not state it; 0 is our reading.
+ABSORPTION_RHO = 0.0
+
+_nan = math.nan
+#: Table 1 of the paper (mp_sae.md §4, EXACT): absorption score per method, child mean and child
+#: std; NaN = "child not recovered"; cells marked "-" (not run) are absent. "Vanilla" is "ReLU".
+PAPER_TABLE1 = pd.DataFrame(
+    [(m, mean, std, v) for m, vals in {
+        "MP-SAE": [3.6e-3, 7.3e-2, 1.3e-3, 5.0e-3, 6.2e-2, 1.2e-3, None, 4.3e-2, 1.1e-3, None, None, 1.1e-3],
+        "Matryoshka": [_nan, 4.8e-2, 0.21, _nan, 9.0e-2, 0.15, None, 9.6e-2, 0.21, None, None, 0.22],
+        "ReLU": [_nan, 0.70, 0.45, _nan, 0.70, 0.45, None, 0.70, 0.47, None, None, 0.47],
+        "BatchTopK": [_nan, 0.50, 0.48, _nan, 0.54, 0.45, None, 0.49, 0.46, None, None, 0.42],
+    }.items()
+     for (std, mean), v in zip([(s, mu) for s in (1 / 400, 1 / 40, 1 / 8, 1 / 4) for mu in (0.1, 0.5, 1.0)], vals)
+     if v is not None],
+    columns=["method", "child_mean", "child_std", "paper_absorption"],
+)
+
+
+def _check_methods(methods, allowed) -> tuple[str, ...]:
+    methods = tuple(methods)
+    bad = [m for m in methods if m not in allowed]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {allowed}, got {methods!r}.")
+    return methods
+
+
+# --------------------------------------------------------------------------------------------
+# one run
+# --------------------------------------------------------------------------------------------
+
+
+def train_config(scale: HierarchyScale, seed: int) -> TrainConfig:
+    """The official toy's optimiser and schedule at ``scale.steps`` steps."""
+    return TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=3e-2, betas=(0.5, 0.9375), grad_clip=1.0,
+                       schedule="wsd", warmup_steps=min(100, scale.steps // 10), decay_fraction=0.2, min_lr_ratio=0.1,
+                       seed=seed, progress=False)
+
+
+def build(method: str, scale: HierarchyScale, seed: int, d: int, n_latents: int, device: str,
+          dtype: torch.dtype) -> tuple[SAE, list]:
+    """A fresh SAE of ``method`` (module docstring) and its training hooks."""
+    _check_methods((method,), METHODS)
+    kw = dict(d=d, n_latents=n_latents, seed=seed + 1, device=device, dtype=dtype)
+    ratio = PAPER_STEPS / scale.steps
+
+    def controller(attribute: str = "l1_coefficient") -> SparsityController:
+        return SparsityController(target_l0=TARGET_L0, coefficient=0.1, gain=min(0.5, 3e-4 * ratio), rule="sign",
+                                  warmup_steps=int(0.2 * scale.steps), attribute=attribute)
+
+    if method == "MP-SAE":
+        return MPSAE(k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True, **kw), []
+    if method == "ReLU":
+        return ReLUSAE(l1_coefficient=0.0, **kw), [controller()]
+    if method == "Matryoshka":
+        return MatryoshkaSAE(l1_coefficient=0.0, prefix_sampling="pareto", n_prefixes=min(5, n_latents), **kw), [controller()]
+    if method == "JumpReLU":
+        return JumpReLUSAE(l0_coefficient=0.0, **kw), [controller("l0_coefficient")]
+    if method == "BatchTopK":
+        return BatchTopKSAE(k=TARGET_L0, k_initial=3.0, k_initial_steps=round(1000 / ratio), **kw), []
+    if method == "TopK":
+        return TopKSAE(k=2, **kw), []
+    gba = GBAConfig(n_groups=4, htf=0.2, ltf=0.02, buffer_size=10 * scale.batch_size)
+    return TiedSAE(**kw), [GroupBiasAdaptation(gba)]
+
+
+@dataclass(frozen=True)
+class HierarchyFit:
+    """One trained SAE on one hierarchical model, evaluated on held-out rows (float64, CPU)."""
+
+    method: str
+    rho: float
+    magnitudes: Magnitudes
+    seed: int
+    true_dictionary: Tensor
+    """Ground-truth atoms (n, d)."""
+    levels: tuple[int, ...]
+    """Level of each true atom (0 parent, 1 child)."""
+    parent_of: dict
+    """child atom -> parent atom."""
+    dictionary: Tensor
+    """All learned atoms (p, d)."""
+    matched: Tensor
+    """Index (n,) of the learned latent matched to each true concept."""
+    codes: Tensor
+    """Learned codes (N, p) on the held-out rows."""
+    true_codes: Tensor
+    """True codes (N, n) of the same rows."""
+    fvu: float
+    seconds: float
+
+    @property
+    def matched_dictionary(self) -> Tensor:
+        """Learned atoms in the order of the true concepts (n, d)."""
+        return self.dictionary[self.matched]
+
+    @property
+    def l0(self) -> float:
+        return float((self.codes != 0).sum(1).double().mean())
+
+    def matched_cosines(self) -> Tensor:
+        """cos(learned atom matched to concept i, true atom i), (n,)."""
+        L = self.matched_dictionary
+        L = L / L.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        T = self.true_dictionary / self.true_dictionary.norm(dim=1, keepdim=True)
+        return (L * T).sum(1)
+
+    def support_accuracy(self) -> float:
+        """Fraction of held-out rows whose learned support is exactly the true one, through the
+        matching (every unmatched latent silent)."""
+        mapped = self.codes[:, self.matched] != 0
+        others = torch.ones(self.codes.shape[1], dtype=torch.bool)
+        others[self.matched] = False
+        ok = (mapped == (self.true_codes != 0)).all(1) & ~(self.codes[:, others] != 0).any(1)
+        return float(ok.double().mean())
+
+    def absorption_scores(self) -> dict[int, float]:
+        """Per child: cos(learned child, true parent), NaN where the child is not recovered."""
+        return _absorption_scores(self.matched_dictionary, self.true_dictionary, self.parent_of)
+
+
+def fit(method: str, rho: float, profile: Profile, seed: int, magnitudes: Magnitudes | None = None) -> HierarchyFit:
+    """Train ``method`` on the hierarchical model with within-level correlation ``rho`` (parents
+    and children alike) and ``magnitudes`` (default: the toy's N(1.5, 0.25^2)), and evaluate it.
+    Cached per process: the studies and the notebooks' heatmaps share runs."""
+    _check_methods((method,), METHODS)
+    if not (isinstance(rho, (int, float)) and 0 <= rho < 1):
+        raise ValueError(f"rho must lie in [0, 1), got {rho!r}.")
+    return _fit(method, float(rho), magnitudes or Magnitudes(), profile.hierarchy, int(seed), profile.device, profile.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _fit(method: str, rho: float, magnitudes: Magnitudes, scale: HierarchyScale, seed: int, device: str,
+         dtype: torch.dtype) -> HierarchyFit:
+    data = HierarchicalFeatureModel(rho, rho, magnitudes=magnitudes, seed=seed, dtype=dtype, device=device)
+    n = data.tree.n_atoms
+    sae, hooks = build(method, scale, seed, data.d, n, device, dtype)
+    t0 = time.perf_counter()
+    train(sae, data, train_config(scale, seed), hooks=hooks)
+    seconds = time.perf_counter() - t0
+    sae.eval()
+    X, Z = data.sample(scale.eval_samples, torch.Generator().manual_seed(EVAL_SEED_OFFSET + seed))
+    with torch.no_grad():
+        codes = sae.encode(X)
+        x_hat = sae.decode(codes)
+    codes64, Z64 = codes.detach().double().cpu(), Z.double().cpu()
+    return HierarchyFit(
+        method=method, rho=rho, magnitudes=magnitudes, seed=seed,
+        true_dictionary=data.features.double().cpu(), levels=data.tree.levels, parent_of=data.tree.parent_of(),
+        dictionary=sae.dictionary.detach().double().cpu(), matched=match_latents(codes64, Z64),
+        codes=codes64, true_codes=Z64, fvu=fvu(X, x_hat), seconds=seconds,
+    )
+
+
+def _absorption_mean(scores: dict[int, float]) -> tuple[float, int]:
+    vals = np.array(list(scores.values()), dtype=np.float64)
+    rec = int(np.isfinite(vals).sum())
+    return (float(np.nanmean(vals)) if rec else math.nan), rec
+
+
+# --------------------------------------------------------------------------------------------
+# Fig 4 (and the Babel contrast)
+# --------------------------------------------------------------------------------------------
+
+
+def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tuple[float, ...] | None = None,
+              seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Fig 4: every method on the toy tree at each within-level correlation rho (default
+    ``profile.hierarchy.rhos``), over ``profile.hierarchy.seeds``.
+
+    Returns
+    -------
+    DataFrame, one row per (method, rho, seed): ``flat_mse`` (deviation from the true within-level
+    cosines), ``hierarchical_mse`` (cross-level cosines), ``absorption`` (mean over the recovered
+    children of cos(learned child, true parent); NaN if none), ``children_recovered`` (of 9),
+    ``min_cosine``/``mean_cosine`` (matched learned atom vs true atom), ``support_accuracy``,
+    ``l0``, ``fvu``, ``babel_1`` (mutual coherence of the whole learned dictionary), ``babel_2``
+    (mu_1(2)), ``babel_coactive`` (Babel on each held-out row's support, averaged),
+    ``effective_rank`` (of the held-out codes) and ``seconds`` (training time).
+    """
+    methods = _check_methods(methods, METHODS)
+    H = profile.hierarchy
+    rhos = H.rhos if rhos is None else tuple(rhos)
+    seeds = H.seeds if seeds is None else tuple(seeds)
+    runs = [(r, s, m) for r in rhos for s in seeds for m in methods]
+    rows = []
+    for rho, seed, method in tqdm(runs, desc="hierarchy runs", disable=not progress):
+        f = fit(method, rho, profile, seed)
+        cos = f.matched_cosines()
+        absorb, rec = _absorption_mean(f.absorption_scores())
+        rows.append(dict(
+            method=method, rho=rho, seed=seed,
+            flat_mse=flat_mse(f.matched_dictionary, f.true_dictionary, f.levels),
+            hierarchical_mse=hierarchical_mse(f.matched_dictionary, f.levels),
+            absorption=absorb, children_recovered=rec, min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
+            support_accuracy=f.support_accuracy(), l0=f.l0, fvu=f.fvu,
+            babel_1=babel(f.dictionary, 1), babel_2=babel(f.dictionary, 2),
+            babel_coactive=babel_coactive(f.dictionary, f.codes), effective_rank=effective_rank(f.codes),
+            seconds=f.seconds,
+        ))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1
+# --------------------------------------------------------------------------------------------
+
+
+def absorption(profile: Profile, *, methods: tuple[str, ...] = TABLE1_METHODS, cells=None, seeds=None,
+               progress: bool = True) -> pd.DataFrame:
+    """Table 1: absorption when parent magnitudes are N(1, 1/4^2) and child magnitudes
+    N(child_mean, child_std^2), for each (child_mean, child_std) of ``cells`` (default
+    ``profile.hierarchy.absorption_cells``), rho = :data:`ABSORPTION_RHO`.
+
+    Returns
+    -------
+    DataFrame, one row per (method, cell, seed): ``method, child_mean, child_std, seed,
+    absorption`` (mean over the recovered children of cos(learned child, true parent); NaN when no
+    child is recovered, the paper's "nan"), ``children_recovered`` (of 9), ``l0``, ``fvu`` and
+    ``paper_absorption`` (NaN where the paper reports nan or did not run the cell).
+    """
+    methods = _check_methods(methods, METHODS)
+    H = profile.hierarchy
+    cells = H.absorption_cells if cells is None else tuple(tuple(c) for c in cells)
+    seeds = H.absorption_seeds if seeds is None else tuple(seeds)
+    runs = [(c, s, m) for c in cells for s in seeds for m in methods]
+    rows = []
+    for (mean, std), seed, method in tqdm(runs, desc="absorption runs", disable=not progress):
+        mags = Magnitudes(parent_mean=ABSORPTION_PARENT[0], parent_std=ABSORPTION_PARENT[1], child_mean=mean, child_std=std)
+        f = fit(method, ABSORPTION_RHO, profile, seed, mags)
+        absorb, rec = _absorption_mean(f.absorption_scores())
+        rows.append(dict(method=method, child_mean=mean, child_std=std, seed=seed, absorption=absorb,
+                         children_recovered=rec, l0=f.l0, fvu=f.fvu))
+    df = pd.DataFrame(rows)
+    paper = PAPER_TABLE1.copy()
+    key = ["method", "child_mean", "child_std"]
+    for col in ("child_mean", "child_std"):  # float keys: match on rounded values
+        df[col + "_key"], paper[col + "_key"] = df[col].round(6), paper[col].round(6)
+    df = df.merge(paper[["method", "child_mean_key", "child_std_key", "paper_absorption"]],
+                  on=["method", "child_mean_key", "child_std_key"], how="left")
+    return df.drop(columns=["child_mean_key", "child_std_key"]).sort_values(key + ["seed"], ignore_index=True)
+
+
+def absorption_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 from :func:`absorption`'s rows: per (method, child_mean, child_std), the mean
+    absorption over the runs that recovered a child (NaN when none did), the runs that did, and
+    the paper's value beside it."""
+    def agg(g):
+        vals = g["absorption"].to_numpy(dtype=float)
+        ok = np.isfinite(vals)
+        return pd.Series(dict(absorption=float(vals[ok].mean()) if ok.any() else math.nan,
+                              runs_recovered=f"{int(ok.sum())}/{len(vals)}",
+                              paper_absorption=float(g["paper_absorption"].iloc[0])))
+    return df.groupby(["method", "child_mean", "child_std"], sort=False).apply(agg, include_groups=False).reset_index()
