@@ -6,5 +6,6 @@ from .gba import consistency, frontier, gba_vs_topk, resonance
 from .mp_theory import convergence, earlier_atom_cosines, proposition_checks
 from .mp import adaptive_sparsity, threshold_l0, threshold_tradeoff
 from .hierarchical import absorption, hierarchy
+from .cross_paper import mp_on_feature_model
 
-__all__ = ["absorption", "hierarchy", "adaptive_sparsity", "threshold_l0", "threshold_tradeoff", "consistency", "convergence", "earlier_atom_cosines", "proposition_checks", "frequency_check", "frontier", "gba_vs_topk", "h3_sample_size", "identifiability_grid", "resonance", "theorem_band"]
+__all__ = ["absorption", "hierarchy", "mp_on_feature_model", "adaptive_sparsity", "threshold_l0", "threshold_tradeoff", "consistency", "convergence", "earlier_atom_cosines", "proposition_checks", "frequency_check", "frontier", "gba_vs_topk", "h3_sample_size", "identifiability_grid", "resonance", "theorem_band"]

@@ -1,0 +1,92 @@
+"""Cross-paper questions (``notebooks/07_cross_paper.ipynb``): MP-SAE on GBA's statistical model.
+
+:func:`mp_on_feature_model` trains, on the same balanced SparseFeatureModel data (n features in
+R^d, exactly s active per row, the width sweep of ``notebooks/02_gba_resonance.ipynb``:
+``profile.resonance``'s n, s and ``width_d``, M = 4n latents, rows scaled to unit norm):
+
+* ``"BA"``: the tied SAE of the recovery theorem (regime "analysed" of
+  :mod:`sae_theory.experiments.gba`) with one target frequency p = ``width_p_over_f`` x f;
+* ``"GBA"``: the same SAE with 10 groups, targets from min(0.5, 10 f) down to f / 10;
+* ``"MP-SAE k=s"``: :class:`~sae_theory.models.MPSAE` with M atoms and k = s pursuit steps (the
+  true L0), Adam 3e-3 as in :mod:`sae_theory.experiments.mp`;
+* ``"MP-SAE k=L0(BA)"``: the same with k = BA's measured held-out L0 (rounded): the matched-L0
+  comparison.
+
+and reports GBA's recovery criterion, FRR at tau = 0.9 (and 0.8), with L0 and FVU on held-out rows.
+The other cross-paper question (does GBA absorb?) reuses :func:`~sae_theory.experiments.hierarchy`
+and :func:`~sae_theory.experiments.absorption`, which include ``"GBA"``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..data import SparseFeatureModel
+from ..metrics import feature_recovery_rate, fvu
+from ..models import MPSAE
+from ..profiles import Profile, ResonanceScale
+from ..training import GBAConfig, GroupBiasAdaptation, TrainConfig, train
+from .gba import _buffer, _training_set, tied_sae_and_config
+
+__all__ = ["FEATURE_MODEL_METHODS", "mp_on_feature_model"]
+
+FEATURE_MODEL_METHODS = ("BA", "GBA", "MP-SAE k=s", "MP-SAE k=L0(BA)")
+MP_LR = 3e-3
+N_EVAL = 4096
+
+
+def _eval(sae, X: torch.Tensor, V: torch.Tensor) -> dict:
+    sae.eval()
+    with torch.no_grad():
+        codes = sae.encode(X)
+        x_hat = sae.decode(codes)
+    W = sae.dictionary.detach().double().cpu()
+    return dict(frr=feature_recovery_rate(W, V, 0.9), frr_08=feature_recovery_rate(W, V, 0.8),
+                l0=float((codes != 0).sum(-1).double().mean()), fvu=fvu(X, x_hat))
+
+
+@functools.lru_cache(maxsize=16)
+def _runs(R: ResonanceScale, seed: int, device: str) -> list[dict]:
+    n, s, d = R.n, R.s, R.width_d
+    M, f = 4 * n, s / n
+    X, V = _training_set(n, d, s, R.n_samples, seed, device)
+    V = V.double().cpu()
+    Xe, _ = SparseFeatureModel(n, d, s, seed=seed, device=device).sample(N_EVAL, torch.Generator(device=device).manual_seed(10_000 + seed), h_layout="sparse")
+    Xe = Xe / Xe.norm(dim=1, keepdim=True).clamp_min(torch.finfo(Xe.dtype).tiny)
+    rows = []
+    for method, gcfg in (("BA", GBAConfig.bias_adaptation(R.width_p_over_f * f, buffer_size=_buffer(R.batch_size),
+                                                          dead_eps=min(1e-6, R.width_p_over_f * f / 10))),
+                         ("GBA", GBAConfig(n_groups=10, htf=min(0.5, 10 * f), ltf=f / 10, buffer_size=_buffer(R.batch_size)))):
+        sae, cfg = tied_sae_and_config("analysed", d, M, steps=R.steps, batch_size=R.batch_size, seed=seed + 1, device=device)
+        train(sae, X, cfg, hooks=[GroupBiasAdaptation(gcfg)])
+        rows.append(dict(method=method, k=float("nan"), **_eval(sae, Xe, V)))
+    k_ba = max(1, round(rows[0]["l0"]))
+    for method, k in (("MP-SAE k=s", s), ("MP-SAE k=L0(BA)", k_ba)):
+        sae = MPSAE(d=d, n_latents=M, k=min(k, M), seed=seed + 1, device=device)
+        cfg = TrainConfig(steps=R.steps, batch_size=R.batch_size, lr=MP_LR, input_norm="unit", seed=seed, progress=False)
+        train(sae, X, cfg)
+        rows.append(dict(method=method, k=float(k), **_eval(sae, Xe, V)))
+    return rows
+
+
+def mp_on_feature_model(profile: Profile, *, seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """MP-SAE against BA and GBA on GBA's statistical model, at matched L0 (module docstring).
+
+    Returns
+    -------
+    DataFrame, one row per (method, seed): ``method`` (:data:`FEATURE_MODEL_METHODS`), ``seed``,
+    ``n, d, s, M``, ``k`` (MP-SAE's pursuit steps; NaN for BA/GBA), ``frr`` (tau = 0.9),
+    ``frr_08``, ``l0`` and ``fvu`` on held-out unit-norm rows.
+    """
+    R = profile.resonance
+    seeds = profile.seeds if seeds is None else tuple(seeds)
+    rows = []
+    for seed in tqdm(seeds, desc="feature-model runs", disable=not progress):
+        for r in _runs(R, seed, profile.device):
+            rows.append(dict(seed=seed, n=R.n, d=R.width_d, s=R.s, M=4 * R.n, **r))
+    cols = ["method", "seed", "n", "d", "s", "M", "k", "frr", "frr_08", "l0", "fvu"]
+    return pd.DataFrame(rows)[cols]

@@ -1,0 +1,108 @@
+"""Tests of the hierarchy and cross-paper experiment functions at a tiny scale (the science is in
+notebooks 06 and 07): the DataFrame contracts, the method labels, the paper's Table 1, the
+matching-based metrics of a fit on a hand-made case, argument checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from sae_theory import experiments
+from sae_theory.data.hierarchical import Magnitudes
+from sae_theory.experiments import hierarchical as hx
+from sae_theory.profiles import get_profile
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LABELS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    P = get_profile("quick", device="cpu")
+    H = dataclasses.replace(P.hierarchy, steps=40, rhos=(0.0, 0.6), seeds=(0,), absorption_cells=((0.5, 1 / 40), (1.0, 1 / 4)),
+                            absorption_seeds=(0,), eval_samples=300)
+    R = dataclasses.replace(P.resonance, steps=20, n_samples=4000)
+    return dataclasses.replace(P, hierarchy=H, resonance=R, seeds=(0,))
+
+
+def test_methods_use_exactly_the_issue_labels():
+    assert hx.METHODS == LABELS
+
+
+def test_hierarchy__one_row_per_method_rho_seed_with_the_metrics(tiny):
+    df = experiments.hierarchy(tiny, progress=False)
+    assert len(df) == len(LABELS) * 2
+    assert set(df.method) == set(LABELS) and set(df.rho) == {0.0, 0.6} and set(df.seed) == {0}
+    for col in ("method", "rho", "seed", "flat_mse", "hierarchical_mse", "absorption", "children_recovered", "support_accuracy",
+                "l0", "fvu", "babel_1", "babel_coactive", "effective_rank"):
+        assert col in df.columns
+    assert df[["flat_mse", "hierarchical_mse", "l0", "fvu", "babel_1"]].notna().all().all()
+    assert (df.hierarchical_mse >= 0).all() and (df.children_recovered.between(0, 9)).all()
+    # BatchTopK trains to a mean L0 of 1.36 per batch: its eval L0 is finite and the run is cached
+    again = hx.fit("BatchTopK", 0.0, tiny, 0)
+    assert again is hx.fit("BatchTopK", 0.0, tiny, 0)
+
+
+def test_absorption__rows_merge_the_papers_values(tiny):
+    df = experiments.absorption(tiny, methods=("MP-SAE", "ReLU"), progress=False)
+    assert set(df.columns) >= {"method", "child_mean", "child_std", "absorption", "paper_absorption"}
+    assert len(df) == 2 * 2
+    paper = df.set_index(["method", "child_mean"]).paper_absorption
+    assert paper["MP-SAE", 0.5] == pytest.approx(6.2e-2) and paper["ReLU", 1.0] == pytest.approx(0.47)
+    table = hx.absorption_table(df)
+    assert set(table.columns) >= {"absorption", "runs_recovered", "paper_absorption"} and len(table) == 4
+
+
+def test_paper_table1_has_the_printed_cells():
+    t = hx.PAPER_TABLE1
+    assert len(t) == 4 * 9  # 12 cells per method, 3 marked "-"
+    cell = t.set_index(["method", "child_std", "child_mean"]).paper_absorption
+    assert cell["MP-SAE", 1 / 400, 0.1] == pytest.approx(3.6e-3)
+    assert cell["BatchTopK", 1 / 4, 1.0] == pytest.approx(0.42)
+    assert math.isnan(cell["Matryoshka", 1 / 40, 0.1]) and math.isnan(cell["ReLU", 1 / 400, 0.1])
+    assert ("MP-SAE", 1 / 8, 0.1) not in cell.index  # "-": not run
+
+
+def _fit(codes, true_codes, matched, dictionary, true_dictionary):
+    return hx.HierarchyFit(method="x", rho=0.0, magnitudes=Magnitudes(), seed=0, true_dictionary=true_dictionary,
+                           levels=(0, 0, 1), parent_of={2: 0}, dictionary=dictionary, matched=torch.tensor(matched),
+                           codes=codes, true_codes=true_codes, fvu=0.0, seconds=0.0)
+
+
+def test_fit_metrics_by_hand():
+    T = torch.eye(3, dtype=torch.float64)
+    # learned latents: 0 <- concept 1, 1 <- concept 2 (a child absorbing its parent 0), 2 <- concept 0, 3 unmatched
+    D = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 1.0], [3.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    Z = torch.tensor([[1.0, 0, 0], [1.0, 0, 1.0], [0, 1.0, 0]], dtype=torch.float64)  # true codes (N=3, n=3)
+    A = torch.tensor([[0, 0, 2.0, 0], [0, 1.0, 2.0, 0.5], [1.0, 0, 0, 0]], dtype=torch.float64)
+    f = _fit(A, Z, [2, 0, 1], D, T)
+    assert torch.allclose(f.matched_cosines(), torch.tensor([1.0, 1.0, 1 / math.sqrt(2)], dtype=torch.float64))
+    # row 0 exact; row 1 uses the unmatched latent 3; row 2 exact -> 2/3
+    assert f.support_accuracy() == pytest.approx(2 / 3)
+    assert f.l0 == pytest.approx((1 + 3 + 1) / 3)
+    assert f.absorption_scores()[2] == pytest.approx(1 / math.sqrt(2))  # cos([1, 0, 1], parent e0)
+
+
+def test_bad_arguments_raise(tiny):
+    with pytest.raises(ValueError, match="methods"):
+        experiments.hierarchy(tiny, methods=("MP-SAE", "SAE"), progress=False)
+    with pytest.raises(ValueError, match="methods"):
+        experiments.absorption(tiny, methods=(), progress=False)
+    with pytest.raises(ValueError, match="rho"):
+        hx.fit("ReLU", 1.0, tiny, 0)
+
+
+def test_mp_on_feature_model__rows_and_matched_k(tiny):
+    df = experiments.mp_on_feature_model(tiny, progress=False)
+    assert list(df.method) == list(experiments.cross_paper.FEATURE_MODEL_METHODS)
+    assert set(df.columns) >= {"method", "seed", "k", "frr", "frr_08", "l0", "fvu"}
+    assert df.frr.between(0, 1).all() and (df.frr_08 >= df.frr).all()
+    ba_l0 = df.set_index("method").l0["BA"]
+    assert df.set_index("method").k["MP-SAE k=L0(BA)"] == max(1, round(ba_l0))
+    assert df.set_index("method").k["MP-SAE k=s"] == tiny.resonance.s
+    assert isinstance(df, pd.DataFrame)
