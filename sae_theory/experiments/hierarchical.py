@@ -58,7 +58,8 @@ from ..profiles import HierarchyScale, Profile
 from ..training import GBAConfig, GroupBiasAdaptation, SparsityController, TrainConfig, train
 
 __all__ = [
-    "ABSORPTION_MAGNITUDES",
+    "ABSORPTION_PARENT",
+    "ABSORPTION_RHO",
     "METHODS",
     "PAPER_TABLE1",
     "TABLE1_METHODS",
