@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import SparseFeatureModel
-from ..metrics import feature_recovery_rate, fvu
+from ..metrics import feature_recovery_rate, fvu, l0
 from ..models import MPSAE
 from ..profiles import Profile, ResonanceScale
 from ..training import GBAConfig, GroupBiasAdaptation, TrainConfig, train
@@ -46,7 +46,7 @@ def _eval(sae, X: torch.Tensor, V: torch.Tensor) -> dict:
         x_hat = sae.decode(codes)
     W = sae.dictionary.detach().double().cpu()
     return dict(frr=feature_recovery_rate(W, V, 0.9), frr_08=feature_recovery_rate(W, V, 0.8),
-                l0=float((codes != 0).sum(-1).double().mean()), fvu=fvu(X, x_hat))
+                l0=l0(codes), fvu=fvu(X, x_hat))
 
 
 @functools.lru_cache(maxsize=16)

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from ..data.hierarchical import HierarchicalFeatureModel, Magnitudes
 from ..metrics import absorption as _absorption_scores
-from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hierarchical_mse, match_latents
+from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hierarchical_mse, l0, match_latents
 from ..models import MPSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TiedSAE, TopKSAE
 from ..models.base import SAE
 from ..profiles import HierarchyScale, Profile
@@ -176,7 +176,7 @@ class HierarchyFit:
 
     @property
     def l0(self) -> float:
-        return float((self.codes != 0).sum(1).double().mean())
+        return l0(self.codes)
 
     def matched_cosines(self) -> Tensor:
         """cos(learned atom matched to concept i, true atom i), (n,)."""

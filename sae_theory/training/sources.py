@@ -125,7 +125,24 @@ class TensorSource:
             self._epoch_state = self.generator.get_state()
 
 
-class FeatureModelSource:
+class _GeneratorSource:
+    """Shared state of the fresh-sample sources: everything they draw comes from ``self.generator``,
+    so the saved state is its state, tagged with the class name so a checkpoint is only resumed
+    with the same kind of data."""
+
+    generator: torch.Generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": type(self).__name__, "generator_state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        kind = type(self).__name__
+        if state.get("kind") != kind:
+            raise ValueError(f"this source state was saved by a {state.get('kind')!r}, not a {kind}; pass the same kind of data as the checkpointed run.")
+        self.generator.set_state(state["generator_state"])
+
+
+class FeatureModelSource(_GeneratorSource):
     """Fresh batches from a :class:`~sae_theory.data.SparseFeatureModel`, never repeated.
 
     Batch t is ``next(model.stream(batch_size, chunk_size=batch_size, generator=gen))[0]``
@@ -147,16 +164,8 @@ class FeatureModelSource:
         X, _ = next(self.model.stream(batch_size, chunk_size=batch_size, generator=self.generator, h_layout="sparse"))
         return X
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": "FeatureModelSource", "generator_state": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("kind") != "FeatureModelSource":
-            raise ValueError(f"this source state was saved by a {state.get('kind')!r}, not a FeatureModelSource; pass the same kind of data as the checkpointed run.")
-        self.generator.set_state(state["generator_state"])
-
-
-class HierarchicalSource:
+class HierarchicalSource(_GeneratorSource):
     """Fresh batches from a :class:`~sae_theory.data.HierarchicalFeatureModel` (the MP-SAE toy
     samples a new batch every step): batch t is ``model.sample(batch_size, gen)[0]`` with ``gen``
     a CPU generator seeded with ``seed``."""
@@ -172,14 +181,6 @@ class HierarchicalSource:
 
     def next_batch(self, batch_size: int) -> Tensor:
         return self.model.sample(batch_size, self.generator)[0]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": "HierarchicalSource", "generator_state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("kind") != "HierarchicalSource":
-            raise ValueError(f"this source state was saved by a {state.get('kind')!r}, not a HierarchicalSource; pass the same kind of data as the checkpointed run.")
-        self.generator.set_state(state["generator_state"])
 
 
 def as_source(data: Any, cfg: "TrainConfig | None" = None) -> BatchSource:

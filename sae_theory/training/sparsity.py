@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
+
+from .trainer import _l0
 
 __all__ = ["CONTROLLER_RULES", "SparsityController"]
 
@@ -70,8 +71,7 @@ class SparsityController:
         if not hasattr(model, self.attribute):
             raise TypeError(f"SparsityController needs a model with a {self.attribute!r} coefficient "
                             f"(ReLUSAE, MatryoshkaSAE: 'l1_coefficient'; JumpReLUSAE: 'l0_coefficient'), got {type(model).__name__}.")
-        with torch.no_grad():
-            l0 = float((out.codes != 0).sum(-1).to(torch.float64).mean())
+        l0 = _l0(out.codes)
         if step < self.warmup_steps:
             self.current = self.coefficient * (step + 1) / self.warmup_steps
         else:
