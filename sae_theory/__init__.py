@@ -11,7 +11,7 @@ from .data import SparseFeatureModel
 from .metrics import feature_recovery_rate
 from .models import ReLUSAE, TiedSAE, TopKSAE
 from .plotting import save_figure, use_style
-from .profiles import Profile, get_profile
+from .profiles import Profile, get_profile, set_threads
 from .theory.conditions import check_identifiability
 from .training import GBAConfig, GroupBiasAdaptation, TrainConfig, train
 
@@ -34,6 +34,7 @@ __all__ = [
     "feature_recovery_rate",
     "get_profile",
     "save_figure",
+    "set_threads",
     "train",
     "use_style",
 ]

@@ -158,13 +158,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from sae_theory.profiles import PROFILE_NAMES
+    from sae_theory.profiles import PROFILE_NAMES, THREADS_ENV, parse_threads
 
     profile = args.profile or os.environ.get(PROFILE_ENV) or "quick"
     if profile not in PROFILE_NAMES:
         print(f"error: unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}",
               file=sys.stderr)
         return 2
+    threads = args.threads if args.threads is not None else (os.environ.get(THREADS_ENV) or None)
+    if threads is not None:  # the kernels apply it through profiles.set_threads; check it before any starts
+        try:
+            parse_threads(threads)
+        except ValueError as exc:
+            print(f"error: --threads: {exc}", file=sys.stderr)
+            return 2
     folder = Path(args.notebooks_dir) if args.notebooks_dir else default_notebooks_dir()
     available = find_notebooks(folder)
     if not available:
@@ -181,8 +188,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     # Kernels inherit the environment: the profile, and the figure folder resolved here, so the
     # runner watches exactly the folder the notebooks write to. Restored afterwards.
-    saved_env = {k: os.environ.get(k) for k in (PROFILE_ENV, plotting.FIGURE_DIR_ENV)}
+    saved_env = {k: os.environ.get(k) for k in (PROFILE_ENV, plotting.FIGURE_DIR_ENV, THREADS_ENV)}
     os.environ[PROFILE_ENV] = profile
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)
     os.environ[plotting.FIGURE_DIR_ENV] = str(plotting.base_figure_dir())
     try:
         fig_dir = plotting.figure_dir(profile)
@@ -234,11 +243,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sae-theory`` argument parser."""
+    from sae_theory import __version__
+
     parser = argparse.ArgumentParser(
         prog="sae-theory",
         description="Reproduce the sae_theory notebooks and paper figures.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"sae-theory {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     nb_dir_help = "folder of NN_*.ipynb notebooks (default: notebooks/ of the checkout)"
     p_list = sub.add_parser("list", help="list the notebooks, in the order they run")
@@ -267,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-executed", metavar="DIR",
         help="also write the executed notebooks (with outputs) to DIR",
     )
+    p_rep.add_argument(
+        "--threads", metavar="N|all",
+        help="torch CPU threads in each notebook (default: $SAE_THEORY_THREADS, else the profile's "
+             "cpu_threads: 1 under quick, all cores under full)",
+    )
     p_rep.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p_rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_rep.set_defaults(func=_cmd_reproduce)
@@ -275,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sae-theory`` and ``python -m sae_theory``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `sae-theory`: say what there is to do
+        parser.print_help()
+        return 0
     return args.func(args)
 
 

@@ -22,10 +22,27 @@ import torch
 
 from ._json import to_jsonable
 
-__all__ = ["FeatureModelScale", "HierarchyScale", "MPScale", "Profile", "ResonanceScale", "ToyScale", "PROFILE_NAMES", "get_profile", "resolve_device"]
+__all__ = [
+    "FeatureModelScale",
+    "HierarchyScale",
+    "MPScale",
+    "Profile",
+    "ResonanceScale",
+    "ToyScale",
+    "PROFILE_NAMES",
+    "THREADS_ENV",
+    "get_profile",
+    "parse_threads",
+    "resolve_device",
+    "resolve_threads",
+    "set_threads",
+]
 
 #: The profile a notebook uses when ``SAE_THEORY_PROFILE`` is not set.
 DEFAULT_PROFILE = "quick"
+#: Environment variable that overrides every profile's ``cpu_threads`` (a positive int, or
+#: ``"all"`` for torch's default of one thread per physical core).
+THREADS_ENV = "SAE_THEORY_THREADS"
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,16 @@ class Profile:
     """Scale of the MP-SAE studies."""
     hierarchy: HierarchyScale = field(default=None)  # type: ignore[assignment]
     """Scale of the hierarchy studies."""
+    cpu_threads: int | None = 1
+    """torch's intra-op threads on CPU (:func:`set_threads`); None: torch's default (one per
+    physical core). ``quick`` uses 1: its problems are small, and on a busy 2-core machine a
+    second thread made a BA step 4-10x slower (22-25 ms with one thread, 103-255 ms with two, at
+    load 4-5). The environment variable ``SAE_THEORY_THREADS`` overrides it."""
+
+    def __post_init__(self):
+        t = self.cpu_threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise ValueError(f"cpu_threads must be a positive int or None (torch's default), got {t!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
@@ -212,6 +239,7 @@ _QUICK = dict(
 )
 
 _FULL = dict(
+    cpu_threads=None,
     seeds=(0, 1, 2, 3, 4),
     feature_model=FeatureModelScale(
         frequency_n_features=4096,
@@ -261,6 +289,65 @@ def resolve_device(device: str | torch.device = "auto") -> str:
             "use device='auto' or device='cpu'."
         )
     return device
+
+
+def parse_threads(raw: str) -> int | None:
+    """A thread setting as written in ``SAE_THEORY_THREADS`` or ``--threads``: a positive
+    integer, or ``"all"`` (None: torch's default, one thread per physical core).
+
+    Raises
+    ------
+    ValueError
+        If ``raw`` is neither.
+    """
+    raw = str(raw).strip()
+    if raw.lower() == "all":
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"a thread count must be a positive integer or 'all', got {raw!r}.")
+    return int(raw)
+
+
+def resolve_threads(profile: Profile | None = None) -> int | None:
+    """The thread count :func:`set_threads` applies: ``$SAE_THEORY_THREADS`` when set (see
+    :func:`parse_threads`), else ``profile.cpu_threads``, else 1 (the ``quick`` rule). None means
+    torch's default.
+
+    Raises
+    ------
+    ValueError
+        If ``SAE_THEORY_THREADS`` is set to something else than a positive integer or ``"all"``.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        try:
+            return parse_threads(raw)
+        except ValueError as exc:
+            raise ValueError(f"{THREADS_ENV}: {exc} Unset it to use the profile's cpu_threads.") from None
+    return 1 if profile is None else profile.cpu_threads
+
+
+def set_threads(profile: Profile | None = None) -> int:
+    """Apply the one thread rule of sae_theory to torch (intra-op threads) and return the count.
+
+    The count is :func:`resolve_threads`: ``$SAE_THEORY_THREADS``, else ``profile.cpu_threads``
+    (``quick``: 1), else 1. Every notebook calls this after :func:`get_profile`, the test suite
+    calls it once per session, and ``sae-theory reproduce --threads N`` passes N to the notebooks
+    through the environment, so CPU runs never oversubscribe the cores. A profile whose device
+    is not the CPU is left at torch's default.
+    """
+    if profile is not None and not str(profile.device).startswith("cpu"):
+        return torch.get_num_threads()
+    n = resolve_threads(profile)
+    if n is None:
+        n = _DEFAULT_THREADS
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+#: torch's own default, read before anything changes it.
+_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def get_profile(name: str | None = None, *, device: str = "auto", **overrides: Any) -> Profile:

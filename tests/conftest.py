@@ -26,12 +26,12 @@ def cpu_generator():
     return torch.Generator().manual_seed(1234)
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread for a module of tiny problems: on a busy 2-core machine the thread pool's
-    overhead can make a 32 x 8 backward pass hundreds of times slower. Use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(scope="session", autouse=True)
+def _thread_rule():
+    """The package's one thread rule (:func:`sae_theory.profiles.set_threads`: one intra-op
+    thread unless ``SAE_THEORY_THREADS`` says otherwise) for the whole session: on a busy 2-core
+    machine a second thread can make the tiny problems of the tests many times slower."""
+    from sae_theory.profiles import set_threads
+
+    set_threads()
     yield
-    torch.set_num_threads(n)

@@ -17,7 +17,6 @@ from sae_theory.models.jumprelu import jumprelu, step
 from sae_theory.models.matryoshka import pareto_prefix_ends
 from sae_theory.training import SparsityController, TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
 
 

@@ -33,7 +33,6 @@ from sae_theory.training import (
 F64 = torch.float64
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def t64(values) -> torch.Tensor:

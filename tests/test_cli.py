@@ -124,3 +124,32 @@ def test_reproduce__fail_fast_skips_the_rest(env, capsys):
     assert rc == 1
     assert "1 failed, 1 skipped" in out
     assert not list((env / "figs").rglob("fig_ok.png"))
+
+
+def test_version_and_bare_command(capsys):
+    from sae_theory import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"sae-theory {__version__}"
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert "usage: sae-theory" in out and "reproduce" in out
+
+
+@pytest.mark.parametrize("threads", ["0", "two"])
+def test_reproduce__bad_threads_is_a_usage_error_before_any_kernel(env, threads, capsys):
+    nb = _write_notebook(env / "01_fail.ipynb", FAIL_CELL)
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--threads", threads, "--no-progress"]) == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_reproduce__threads_reach_the_kernel_and_the_environment_is_restored(env, monkeypatch):
+    from sae_theory.profiles import THREADS_ENV
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    cell = ("import torch\nfrom sae_theory import get_profile, set_threads\n"
+            "assert set_threads(get_profile(device='cpu')) == 2 == torch.get_num_threads()")
+    nb = _write_notebook(env / "01_threads.ipynb", cell)
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--threads", "2", "--no-progress"]) == 0
+    assert THREADS_ENV not in os.environ

@@ -16,7 +16,6 @@ from sae_theory.data.hierarchical import Magnitudes
 from sae_theory.experiments import hierarchical as hx
 from sae_theory.profiles import get_profile
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
 

@@ -16,7 +16,6 @@ from sae_theory.models import ReLUSAE, TopKSAE
 from sae_theory.models.base import TrainOutput
 from sae_theory.profiles import MPScale, get_profile
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = MPScale(n=64, d=16, s=3, n_latents=64, k=4, steps=600, batch_size=64, n_samples=4000,
                theory_inputs=10, theory_steps=8, inference_k_max_multiple=3)
@@ -28,17 +27,17 @@ def profile():
 
 
 @pytest.fixture(scope="module")
-def err(profile, one_thread):
+def err(profile):
     return mp.adaptive_sparsity(profile, n_eval=1024, progress=False)
 
 
 @pytest.fixture(scope="module")
-def l0(profile, one_thread):
+def l0(profile):
     return mp.threshold_l0(profile, n_eval=256, progress=False)
 
 
 @pytest.fixture(scope="module")
-def tradeoff(profile, l0, one_thread):
+def tradeoff(profile, l0):
     return mp.threshold_tradeoff(profile, l0, n_eval=256, progress=False)
 
 

@@ -19,7 +19,6 @@ D, M = 6, 10
 DTYPES = [torch.float32, torch.float64]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: name -> builder(dtype, seed) of every SAE in the package (TiedSAE once per activation).

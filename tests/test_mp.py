@@ -16,7 +16,6 @@ from sae_theory.models import MPSAE, matching_pursuit_reference
 from sae_theory.training import TrainConfig, train
 
 F64 = torch.float64
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(B=200, d=16, seed=0, dtype=F64):

@@ -80,3 +80,49 @@ def test_Profile__frozen():
     P = get_profile("quick", device="cpu")
     with pytest.raises(dataclasses.FrozenInstanceError):
         P.device = "cuda"  # type: ignore[misc]
+
+
+# -- the one thread rule ---------------------------------------------------------------------
+
+
+def test_cpu_threads__quick_is_one_full_is_torchs_default():
+    assert get_profile("quick", device="cpu").cpu_threads == 1
+    assert get_profile("full", device="cpu").cpu_threads is None
+    with pytest.raises(ValueError, match="cpu_threads must be a positive int or None"):
+        get_profile("quick", cpu_threads=0)
+
+
+@pytest.mark.parametrize("raw, expected", [("1", 1), (" 3 ", 3), ("all", None), ("ALL", None)])
+def test_parse_threads__positive_int_or_all(raw, expected):
+    assert profiles.parse_threads(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5", ""])
+def test_parse_threads__refuses_anything_else(raw):
+    with pytest.raises(ValueError, match="positive integer or 'all'"):
+        profiles.parse_threads(raw)
+
+
+def test_resolve_threads__environment_overrides_the_profile(monkeypatch):
+    quick, full = get_profile("quick", device="cpu"), get_profile("full", device="cpu")
+    monkeypatch.delenv(profiles.THREADS_ENV, raising=False)
+    assert profiles.resolve_threads(quick) == 1 and profiles.resolve_threads(full) is None
+    assert profiles.resolve_threads() == 1
+    monkeypatch.setenv(profiles.THREADS_ENV, "2")
+    assert profiles.resolve_threads(quick) == 2 and profiles.resolve_threads(full) == 2
+    monkeypatch.setenv(profiles.THREADS_ENV, "all")
+    assert profiles.resolve_threads(quick) is None
+    monkeypatch.setenv(profiles.THREADS_ENV, "many")
+    with pytest.raises(ValueError, match="SAE_THEORY_THREADS.*Unset it"):
+        profiles.resolve_threads(quick)
+
+
+def test_set_threads__applies_the_rule_to_torch(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(profiles.THREADS_ENV, "2")
+        assert profiles.set_threads(get_profile("quick", device="cpu")) == 2 == torch.get_num_threads()
+        monkeypatch.delenv(profiles.THREADS_ENV)
+        assert profiles.set_threads(get_profile("quick", device="cpu")) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -31,7 +31,6 @@ from sae_theory.training import (
 D, M = 8, 16
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinySAE(UntiedSAE):
