@@ -14,36 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .models import (
-    MPSAE,
-    SAE,
-    BatchTopKSAE,
-    BatchTopKSAEConfig,
-    JumpReLUSAE,
-    JumpReLUSAEConfig,
-    MatryoshkaSAE,
-    MatryoshkaSAEConfig,
-    MPSAEConfig,
-    ReLUSAE,
-    ReLUSAEConfig,
-    TiedSAE,
-    TiedSAEConfig,
-    TopKSAE,
-    TopKSAEConfig,
-)
+from .models import SAE
+from .models.registry import get_sae
 
-__all__ = ["SAE_CLASSES", "load_sae", "save_sae"]
-
-#: Class name -> (SAE class, config class) of every SAE :func:`load_sae` can rebuild.
-SAE_CLASSES = {
-    "TiedSAE": (TiedSAE, TiedSAEConfig),
-    "TopKSAE": (TopKSAE, TopKSAEConfig),
-    "ReLUSAE": (ReLUSAE, ReLUSAEConfig),
-    "MPSAE": (MPSAE, MPSAEConfig),
-    "BatchTopKSAE": (BatchTopKSAE, BatchTopKSAEConfig),
-    "JumpReLUSAE": (JumpReLUSAE, JumpReLUSAEConfig),
-    "MatryoshkaSAE": (MatryoshkaSAE, MatryoshkaSAEConfig),
-}
+__all__ = ["load_sae", "save_sae"]
 
 WEIGHTS, CONFIG = "sae.safetensors", "config.json"
 
@@ -56,8 +30,12 @@ def save_sae(model: SAE, folder: str | Path) -> Path:
     from . import __version__
 
     name = type(model).__name__
-    if name not in SAE_CLASSES:
-        raise TypeError(f"save_sae knows {sorted(SAE_CLASSES)}, not {name}; add it to sae_theory.io.SAE_CLASSES.")
+    try:
+        entry = get_sae(name)
+    except KeyError as exc:
+        raise TypeError(f"save_sae cannot save a {name}: {exc.args[0]}") from None
+    if entry.cls is not type(model):
+        raise TypeError(f"{name} is registered as {entry.cls.__module__}.{entry.cls.__qualname__}, not {type(model).__module__}.{type(model).__qualname__}; register the class you save.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage (a tied weight and its view).
@@ -77,9 +55,11 @@ def load_sae(folder: str | Path, *, device: str | torch.device | None = None) ->
             raise FileNotFoundError(f"{folder / f} is missing; {folder} was not written by save_sae.")
     meta = json.loads((folder / CONFIG).read_text())
     name = meta.get("sae_class")
-    if name not in SAE_CLASSES:
-        raise ValueError(f"{folder / CONFIG} names SAE class {name!r}; known classes are {sorted(SAE_CLASSES)}.")
-    cls, cfg_cls = SAE_CLASSES[name]
+    try:
+        entry = get_sae(str(name))
+    except KeyError as exc:
+        raise ValueError(f"{folder / CONFIG} names SAE class {name!r}: {exc.args[0]}") from None
+    cls, cfg_cls = entry.cls, entry.config_cls
     config = cfg_cls.from_dict(meta["config"])
     if device is not None:
         config = cfg_cls.from_dict({**meta["config"], "device": str(device)})

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss, unit_rows_
+from .registry import register_sae
 
 __all__ = ["BatchTopKSAE", "BatchTopKSAEConfig", "batch_topk"]
 
@@ -72,6 +73,7 @@ def batch_topk(acts: Tensor, budget: int) -> Tensor:
     return torch.zeros_like(flat).scatter(0, top.indices, top.values).reshape(acts.shape)
 
 
+@register_sae("BatchTopK", config=BatchTopKSAEConfig)
 class BatchTopKSAE(UntiedSAE):
     """Untied SAE with a BatchTopK activation in training and a learned threshold at inference."""
 

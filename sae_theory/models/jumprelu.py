@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss, unit_rows_
+from .registry import register_sae
 
 __all__ = ["JumpReLUSAE", "JumpReLUSAEConfig", "jumprelu", "step"]
 
@@ -107,6 +108,7 @@ class JumpReLUSAEConfig(SAEConfig):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}.")
 
 
+@register_sae("JumpReLU", config=JumpReLUSAEConfig)
 class JumpReLUSAE(UntiedSAE):
     """Untied SAE with JumpReLU activations, learned thresholds and an STE-trained L0 penalty."""
 

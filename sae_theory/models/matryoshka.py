@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .base import SAEConfig, TrainOutput, UntiedSAE
+from .registry import register_sae
 
 __all__ = ["MatryoshkaSAE", "MatryoshkaSAEConfig", "PREFIX_SAMPLING", "pareto_prefix_ends"]
 
@@ -104,6 +105,7 @@ def pareto_prefix_ends(n_latents: int, n_prefixes: int, min_prefix_length: int, 
     return tuple(sorted(int(p) for p in picks)) + (M,)
 
 
+@register_sae("Matryoshka", config=MatryoshkaSAEConfig)
 class MatryoshkaSAE(UntiedSAE):
     """Untied ReLU SAE whose nested prefixes are trained to reconstruct the input on their own."""
 

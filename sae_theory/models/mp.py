@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import SAE, SAEConfig, TrainOutput, reconstruction_loss, unit_rows_
+from .registry import register_sae
 
 __all__ = ["MPSAE", "MPSAEConfig", "MPResult", "SELECTIONS", "matching_pursuit_reference"]
 
@@ -208,6 +209,7 @@ class MPSAEConfig(SAEConfig):
             raise ValueError("atom_dropout > 0 needs atom_dropout_steps > 0 (the training passes it stays on for).")
 
 
+@register_sae("MP-SAE", config=MPSAEConfig, aliases=("MP",))
 class MPSAE(SAE):
     """Matching-pursuit SAE (module docstring).
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
+from .registry import register_sae
 
 __all__ = ["ReLUSAE", "ReLUSAEConfig"]
 
@@ -34,6 +35,7 @@ class ReLUSAEConfig(SAEConfig):
             raise ValueError(f"l1_coefficient must be a finite number >= 0, got {self.l1_coefficient}.")
 
 
+@register_sae("ReLU", config=ReLUSAEConfig, aliases=("L1", "Vanilla"))
 class ReLUSAE(UntiedSAE):
     """Untied ReLU SAE trained with reconstruction + lambda * decoder-norm-weighted L1."""
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import SAE, SAEConfig, TrainOutput, reconstruction_loss, unit_rows_
+from .registry import register_sae
 
 __all__ = ["TiedSAE", "TiedSAEConfig", "ACTIVATIONS"]
 
@@ -64,6 +65,7 @@ class TiedSAEConfig(SAEConfig):
             raise ValueError(f"theta must be >= 0, got {self.theta}.")
 
 
+@register_sae("GBA", config=TiedSAEConfig, aliases=("BA", "Tied"))
 class TiedSAE(SAE):
     """Tied SAE with output scales, an adapted (never trained) neuron bias and a pre-bias.
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .base import SAEConfig, UntiedSAE, unit_rows_
+from .registry import register_sae
 
 __all__ = ["TopKSAE", "TopKSAEConfig"]
 
@@ -28,6 +29,7 @@ class TopKSAEConfig(SAEConfig):
             raise ValueError(f"k must be an int in [1, n_latents={self.n_latents}], got {self.k!r}; lower k or raise n_latents.")
 
 
+@register_sae("TopK", config=TopKSAEConfig)
 class TopKSAE(UntiedSAE):
     """Untied SAE with a TopK activation: codes = ReLU(top-k of pre_acts), exactly <= k non-zeros
     per row (fewer when some of the top k are negative)."""
