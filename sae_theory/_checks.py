@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_finite", "check_int", "check_matrix", "check_probability", "check_positive"]
+__all__ = ["check_bool", "check_finite", "check_int", "check_matrix", "check_probability", "check_positive"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -21,6 +21,13 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}.")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is True or False, or raise naming ``name`` (1, "yes" and None are refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
     return value
 
 
