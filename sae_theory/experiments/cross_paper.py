@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from ..data import SparseFeatureModel
 from ..metrics import feature_recovery_rate, fvu, l0
-from ..models import MPSAE
 from ..profiles import Profile, ResonanceScale
-from ..training import GBAConfig, GroupBiasAdaptation, TrainConfig, train
-from .gba import _buffer, _training_set, tied_sae_and_config
+from ..training import GBAConfig, train
+from .gba import algorithm2_buffer, gba_spec, training_set
+from .specs import MethodSpec, eval_generator
 
 __all__ = ["FEATURE_MODEL_METHODS", "mp_on_feature_model"]
 
@@ -53,23 +53,25 @@ def _eval(sae, X: torch.Tensor, V: torch.Tensor) -> dict:
 def _runs(R: ResonanceScale, seed: int, device: str) -> list[dict]:
     n, s, d = R.n, R.s, R.width_d
     M, f = 4 * n, s / n
-    X, V = _training_set(n, d, s, R.n_samples, seed, device)
+    X, V = training_set(n, d, s, R.n_samples, seed, device)
     V = V.double().cpu()
-    Xe, _ = SparseFeatureModel(n, d, s, seed=seed, device=device).sample(N_EVAL, torch.Generator(device=device).manual_seed(10_000 + seed), h_layout="sparse")
+    Xe, _ = SparseFeatureModel(n, d, s, seed=seed, device=device).sample(N_EVAL, eval_generator(seed, device), h_layout="sparse")
     Xe = Xe / Xe.norm(dim=1, keepdim=True).clamp_min(torch.finfo(Xe.dtype).tiny)
+    run = dict(steps=R.steps, batch_size=R.batch_size, progress=False)
+    buffer = algorithm2_buffer(R.batch_size)
     rows = []
-    for method, gcfg in (("BA", GBAConfig.bias_adaptation(R.width_p_over_f * f, buffer_size=_buffer(R.batch_size),
-                                                          dead_eps=min(1e-6, R.width_p_over_f * f / 10))),
-                         ("GBA", GBAConfig(n_groups=10, htf=min(0.5, 10 * f), ltf=f / 10, buffer_size=_buffer(R.batch_size)))):
-        sae, cfg = tied_sae_and_config("analysed", d, M, steps=R.steps, batch_size=R.batch_size, seed=seed + 1, device=device)
-        train(sae, X, cfg, hooks=[GroupBiasAdaptation(gcfg)])
-        rows.append(dict(method=method, k=float("nan"), **_eval(sae, Xe, V)))
+    p = R.width_p_over_f * f
+    for spec in (gba_spec("BA", "analysed", GBAConfig.bias_adaptation(p, buffer_size=buffer, dead_eps=min(1e-6, p / 10))),
+                 gba_spec("GBA", "analysed", GBAConfig(n_groups=10, htf=min(0.5, 10 * f), ltf=f / 10, buffer_size=buffer))):
+        sae, hooks = spec.build(d=d, n_latents=M, seed=seed + 1, device=device)
+        train(sae, X, spec.train_config(seed=seed + 1, **run), hooks=hooks)
+        rows.append(dict(method=spec.label, k=float("nan"), **_eval(sae, Xe, V)))
     k_ba = max(1, round(rows[0]["l0"]))
-    for method, k in (("MP-SAE k=s", s), ("MP-SAE k=L0(BA)", k_ba)):
-        sae = MPSAE(d=d, n_latents=M, k=min(k, M), seed=seed + 1, device=device)
-        cfg = TrainConfig(steps=R.steps, batch_size=R.batch_size, lr=MP_LR, input_norm="unit", seed=seed, progress=False)
-        train(sae, X, cfg)
-        rows.append(dict(method=method, k=float(k), **_eval(sae, Xe, V)))
+    for label, k in (("MP-SAE k=s", s), ("MP-SAE k=L0(BA)", k_ba)):
+        spec = MethodSpec.make(label, "MP-SAE", k=min(k, M), train=dict(lr=MP_LR, input_norm="unit"))
+        sae, _ = spec.build(d=d, n_latents=M, seed=seed + 1, device=device)
+        train(sae, X, spec.train_config(seed=seed, **run))
+        rows.append(dict(method=label, k=float(k), **_eval(sae, Xe, V)))
     return rows
 
 

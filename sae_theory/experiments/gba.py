@@ -22,12 +22,29 @@ from tqdm.auto import tqdm
 
 from ..data import SparseFeatureModel
 from ..metrics import feature_recovery_rate, fvu, fraction_active, max_cosine_similarity, mse
-from ..models import ReLUSAE, TiedSAE, TopKSAE
+from ..models import TiedSAE
 from ..profiles import Profile
 from ..theory import bounds
-from ..training import GBAConfig, GroupBiasAdaptation, TrainConfig, train
+from ..training import GBAConfig, TrainConfig, train
+from .specs import HookSpec, MethodSpec, eval_generator
 
-__all__ = ["REGIMES", "Regime", "consistency", "frontier", "gba_vs_topk", "resonance", "tied_sae_and_config"]
+__all__ = [
+    "REGIMES",
+    "Regime",
+    "TOY_METHODS",
+    "algorithm2_buffer",
+    "consistency",
+    "consistency_specs",
+    "frontier",
+    "gba_spec",
+    "gba_vs_topk",
+    "l1_spec",
+    "resonance",
+    "tied_sae_and_config",
+    "toy_spec",
+    "topk_spec",
+    "training_set",
+]
 
 
 @dataclass(frozen=True)
@@ -47,26 +64,37 @@ REGIMES = {
 }
 
 
-def tied_sae_and_config(regime: str, d: int, n_latents: int, *, steps: int, batch_size: int, seed: int, device: str) -> tuple[TiedSAE, TrainConfig]:
-    """A fresh :class:`TiedSAE` and its :class:`TrainConfig` under ``regime`` ("analysed" | "deployed")."""
+def gba_spec(label: str, regime: str, gba: GBAConfig) -> MethodSpec:
+    """The tied SAE under ``regime`` ("analysed" | "deployed") with the bias-adaptation hook ``gba``
+    (rows scaled to unit norm, as the paper's "sample and normalize X_t")."""
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}.")
     R = REGIMES[regime]
-    sae = TiedSAE(d=d, n_latents=n_latents, seed=seed, device=device, output_scale_init=R.output_scale,
-                  train_output_scale=R.train_output_scale, train_b_dec=R.train_b_dec)
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=R.lr, optimizer=R.optimizer, input_norm="unit", seed=seed, progress=False)
-    return sae, cfg
+    return MethodSpec.make(label, "TiedSAE", output_scale_init=R.output_scale, train_output_scale=R.train_output_scale,
+                           train_b_dec=R.train_b_dec, hooks=[HookSpec.gba(gba)],
+                           train=dict(lr=R.lr, optimizer=R.optimizer, input_norm="unit"))
+
+
+def tied_sae_and_config(regime: str, d: int, n_latents: int, *, steps: int, batch_size: int, seed: int, device: str) -> tuple[TiedSAE, TrainConfig]:
+    """A fresh :class:`TiedSAE` and its :class:`TrainConfig` under ``regime`` ("analysed" | "deployed"),
+    without a hook (``gba_spec`` adds one)."""
+    spec = gba_spec("GBA", regime, GBAConfig())
+    sae, _ = spec.build(d=d, n_latents=n_latents, seed=seed, device=device)
+    return sae, spec.train_config(steps=steps, batch_size=batch_size, seed=seed, progress=False)
 
 
 @lru_cache(maxsize=8)
-def _training_set(n: int, d: int, sparsity, n_samples: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def training_set(n: int, d: int, sparsity, n_samples: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_samples`` rows (and the features V) of the balanced SparseFeatureModel(n, d, sparsity, seed);
+    cached per process (the runs of a study share it)."""
     model = SparseFeatureModel(n, d, sparsity, seed=seed, device=device)
     X, _ = model.sample(n_samples, h_layout="sparse")
     return X, model.features
 
 
-def _buffer(batch_size: int) -> int:
-    # Algorithm 2 every 10 steps (the paper: every 50 steps of a far longer run).
+def algorithm2_buffer(batch_size: int) -> int:
+    """Tokens between two Algorithm 2 updates in these studies: every 10 steps (the paper: every
+    50 steps of a far longer run)."""
     return 10 * batch_size
 
 
@@ -90,12 +118,12 @@ def resonance(profile: Profile, *, regime: str = "analysed", progress: bool = Tr
     runs += [("width", R.width_d, R.width_p_over_f, m) for m in R.width_multiples]
     rows = []
     for kind, d, pf, mult in tqdm(runs, desc="BA runs", disable=not progress):
-        X, V = _training_set(n, d, s, R.n_samples, seed, profile.device)
+        X, V = training_set(n, d, s, R.n_samples, seed, profile.device)
         M, p = mult * n, pf * f
-        sae, cfg = tied_sae_and_config(regime, d, M, steps=R.steps, batch_size=R.batch_size, seed=seed + 1, device=profile.device)
+        spec = gba_spec("BA", regime, GBAConfig.bias_adaptation(p, buffer_size=algorithm2_buffer(R.batch_size), dead_eps=min(1e-6, p / 10)))
+        sae, hooks = spec.build(d=d, n_latents=M, seed=seed + 1, device=profile.device)
         frr_init = feature_recovery_rate(sae.dictionary.detach(), V, 0.9)
-        hook = GroupBiasAdaptation(GBAConfig.bias_adaptation(p, buffer_size=_buffer(R.batch_size), dead_eps=min(1e-6, p / 10)))
-        hist = train(sae, X, cfg, hooks=[hook])
+        hist = train(sae, X, spec.train_config(steps=R.steps, batch_size=R.batch_size, seed=seed + 1, progress=False), hooks=hooks)
         W = sae.dictionary.detach()
         low, high = bounds.resonance_band(n, d, s)
         rows.append(dict(kind=kind, n=n, s=s, f=f, d=d, M=M, p=p, p_over_f=pf, seed=seed,
@@ -121,38 +149,37 @@ PAPER_TOY = pd.DataFrame(
 TOY_GBA = {"GBA": dict(n_groups=10, htf=0.5, ltf=1e-3), "GBA wrong range": dict(n_groups=10, htf=0.01, ltf=1e-4)}
 
 
-def _toy_method(method: str, scale, seed: int, device: str, regime: str):
-    """A fresh SAE, its TrainConfig and hooks for one toy method label."""
-    d, M = 42, scale.n_latents
-    if method.startswith("TopK K="):
-        k = int(method.removeprefix("TopK K="))
-        sae = TopKSAE(d=d, n_latents=M, k=k, seed=seed, device=device)
-        return sae, TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=1e-3, input_norm="unit", seed=seed, progress=False), []
-    if method.startswith("L1 lambda="):
-        lam = float(method.removeprefix("L1 lambda="))
-        sae = ReLUSAE(d=d, n_latents=M, l1_coefficient=lam, seed=seed, device=device)
-        return sae, TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=1e-3, input_norm="unit", seed=seed, progress=False), []
+def topk_spec(k: int) -> MethodSpec:
+    """TopK with K = k on the toy (untied, Adam 1e-3, unit-norm rows)."""
+    return MethodSpec.make(f"TopK K={k}", "TopK", k=k, train=dict(lr=1e-3, input_norm="unit"))
+
+
+def l1_spec(l1_coefficient: float) -> MethodSpec:
+    """The ReLU SAE with a fixed decoder-norm-weighted L1 coefficient on the toy (untied, Adam 1e-3)."""
+    return MethodSpec.make(f"L1 lambda={l1_coefficient}", "ReLU", l1_coefficient=l1_coefficient,
+                           train=dict(lr=1e-3, input_norm="unit"))
+
+
+def toy_spec(method: str, scale, regime: str) -> MethodSpec:
+    """The spec of one of the paper's toy methods (:data:`TOY_METHODS` or :data:`TOY_GBA`)."""
     if method in TOY_GBA:
-        sae, cfg = tied_sae_and_config(regime, d, M, steps=scale.steps, batch_size=scale.batch_size, seed=seed, device=device)
-        return sae, cfg, [GroupBiasAdaptation(GBAConfig(buffer_size=_buffer(scale.batch_size), **TOY_GBA[method]))]
-    raise ValueError(f"unknown toy method {method!r}")
-
-
-def _fit_toy(method: str, scale, seed: int, device: str, regime: str):
-    """Train one toy SAE; the FRR table, the consistency study and the frontier share runs
-    through a cache (the regime only matters to the GBA methods).
-
-    Returns (dictionary (M, d) float64 CPU, l2 loss, fraction active, fvu) on held-out rows."""
-    return _fit_toy_cached(method, scale, seed, device, regime if method in TOY_GBA else None)
+        return gba_spec(method, regime, GBAConfig(buffer_size=algorithm2_buffer(scale.batch_size), **TOY_GBA[method]))
+    if method in _TOY_TOPK:
+        return topk_spec(_TOY_TOPK[method])
+    raise ValueError(f"unknown toy method {method!r}; choose from {TOY_METHODS}.")
 
 
 @lru_cache(maxsize=64)
-def _fit_toy_cached(method: str, scale, seed: int, device: str, regime: str | None):
+def _fit_toy(spec: MethodSpec, scale, seed: int, device: str):
+    """Train one toy SAE; the FRR table, the consistency study and the frontier share runs
+    through a cache keyed by the spec.
+
+    Returns (dictionary (M, d) float64 CPU, l2 loss, fraction active, fvu) on held-out rows."""
     data = SparseFeatureModel.imbalanced_toy(seed=0, device=device)
     X, _ = data.sample(scale.n_samples, h_layout="sparse")
-    sae, cfg, hooks = _toy_method(method, scale, seed, device, regime)
-    train(sae, X, cfg, hooks=hooks)
-    X_test, _ = data.sample(20_000, torch.Generator(device=device).manual_seed(10_000 + seed), h_layout="sparse")
+    sae, hooks = spec.build(d=42, n_latents=scale.n_latents, seed=seed, device=device)
+    train(sae, X, spec.train_config(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), hooks=hooks)
+    X_test, _ = data.sample(20_000, eval_generator(seed, device), h_layout="sparse")
     X_test = X_test / X_test.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X_test.dtype).tiny)
     with torch.no_grad():
         codes = sae.encode(X_test)
@@ -160,6 +187,7 @@ def _fit_toy_cached(method: str, scale, seed: int, device: str, regime: str | No
     return (sae.dictionary.detach().double().cpu(), mse(X_test, x_hat), fraction_active(codes), fvu(X_test, x_hat))
 
 
+_TOY_TOPK = {f"TopK K={k}": k for k in (20, 30, 50)}
 TOY_METHODS = ("TopK K=20", "TopK K=30", "TopK K=50", "GBA", "GBA wrong range")
 
 
@@ -178,7 +206,7 @@ def gba_vs_topk(profile: Profile, *, regime: str = "analysed", methods: tuple[st
     V = SparseFeatureModel.imbalanced_toy(seed=0).features.double()
     rows = []
     for method, seed in tqdm(list(itertools.product(methods, profile.seeds)), desc="toy runs", disable=not progress):
-        W = _fit_toy(method, profile.toy, seed, profile.device, regime)[0]
+        W = _fit_toy(toy_spec(method, profile.toy, regime), profile.toy, seed, profile.device)[0]
         for tau in (0.8, 0.9):
             rows.append(dict(method=method, tau=tau, seed=seed, frr=feature_recovery_rate(W, V, tau),
                              regime=regime if method in TOY_GBA else "-"))
@@ -186,7 +214,9 @@ def gba_vs_topk(profile: Profile, *, regime: str = "analysed", methods: tuple[st
     return df.assign(paper_frr=df.pop("paper_frr_percent") / 100)
 
 
-CONSISTENCY_METHODS = {"GBA": "GBA", "TopK": "TopK K=20", "L1": "L1 lambda=0.03"}
+def consistency_specs(scale, regime: str) -> dict[str, MethodSpec]:
+    """The runs of the consistency study by its labels: GBA covering f, TopK K=20, L1 lambda=0.03."""
+    return {"GBA": toy_spec("GBA", scale, regime), "TopK": topk_spec(20), "L1": l1_spec(0.03)}
 
 
 def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: str = "analysed", progress: bool = True) -> pd.DataFrame:
@@ -202,8 +232,8 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
     if len(profile.seeds) < 2:
         raise ValueError("consistency needs at least two seeds in profile.seeds.")
     rows = []
-    for label, method in tqdm(CONSISTENCY_METHODS.items(), desc="consistency", disable=not progress):
-        dicts = {seed: _fit_toy(method, profile.toy, seed, profile.device, regime)[0] for seed in profile.seeds}
+    for label, spec in tqdm(consistency_specs(profile.toy, regime).items(), desc="consistency", disable=not progress):
+        dicts = {seed: _fit_toy(spec, profile.toy, seed, profile.device)[0] for seed in profile.seeds}
         for seed, W in dicts.items():
             mcs = torch.stack([max_cosine_similarity(W, dicts[o]) for o in profile.seeds if o != seed]).min(0).values
             for t in thresholds:
@@ -222,10 +252,10 @@ def frontier(profile: Profile, *, regime: str = "deployed", progress: bool = Tru
     """
     seed = profile.seeds[0]
     S = profile.toy
-    methods = [("TopK", f"TopK K={k}") for k in S.frontier_topk] + [("L1", f"L1 lambda={lam}") for lam in S.frontier_l1]
-    methods += [("GBA", m) for m in TOY_GBA]
+    specs = [("TopK", topk_spec(k)) for k in S.frontier_topk] + [("L1", l1_spec(lam)) for lam in S.frontier_l1]
+    specs += [("GBA", toy_spec(m, S, regime)) for m in TOY_GBA]
     rows = []
-    for family, method in tqdm(methods, desc="frontier", disable=not progress):
-        _, l2, frac, fv = _fit_toy(method, S, seed, profile.device, regime)
-        rows.append(dict(family=family, method=method, fraction_active=frac, l2_loss=l2, fvu=fv))
+    for family, spec in tqdm(specs, desc="frontier", disable=not progress):
+        _, l2, frac, fv = _fit_toy(spec, S, seed, profile.device)
+        rows.append(dict(family=family, method=spec.label, fraction_active=frac, l2_loss=l2, fvu=fv))
     return pd.DataFrame(rows)

@@ -52,10 +52,10 @@ from tqdm.auto import tqdm
 from ..data.hierarchical import HierarchicalFeatureModel, Magnitudes
 from ..metrics import absorption as _absorption_scores
 from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hierarchical_mse, l0, match_latents
-from ..models import MPSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TiedSAE, TopKSAE
 from ..models.base import SAE
 from ..profiles import HierarchyScale, Profile
-from ..training import GBAConfig, GroupBiasAdaptation, SparsityController, TrainConfig, train
+from ..training import GBAConfig, TrainConfig, train
+from .specs import HookSpec, MethodSpec, eval_generator
 
 __all__ = [
     "ABSORPTION_PARENT",
@@ -74,7 +74,6 @@ METHODS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA
 TABLE1_METHODS = ("MP-SAE", "Matryoshka", "ReLU", "BatchTopK")
 TARGET_L0 = 1.36
 PAPER_STEPS = 15_000
-EVAL_SEED_OFFSET = 10_000
 
 #: Parent magnitudes of the Table 1 study, N(1, 1/4^2); the child's come from the cell.
 ABSORPTION_PARENT = (1.0, 0.25)
@@ -117,31 +116,32 @@ def train_config(scale: HierarchyScale, seed: int) -> TrainConfig:
                        seed=seed, progress=False)
 
 
+def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
+    """The spec of every method of :data:`METHODS` at ``scale`` (module docstring)."""
+    ratio = PAPER_STEPS / scale.steps
+
+    def controller(attribute: str = "l1_coefficient") -> HookSpec:
+        return HookSpec.controller(target_l0=TARGET_L0, coefficient=0.1, gain=min(0.5, 3e-4 * ratio), rule="sign",
+                                   warmup_steps=int(0.2 * scale.steps), attribute=attribute)
+
+    gba = GBAConfig(n_groups=4, htf=0.2, ltf=0.02, buffer_size=10 * scale.batch_size)
+    specs = [
+        MethodSpec.make("MP-SAE", "MP-SAE", k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True),
+        MethodSpec.make("ReLU", "ReLU", l1_coefficient=0.0, hooks=[controller()]),
+        MethodSpec.make("TopK", "TopK", k=2),
+        MethodSpec.make("BatchTopK", "BatchTopK", k=TARGET_L0, k_initial=3.0, k_initial_steps=round(1000 / ratio)),
+        MethodSpec.make("JumpReLU", "JumpReLU", l0_coefficient=0.0, hooks=[controller("l0_coefficient")]),
+        MethodSpec.make("Matryoshka", "Matryoshka", l1_coefficient=0.0, prefix_sampling="pareto", n_prefixes=5),
+        MethodSpec.make("GBA", "TiedSAE", hooks=[HookSpec.gba(gba)]),
+    ]
+    return {spec.label: spec for spec in specs}
+
+
 def build(method: str, scale: HierarchyScale, seed: int, d: int, n_latents: int, device: str,
           dtype: torch.dtype) -> tuple[SAE, list]:
     """A fresh SAE of ``method`` (module docstring) and its training hooks."""
     _check_methods((method,), METHODS)
-    kw = dict(d=d, n_latents=n_latents, seed=seed + 1, device=device, dtype=dtype)
-    ratio = PAPER_STEPS / scale.steps
-
-    def controller(attribute: str = "l1_coefficient") -> SparsityController:
-        return SparsityController(target_l0=TARGET_L0, coefficient=0.1, gain=min(0.5, 3e-4 * ratio), rule="sign",
-                                  warmup_steps=int(0.2 * scale.steps), attribute=attribute)
-
-    if method == "MP-SAE":
-        return MPSAE(k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True, **kw), []
-    if method == "ReLU":
-        return ReLUSAE(l1_coefficient=0.0, **kw), [controller()]
-    if method == "Matryoshka":
-        return MatryoshkaSAE(l1_coefficient=0.0, prefix_sampling="pareto", n_prefixes=min(5, n_latents), **kw), [controller()]
-    if method == "JumpReLU":
-        return JumpReLUSAE(l0_coefficient=0.0, **kw), [controller("l0_coefficient")]
-    if method == "BatchTopK":
-        return BatchTopKSAE(k=TARGET_L0, k_initial=3.0, k_initial_steps=round(1000 / ratio), **kw), []
-    if method == "TopK":
-        return TopKSAE(k=2, **kw), []
-    gba = GBAConfig(n_groups=4, htf=0.2, ltf=0.02, buffer_size=10 * scale.batch_size)
-    return TiedSAE(**kw), [GroupBiasAdaptation(gba)]
+    return method_specs(scale)[method].build(d=d, n_latents=n_latents, seed=seed + 1, device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def _fit(method: str, rho: float, magnitudes: Magnitudes, scale: HierarchyScale,
     train(sae, data, train_config(scale, seed), hooks=hooks)
     seconds = time.perf_counter() - t0
     sae.eval()
-    X, Z = data.sample(scale.eval_samples, torch.Generator().manual_seed(EVAL_SEED_OFFSET + seed))
+    X, Z = data.sample(scale.eval_samples, eval_generator(seed))
     with torch.no_grad():
         codes = sae.encode(X)
         x_hat = sae.decode(codes)

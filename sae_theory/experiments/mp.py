@@ -42,12 +42,13 @@ from tqdm.auto import tqdm
 
 from ..data import SparseFeatureModel
 from ..metrics import fvu as _fvu
-from ..models import MPSAE, ReLUSAE, TopKSAE
+from ..models import MPSAE
 from ..models.base import SAE, unit_rows_
 from ..profiles import MPScale, Profile
-from ..training import SparsityController, TrainConfig, train
+from ..training import SparsityController, train
+from .specs import HookSpec, MethodSpec, eval_generator
 
-__all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "inference_codes", "threshold_l0", "threshold_tradeoff", "trained_sae"]
+__all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "inference_codes", "method_spec", "threshold_l0", "threshold_tradeoff", "trained_sae"]
 
 METHODS = ("MP-SAE", "TopK", "ReLU")
 
@@ -61,7 +62,8 @@ THRESHOLD_TARGETS = (0.4, 0.3, 0.2, 0.1)
 #: k (seed 0 of the quick scale; measured nmse at lr 1e-3 / 3e-3 / 1e-2: MP-SAE 0.032 / 0.022 /
 #: 0.027, TopK 0.131 / 0.132 / 0.154, ReLU at L0 ~8 0.877 / 0.652 / 0.443).
 LEARNING_RATES = {"MP-SAE": 3e-3, "TopK": 1e-3, "ReLU": 1e-2}
-EVAL_SEED_OFFSET = 10_000
+#: The ReLU's initial L1 coefficient (its controller's start).
+RELU_L1_START = 0.1
 
 
 def _feature_model(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int | None = None) -> SparseFeatureModel:
@@ -78,7 +80,7 @@ def _training_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype) ->
 
 def _eval_set(scale: MPScale, seed: int, device: str, dtype: torch.dtype, s: int | None = None, n: int = N_EVAL) -> torch.Tensor:
     s = scale.s if s is None else s
-    g = torch.Generator(device=device).manual_seed(EVAL_SEED_OFFSET + 100 * seed + s)
+    g = eval_generator(seed, device, stream=s)
     X, _ = _feature_model(scale, seed, device, dtype, s).sample(n, g, h_layout="sparse")
     unit_rows_(X)
     return X
@@ -105,21 +107,22 @@ def _check_method(method: str) -> None:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
 
 
+def method_spec(method: str, k: int, lr: float) -> MethodSpec:
+    """The spec of ``method`` ("MP-SAE" | "TopK" | "ReLU") with training k (the ReLU's target L0)
+    and Adam learning rate ``lr`` (constant, raw unit-norm rows)."""
+    _check_method(method)
+    train = dict(lr=lr)
+    if method == "ReLU":
+        controller = HookSpec.controller(target_l0=float(k), coefficient=RELU_L1_START)
+        return MethodSpec.make(method, "ReLU", l1_coefficient=RELU_L1_START, hooks=[controller], train=train)
+    return MethodSpec.make(method, method, k=k, train=train)
+
+
 @functools.lru_cache(maxsize=32)
-def _trained(method: str, scale: MPScale, seed: int, device: str, dtype: torch.dtype, lr: float) -> tuple[SAE, dict]:
+def _trained(spec: MethodSpec, scale: MPScale, seed: int, device: str, dtype: torch.dtype) -> tuple[SAE, dict]:
     X = _training_set(scale, seed, device, dtype)
-    kw = dict(d=scale.d, n_latents=scale.n_latents, seed=seed + 1, device=device, dtype=dtype)
-    cfg = TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=lr, seed=seed, progress=False)
-    hooks = []
-    if method == "MP-SAE":
-        sae = MPSAE(k=scale.k, **kw)
-    elif method == "TopK":
-        sae = TopKSAE(k=scale.k, **kw)
-    else:
-        controller = L1Controller(target_l0=float(scale.k))
-        sae = ReLUSAE(l1_coefficient=controller.coefficient, **kw)
-        hooks = [controller]
-    hist = train(sae, X, cfg, hooks=hooks)
+    sae, hooks = spec.build(d=scale.d, n_latents=scale.n_latents, seed=seed + 1, device=device, dtype=dtype)
+    hist = train(sae, X, spec.train_config(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), hooks=hooks)
     sae.eval()
     info = dict(train_loss=float(hist.last("loss")), train_batch_l0=float(hist.last("l0")),
                 l1_coefficient=hooks[0].coefficient if hooks else float("nan"))
@@ -136,7 +139,7 @@ def trained_sae(method: str, profile: Profile, seed: int, lr: float | None = Non
     model further."""
     _check_method(method)
     lr = LEARNING_RATES[method] if lr is None else float(lr)
-    return _trained(method, profile.mp, seed, profile.device, profile.dtype, lr)
+    return _trained(method_spec(method, profile.mp.k, lr), profile.mp, seed, profile.device, profile.dtype)
 
 
 # --------------------------------------------------------------------------------------------
