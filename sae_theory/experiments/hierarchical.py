@@ -131,7 +131,8 @@ def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
         MethodSpec.make("TopK", "TopK", k=2),
         MethodSpec.make("BatchTopK", "BatchTopK", k=TARGET_L0, k_initial=3.0, k_initial_steps=round(1000 / ratio)),
         MethodSpec.make("JumpReLU", "JumpReLU", l0_coefficient=0.0, hooks=[controller("l0_coefficient")]),
-        MethodSpec.make("Matryoshka", "Matryoshka", l1_coefficient=0.0, prefix_sampling="pareto", n_prefixes=5),
+        MethodSpec.make("Matryoshka", "Matryoshka", l1_coefficient=0.0, prefix_sampling="pareto", n_prefixes=5,
+                        hooks=[controller()]),  # the toy has 20 latents: 5 prefixes fit
         MethodSpec.make("GBA", "TiedSAE", hooks=[HookSpec.gba(gba)]),
     ]
     return {spec.label: spec for spec in specs}
