@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ._checks import check_int
 from ._json import to_jsonable
 
 __all__ = [
@@ -201,9 +202,8 @@ class Profile:
     load 4-5). The environment variable ``SAE_THEORY_THREADS`` overrides it."""
 
     def __post_init__(self):
-        t = self.cpu_threads
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
-            raise ValueError(f"cpu_threads must be a positive int or None (torch's default), got {t!r}.")
+        if self.cpu_threads is not None:
+            check_int("cpu_threads", self.cpu_threads, minimum=1)  # None: torch's default
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""

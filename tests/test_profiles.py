@@ -88,8 +88,10 @@ def test_Profile__frozen():
 def test_cpu_threads__quick_is_one_full_is_torchs_default():
     assert get_profile("quick", device="cpu").cpu_threads == 1
     assert get_profile("full", device="cpu").cpu_threads is None
-    with pytest.raises(ValueError, match="cpu_threads must be a positive int or None"):
+    with pytest.raises(ValueError, match="cpu_threads must be >= 1"):
         get_profile("quick", cpu_threads=0)
+    with pytest.raises(TypeError, match="cpu_threads must be an integer"):
+        get_profile("quick", cpu_threads=True)
 
 
 @pytest.mark.parametrize("raw, expected", [("1", 1), (" 3 ", 3), ("all", None), ("ALL", None)])
