@@ -219,6 +219,26 @@ def test_matryoshka__bad_config_raises(kwargs, match):
         MatryoshkaSAE(d=4, n_latents=8, **kwargs)
 
 
+@pytest.mark.parametrize("cls, kwargs, match", [
+    (BatchTopKSAE, dict(k=1.0, k_initial_steps=2.0), "k_initial_steps must be an integer"),
+    (MatryoshkaSAE, dict(n_prefixes=2.0), "n_prefixes must be an integer"),
+    (MatryoshkaSAE, dict(prefixes=(4, 8.0)), r"prefixes\[1\] must be an integer"),
+    (MatryoshkaSAE, dict(min_prefix_length=True), "min_prefix_length must be an integer"),
+])
+def test_baselines__integer_fields_of_another_type_raise_typeerror(cls, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        cls(d=4, n_latents=8, **kwargs)
+
+
+def test_matryoshka__bounds_from_other_fields_say_how_to_fix():
+    with pytest.raises(ValueError, match="n_prefixes must be <= n_latents=8.*fewer prefixes"):
+        MatryoshkaSAE(d=4, n_latents=8, n_prefixes=9)
+    with pytest.raises(ValueError, match="min_prefix_length must be <= n_latents - n_prefixes \\+ 1 = 5"):
+        MatryoshkaSAE(d=4, n_latents=8, n_prefixes=4, min_prefix_length=6)
+    with pytest.raises(TypeError, match="prefix must be an integer"):
+        MatryoshkaSAE(d=4, n_latents=8).decode(torch.zeros(1, 8), prefix=2.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the sparsity controller
 # ---------------------------------------------------------------------------------------------

@@ -328,6 +328,80 @@ def test_post_step__relu_sae_and_unnormalised_topk_leave_the_decoder_alone():
         assert torch.equal(sae.W_dec, before)
 
 
+# ---------------------------------------------------------------------------------------------
+# the shared switches: unit_norm_decoder and train_b_dec, on every config, same names
+# ---------------------------------------------------------------------------------------------
+#: name -> (unit_norm_decoder, train_b_dec) by default: what each model did before the switches
+#: were shared (ReLU and Matryoshka weight their L1 by the atom norms and never renormalised;
+#: MP-SAE's pre-bias is off as in the paper).
+SWITCH_DEFAULTS = {
+    "tied_jumprelu_threshold": (True, True),
+    "tied_jumprelu_biased": (True, True),
+    "tied_relu": (True, True),
+    "topk": (True, True),
+    "relu": (False, True),
+    "mp": (True, False),
+    "batchtopk": (True, True),
+    "jumprelu": (True, True),
+    "matryoshka": (False, True),
+    "matryoshka_pareto": (False, True),
+}
+
+
+def _with(name: str, **fields) -> SAE:
+    """The SAE of ``name`` rebuilt from its config with ``fields`` replaced."""
+    import dataclasses
+
+    sae = _build(name)
+    return type(sae)(dataclasses.replace(sae.config, **fields))
+
+
+def test_switches__every_model_is_in_the_defaults_table():
+    assert set(SWITCH_DEFAULTS) == set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_switches__defaults_keep_each_models_behaviour(name):
+    config = _build(name).config
+    assert (config.unit_norm_decoder, config.train_b_dec) == SWITCH_DEFAULTS[name]
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("name", ALL)
+def test_switches__unit_norm_decoder_decides_what_post_step_does(name, on):
+    sae = _with(name, unit_norm_decoder=on)
+    before = _scramble_rows_(sae.W_dec, 1)
+    sae.post_step()
+    W = sae.W_dec.detach()
+    if on:
+        assert torch.equal(W[0], torch.zeros(D, dtype=W.dtype))
+        assert_close(W[1:], before[1:] / before[1:].norm(dim=1, keepdim=True))
+    else:
+        assert torch.equal(W, before)
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("name", ALL)
+def test_switches__train_b_dec_decides_whether_the_pre_bias_is_trained(name, on):
+    sae = _with(name, train_b_dec=on)
+    assert sae.b_dec.requires_grad == on
+    assert any(p is sae.b_dec for p in sae.optimizer_parameters()) == on
+    assert torch.equal(sae.b_dec, torch.zeros(D, dtype=torch.float64))  # starts at zero either way
+    opt = torch.optim.SGD(sae.optimizer_parameters(), lr=0.1)
+    sae.training_forward(_x(torch.float64)).loss.backward()
+    opt.step()
+    assert (sae.b_dec.grad is not None) == on
+    assert bool((sae.b_dec != 0).any()) == on
+
+
+@pytest.mark.parametrize("field", ["unit_norm_decoder", "train_b_dec"])
+@pytest.mark.parametrize("name", ALL)
+def test_switches__must_be_bools(name, field):
+    for bad in (1, "yes", None):
+        with pytest.raises(TypeError, match=f"{field} must be True or False"):
+            _with(name, **{field: bad})
+
+
 def test_unit_rows__zero_row_stays_zero_without_nan():
     W = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]], dtype=torch.float64)
     unit_rows_(W)
@@ -494,7 +568,23 @@ BAD_CONFIGS = [
     (TiedSAE, dict(d=4, n_latents=4, output_scale_init=math.inf), "output_scale_init"),
     (ReLUSAE, dict(d=4, n_latents=4, l1_coefficient=-0.1), "l1_coefficient"),
     (ReLUSAE, dict(d=4, n_latents=4, l1_coefficient=math.nan), "l1_coefficient"),
+    (TopKSAE, dict(d=4, n_latents=3, k=4), "lower k or raise n_latents"),
 ]
+
+#: values of the wrong type: TypeError naming the field (they were ValueErrors before the shared
+#: _checks; a non-integer is a type error).
+BAD_TYPES = [
+    (TiedSAE, dict(d=4.0, n_latents=4), "d must be an integer"),
+    (ReLUSAE, dict(d=4, n_latents=True), "n_latents must be an integer"),
+    (TopKSAE, dict(d=4, n_latents=4, k=2.0), "k must be an integer"),
+    (TiedSAE, dict(d=4, n_latents=4, train_output_scale=0), "train_output_scale must be True or False"),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, message", BAD_TYPES, ids=[f"{c.__name__}-{m.split()[0]}" for c, _, m in BAD_TYPES])
+def test_sae_config__values_of_the_wrong_type_raise_typeerror_naming_the_field(cls, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        cls(**kwargs)
 
 
 @pytest.mark.parametrize("cls, kwargs, field", BAD_CONFIGS, ids=[f"{c.__name__}-{f.split()[0]}-{i}" for i, (c, _, f) in enumerate(BAD_CONFIGS)])

@@ -1,6 +1,7 @@
-"""Tests of MP-SAE (sae_theory/models/mp.py): the fast batched pursuit against the per-input
-reference, the propositions of mp_sae.md §3 in float64, training gradients against a naive
-unrolled autograd, the Gram cache, memory of the training graph, options and bad configs."""
+"""Tests of MP-SAE (sae_theory/models/mp/): the fast batched pursuit against the per-input
+reference (unit-norm atoms or not), the propositions of mp_sae.md §3 in float64, training
+gradients against a naive unrolled autograd, the Gram cache, memory of the training graph, the
+unit_norm_decoder and train_b_dec switches, options and bad configs."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_pursuit__fast_equals_reference_in_float64(gram, selection, threshold, r
 
 
 def test_pursuit__with_b_dec_equals_reference_on_centred_input():
-    sae = _sae(use_b_dec=True)
+    sae = _sae(train_b_dec=True)
     with torch.no_grad():
         sae.b_dec.copy_(torch.linspace(-1, 1, 16, dtype=F64))
     x = _data()
@@ -105,12 +106,12 @@ def test_pursuit__gram_and_direct_paths_agree_in_float32():
 
 
 def test_pursuit__blocks_of_rows_give_the_same_result(monkeypatch):
-    import sae_theory.models.mp as mp
+    import sae_theory.models.mp.pursuit as fast
 
     sae = _sae(threshold=0.3, stop_on_repeat=True, gram="always")
     x = _data(203)
     whole = sae.pursuit(x)
-    monkeypatch.setattr(mp, "BLOCK_BYTES", 7 * 64 * 8)  # 7 rows per block, a ragged last block
+    monkeypatch.setattr(fast, "BLOCK_BYTES", 7 * 64 * 8)  # 7 rows per block, a ragged last block
     blocks = sae.pursuit(x)
     for a, b in zip(whole, blocks):
         assert torch.equal(a, b)
@@ -122,6 +123,76 @@ def test_pursuit__leading_dimensions_are_kept():
     out = sae.pursuit(x)
     assert out.codes.shape == (2, 3, 4, 64) and out.steps.shape == (2, 3, 4) and out.indices.shape == (2, 3, 4, 12)
     assert_close(out.codes.reshape(24, 64), sae.encode(x.reshape(24, 16)))
+
+
+# ---------------------------------------------------------------------------------------------
+# atoms that are not unit norm (unit_norm_decoder=False lets them drift)
+# ---------------------------------------------------------------------------------------------
+def _non_unit(p=64, d=16, seed=11):
+    """Atoms with norms spread over [0.6, 1.3] (below sqrt 2, so the residual still shrinks); seed
+    11, not 0: _data(seed=0) draws the same numbers, and inputs parallel to atoms end in exact ties."""
+    return _unit(p, d, seed) * torch.linspace(0.6, 1.3, p, dtype=F64)[:, None]
+
+
+@pytest.mark.parametrize("gram", ["always", "never"])
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+@pytest.mark.parametrize("threshold,repeat", MODES)
+def test_pursuit__fast_equals_reference_with_non_unit_atoms_in_float64(gram, selection, threshold, repeat):
+    # the coefficient is <r, D_j> in both (not divided by ||D_j||^2), and the threshold mode's
+    # residual-norm update uses G_jj = ||D_j||^2
+    D = _non_unit()
+    sae = MPSAE.from_dictionary(D, normalize=False, k=12, selection=selection, gram=gram, threshold=threshold,
+                                stop_on_repeat=repeat, unit_norm_decoder=False)
+    assert torch.equal(sae.W_dec.detach(), D)
+    x = _data()
+    fast = sae.pursuit(x)
+    ref, _ = matching_pursuit_reference(x, D, 12, threshold=threshold, selection=selection, stop_on_repeat=repeat)
+    assert torch.equal(fast.steps, ref.steps)
+    assert torch.equal(fast.indices, ref.indices)
+    assert_close(fast.codes, ref.codes)
+    assert_close(fast.alphas, ref.alphas)
+    assert_close(fast.residual, ref.residual)
+
+
+def test_training_forward__gradients_equal_the_naive_unrolled_autograd_with_non_unit_atoms():
+    sae = MPSAE.from_dictionary(_non_unit(256, 16), normalize=False, k=12, unit_norm_decoder=False)
+    x = _data(16)
+    out = sae.training_forward(x)
+    out.loss.backward()
+    grad = sae.W_dec.grad.clone()
+    sae.zero_grad()
+    loss, z = _naive_training_loss(sae, x)
+    loss.backward()
+    assert_close(out.loss, loss)
+    assert_close(out.codes, z)
+    assert_close(grad, sae.W_dec.grad)
+
+
+def test_unit_norm_decoder__off_the_atoms_drift_in_training_and_the_pursuit_follows_them():
+    X = _data(2000, 16, seed=3)
+    run = TrainConfig(steps=30, batch_size=100, lr=1e-2, progress=False)
+    kept, drifted = _sae(gram="always"), _sae(gram="always", unit_norm_decoder=False)
+    kept.encode(X[:64]), drifted.encode(X[:64])  # cache G before training: it must not go stale
+    train(kept, X, run)
+    train(drifted, X, run)
+    assert_close(kept.W_dec.detach().norm(dim=1), torch.ones(64))
+    assert float((drifted.W_dec.detach().norm(dim=1) - 1).abs().max()) > 1e-3
+    D = drifted.W_dec.detach()
+    assert_close(drifted.gram(), D @ D.T)
+    ref, _ = matching_pursuit_reference(X[:200], D, 12)
+    fast = drifted.pursuit(X[:200])
+    assert torch.equal(fast.indices, ref.indices)
+    assert_close(fast.codes, ref.codes)
+
+
+def test_unit_norm_decoder__post_step_renormalises_only_when_on():
+    on, off = _sae(), _sae(unit_norm_decoder=False)
+    for sae in (on, off):
+        with torch.no_grad():
+            sae.W_dec.mul_(torch.linspace(0.5, 2.0, 64, dtype=F64)[:, None])
+        sae.post_step()
+    assert_close(on.W_dec.detach().norm(dim=1), torch.ones(64))
+    assert_close(off.W_dec.detach().norm(dim=1), torch.linspace(0.5, 2.0, 64, dtype=F64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,9 +272,9 @@ def _naive_training_loss(sae: MPSAE, x):
     return (x_hat - x).pow(2).sum(-1).mean(), z
 
 
-@pytest.mark.parametrize("use_b_dec", [False, True])
-def test_training_forward__gradients_equal_the_naive_unrolled_autograd(use_b_dec):
-    sae = _sae(p=256, use_b_dec=use_b_dec)
+@pytest.mark.parametrize("train_b_dec", [False, True])
+def test_training_forward__gradients_equal_the_naive_unrolled_autograd(train_b_dec):
+    sae = _sae(p=256, train_b_dec=train_b_dec)
     x = _data(16)
     out = sae.training_forward(x)
     out.loss.backward()
@@ -214,8 +285,8 @@ def test_training_forward__gradients_equal_the_naive_unrolled_autograd(use_b_dec
     assert_close(out.loss, loss)
     assert_close(out.codes, z)
     assert_close(grads["W_dec"], sae.W_dec.grad)
-    assert ("b_dec" in grads) == use_b_dec
-    if use_b_dec:
+    assert ("b_dec" in grads) == train_b_dec
+    if train_b_dec:
         assert_close(grads["b_dec"], sae.b_dec.grad)
     # unselected atoms get no gradient (the source of dead atoms)
     unused = (z == 0).all(0)
@@ -248,7 +319,7 @@ def test_training_forward__saves_O_of_B_d_for_backward_whatever_k():
 
 @pytest.mark.parametrize("relu", [True, False])
 def test_unrolled_pursuit__hand_written_backward_equals_autograd(relu):
-    from sae_theory.models.mp import _UnrolledPursuit, _unrolled_autograd
+    from sae_theory.models.mp import UnrolledPursuit, unrolled_autograd
 
     g = torch.Generator().manual_seed(0)
     B, d, p, k = 20, 6, 30, 7
@@ -259,7 +330,7 @@ def test_unrolled_pursuit__hand_written_backward_equals_autograd(relu):
     taken = torch.rand(B, k, generator=g) < 0.8
     w_r, w_A = torch.randn(B, d, generator=g, dtype=F64), torch.randn(B, k, generator=g, dtype=F64)
     grads = []
-    for fn in (_UnrolledPursuit.apply, _unrolled_autograd):
+    for fn in (UnrolledPursuit.apply, unrolled_autograd):
         r, A = fn(x0, W, idx, taken, relu)
         ((r * w_r).sum() + (A * w_A).sum() + r.pow(2).sum()).backward()
         grads.append((r.detach(), A.detach(), x0.grad.clone(), W.grad.clone()))
@@ -424,7 +495,7 @@ def test_aux_loss__off_below_the_dead_count():
 # contract, construction, bad input
 # ---------------------------------------------------------------------------------------------
 def test_contract__tied_names_and_save_load(tmp_path):
-    sae = _sae(use_b_dec=True, threshold=0.2)
+    sae = _sae(train_b_dec=True, threshold=0.2)
     assert sae.W_enc.data_ptr() == sae.W_dec.data_ptr() and sae.W_enc.shape == (16, 64)
     assert sae.dictionary is sae.W_dec
     assert [p is sae.W_dec or p is sae.b_dec for p in sae.optimizer_parameters()] == [True, True]
@@ -453,8 +524,7 @@ def test_from_dictionary__normalises_and_keeps_dtype():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(k=0), "k must be an int >= 1"),
-        (dict(k=2.5), "k must be an int >= 1"),
+        (dict(k=0), "k must be >= 1"),
         (dict(threshold=-0.1), "threshold must be None or a finite number >= 0"),
         (dict(threshold=float("nan")), "threshold must be None"),
         (dict(selection="max"), "selection must be one of"),
@@ -462,6 +532,8 @@ def test_from_dictionary__normalises_and_keeps_dtype():
         (dict(atom_dropout=1.0), r"atom_dropout must lie in \[0, 1\)"),
         (dict(atom_dropout=0.1), "atom_dropout > 0 needs atom_dropout_steps > 0"),
         (dict(aux_coefficient=-1.0), "aux_coefficient must be"),
+        (dict(aux_min_dead=-1), "aux_min_dead must be >= 0"),
+        (dict(gram_max_bytes=-1), "gram_max_bytes must be >= 0"),
     ],
 )
 def test_config__bad_values_raise_with_the_fix(kwargs, message):
@@ -469,11 +541,46 @@ def test_config__bad_values_raise_with_the_fix(kwargs, message):
         MPSAE(d=4, n_latents=8, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(k=2.5), "k must be an integer"),
+        (dict(k=True), "k must be an integer"),
+        (dict(atom_dropout_steps=1.0), "atom_dropout_steps must be an integer"),
+        (dict(stop_on_repeat=1), "stop_on_repeat must be True or False"),
+        (dict(train_b_dec="yes"), "train_b_dec must be True or False"),
+        (dict(unit_norm_decoder=None), "unit_norm_decoder must be True or False"),
+    ],
+)
+def test_config__values_of_the_wrong_type_raise_typeerror(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        MPSAE(d=4, n_latents=8, **kwargs)
+
+
+def test_config__integral_numbers_are_stored_as_int():
+    import numpy as np
+
+    config = MPSAE(d=4, n_latents=8, k=np.int64(3), aux_min_dead=np.int32(2)).config
+    assert type(config.k) is int and type(config.aux_min_dead) is int and config.k == 3
+
+
+def test_config__reads_a_saved_config_with_the_old_name_use_b_dec():
+    from sae_theory.models import MPSAEConfig
+
+    saved = {**MPSAEConfig(d=4, n_latents=8, train_b_dec=True).to_dict()}
+    saved["use_b_dec"] = saved.pop("train_b_dec")
+    assert MPSAEConfig.from_dict(saved) == MPSAEConfig(d=4, n_latents=8, train_b_dec=True)
+    with pytest.raises(ValueError, match="keep train_b_dec only"):
+        MPSAEConfig.from_dict({**saved, "train_b_dec": True})
+
+
 def test_encode__bad_arguments_raise():
     sae = _sae()
     x = _data(4)
-    with pytest.raises(ValueError, match="k must be an int >= 1"):
+    with pytest.raises(ValueError, match="k must be >= 1"):
         sae.encode(x, k=0)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        sae.encode(x, k=2.0)
     with pytest.raises(ValueError, match="threshold must be None"):
         sae.encode(x, threshold=-1.0)
     with pytest.raises(ValueError, match=r"shape \(\.\.\., d=16\)"):

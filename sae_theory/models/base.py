@@ -7,6 +7,9 @@
 * the trainer calls ``training_forward(x) -> TrainOutput`` (loss, codes, pre-activations),
   ``optimizer_parameters()`` (what the optimiser may touch) and ``post_step()`` (constraints
   after each optimiser step, e.g. unit-norm atoms);
+* the same switches, named the same way, on every config: ``unit_norm_decoder`` (renormalise
+  the atoms after every optimiser step, done once here in :meth:`SAE.post_step`) and
+  ``train_b_dec`` (whether the pre-bias is trained); each model keeps its own default;
 * every parameter has the dtype and device the config asks for; inputs of another dtype are
   refused, never silently cast.
 
@@ -22,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .._checks import check_bool, check_int
 
 __all__ = ["SAE", "SAEConfig", "TrainOutput", "UntiedSAE", "reconstruction_loss", "unit_rows_"]
 
@@ -40,12 +45,21 @@ class SAEConfig:
     """Device of every parameter."""
     seed: int = 0
     """Seed of the initialisation (an explicit generator; the global RNG is never touched)."""
+    unit_norm_decoder: bool = False
+    """Renormalise the atoms (rows of ``W_dec``, the :attr:`SAE.dictionary`) to unit norm after
+    every optimiser step (:meth:`SAE.post_step`; a zero row stays zero). Every model sets the
+    default it was built with: True for the models whose analysis or recipe fixes the atom norm
+    (TopK, BatchTopK, JumpReLU, MP-SAE, the tied SAE), False for the decoder-norm-weighted L1
+    models (ReLU, Matryoshka), which need no constraint."""
+    train_b_dec: bool = True
+    """Train the pre-bias ``b_dec``. It starts at zero; False keeps it out of the optimiser's reach
+    (``requires_grad=False``), so it stays where it was set."""
 
     def __post_init__(self):
         for name in ("d", "n_latents"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
+        for name in ("unit_norm_decoder", "train_b_dec"):
+            check_bool(name, getattr(self, name))
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch.dtype, got {self.dtype!r}.")
 
@@ -164,7 +178,12 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def post_step(self) -> None:
-        """Constraints applied after each optimiser step (default: none)."""
+        """Constraints applied after each optimiser step: with ``config.unit_norm_decoder``, the
+        atoms (rows of :attr:`dictionary`, which must be the stored parameter, not a copy) are
+        renormalised to unit norm in place. A model with more constraints calls
+        ``super().post_step()``."""
+        if self.config.unit_norm_decoder:
+            unit_rows_(self.dictionary)
 
     def extra_repr(self) -> str:
         return f"d={self.d}, n_latents={self.n_latents}, dtype={self.config.dtype}"
@@ -180,7 +199,8 @@ def unit_rows_(W: Tensor) -> None:
 class UntiedSAE(SAE):
     """Shared body of the untied SAEs: ``pre_acts = (x - b_dec) W_enc + b_enc``,
     ``x_hat = codes W_dec + b_dec``. Atoms (rows of ``W_dec``) start unit-norm and ``W_enc``
-    starts as ``W_dec.T`` (the common initialisation); subclasses choose the activation."""
+    starts as ``W_dec.T`` (the common initialisation); ``b_dec`` starts at zero and is trained
+    when ``config.train_b_dec``; subclasses choose the activation."""
 
     def __init__(self, config: SAEConfig):
         super().__init__(config)
@@ -189,7 +209,7 @@ class UntiedSAE(SAE):
         self.W_dec = nn.Parameter(W)
         self.W_enc = nn.Parameter(W.T.clone())
         self.b_enc = nn.Parameter(self._new(config.n_latents, fill=0.0))
-        self.b_dec = nn.Parameter(self._new(config.d, fill=0.0))
+        self.b_dec = nn.Parameter(self._new(config.d, fill=0.0), requires_grad=config.train_b_dec)
 
     @property
     def dictionary(self) -> Tensor:

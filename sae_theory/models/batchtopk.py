@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss, unit_rows_
+from .._checks import check_int
+from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
 __all__ = ["BatchTopKSAE", "BatchTopKSAEConfig", "batch_topk"]
@@ -40,6 +41,8 @@ def _check_k(name: str, k, n_latents: int) -> float:
 class BatchTopKSAEConfig(SAEConfig):
     """Config of :class:`BatchTopKSAE`."""
 
+    unit_norm_decoder: bool = True
+    """Renormalise the atoms (rows of W_dec) to unit norm after every step (the default here)."""
     k: float = 32.0
     """Mean active latents per input (a float: the batch keeps round(k B) entries), in (0, n_latents]."""
     k_initial: float | None = None
@@ -48,16 +51,13 @@ class BatchTopKSAEConfig(SAEConfig):
     """Training passes at ``k_initial``."""
     threshold_lr: float = 0.01
     """Rate of the moving average of the inference threshold, in (0, 1]."""
-    unit_norm_decoder: bool = True
-    """Renormalise the atoms (rows of W_dec) to unit norm after every step."""
 
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "k", _check_k("k", self.k, self.n_latents))
         if self.k_initial is not None:
             object.__setattr__(self, "k_initial", _check_k("k_initial", self.k_initial, self.n_latents))
-        if isinstance(self.k_initial_steps, bool) or not isinstance(self.k_initial_steps, int) or self.k_initial_steps < 0:
-            raise ValueError(f"k_initial_steps must be an int >= 0, got {self.k_initial_steps!r}.")
+        object.__setattr__(self, "k_initial_steps", check_int("k_initial_steps", self.k_initial_steps, minimum=0))
         if self.k_initial_steps > 0 and self.k_initial is None:
             raise ValueError(f"k_initial_steps={self.k_initial_steps} needs a k_initial; set k_initial (or k_initial_steps=0).")
         if not (isinstance(self.threshold_lr, (int, float)) and 0 < self.threshold_lr <= 1):
@@ -127,8 +127,3 @@ class BatchTopKSAE(UntiedSAE):
                     self.threshold.mul_(1 - lr).add_(lr * kept.min())
                 self.n_train_passes += 1
         return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})
-
-    @torch.no_grad()
-    def post_step(self) -> None:
-        if self.config.unit_norm_decoder:
-            unit_rows_(self.W_dec)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss, unit_rows_
+from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
 __all__ = ["JumpReLUSAE", "JumpReLUSAEConfig", "jumprelu", "step"]
@@ -89,14 +89,14 @@ def step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
 class JumpReLUSAEConfig(SAEConfig):
     """Config of :class:`JumpReLUSAE`."""
 
+    unit_norm_decoder: bool = True
+    """Renormalise the atoms (rows of W_dec) to unit norm after every step (the default here)."""
     l0_coefficient: float = 1e-3
     """lambda >= 0, the weight of the L0 penalty (the initial value when a controller steers it)."""
     initial_threshold: float = 1e-3
     """theta of every latent at initialisation (> 0; the paper's and SAELens' 0.001)."""
     bandwidth: float = 1e-3
     """eps of the rectangle kernel (> 0; the paper's 0.001)."""
-    unit_norm_decoder: bool = True
-    """Renormalise the atoms (rows of W_dec) to unit norm after every step."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -137,8 +137,3 @@ class JumpReLUSAE(UntiedSAE):
         l0 = step(pre, theta, self.config.bandwidth).sum(-1).mean()
         loss = mse + self.l0_coefficient * l0
         return TrainOutput(loss, x_hat, codes, pre, {"mse": mse.detach(), "l0_penalty": l0.detach()})
-
-    @torch.no_grad()
-    def post_step(self) -> None:
-        if self.config.unit_norm_decoder:
-            unit_rows_(self.W_dec)

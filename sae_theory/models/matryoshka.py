@@ -22,7 +22,8 @@ front); its optimiser-state permutation is a no-op in that code (it looks the st
 ``param_group``, where Adam keeps none).
 
 lambda is the buffer ``l1_coefficient``; a :class:`~sae_theory.training.SparsityController` can
-steer it toward a target L0.
+steer it toward a target L0. As in the ReLU SAE, the penalty is weighted by the atom norms, so the
+atoms need no unit-norm constraint (``unit_norm_decoder`` is off by default).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .base import SAEConfig, TrainOutput, UntiedSAE
 from .registry import register_sae
 
@@ -66,20 +68,23 @@ class MatryoshkaSAEConfig(SAEConfig):
             raise ValueError(f"l1_coefficient must be a finite number >= 0, got {self.l1_coefficient}.")
         if self.prefix_sampling not in PREFIX_SAMPLING:
             raise ValueError(f"prefix_sampling must be one of {PREFIX_SAMPLING}, got {self.prefix_sampling!r}.")
-        if isinstance(self.n_prefixes, bool) or not isinstance(self.n_prefixes, int) or not 1 <= self.n_prefixes <= M:
-            raise ValueError(f"n_prefixes must be an int in [1, n_latents={M}], got {self.n_prefixes!r}.")
+        object.__setattr__(self, "n_prefixes", check_int("n_prefixes", self.n_prefixes, minimum=1))
+        if self.n_prefixes > M:
+            raise ValueError(f"n_prefixes must be <= n_latents={M}, got {self.n_prefixes}; use fewer prefixes or more latents.")
         if self.prefixes is not None:
             ends = tuple(self.prefixes)
-            if not ends or any(isinstance(e, bool) or not isinstance(e, int) for e in ends):
+            if not ends:
                 raise ValueError(f"prefixes must be a non-empty tuple of ints, got {self.prefixes!r}.")
+            ends = tuple(check_int(f"prefixes[{i}]", e) for i, e in enumerate(ends))
             if any(b <= a for a, b in zip(ends, ends[1:])) or ends[0] < 1 or ends[-1] != M:
                 raise ValueError(f"prefixes must increase from >= 1 to n_latents={M}, got {ends}; e.g. (M // 4, M // 2, M).")
             if self.prefix_sampling != "fixed":
                 raise ValueError("prefixes are fixed ends; use prefix_sampling='fixed' with them (or prefixes=None).")
             object.__setattr__(self, "prefixes", ends)
-        m = self.min_prefix_length
-        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= M - self.n_prefixes + 1:
-            raise ValueError(f"min_prefix_length must be an int in [1, n_latents - n_prefixes + 1 = {M - self.n_prefixes + 1}], got {m!r}.")
+        object.__setattr__(self, "min_prefix_length", check_int("min_prefix_length", self.min_prefix_length, minimum=1))
+        if self.min_prefix_length > M - self.n_prefixes + 1:
+            raise ValueError(f"min_prefix_length must be <= n_latents - n_prefixes + 1 = {M - self.n_prefixes + 1}, "
+                             f"got {self.min_prefix_length}; lower it or use fewer prefixes.")
         if not (isinstance(self.pareto_power, (int, float)) and 0 < self.pareto_power <= 1):
             raise ValueError(f"pareto_power must lie in (0, 1], got {self.pareto_power!r}.")
 
@@ -125,8 +130,9 @@ class MatryoshkaSAE(UntiedSAE):
         codes = self._check_codes(codes)
         if prefix is None:
             return codes @ self.W_dec + self.b_dec
-        if isinstance(prefix, bool) or not isinstance(prefix, int) or not 1 <= prefix <= self.n_latents:
-            raise ValueError(f"prefix must be an int in [1, n_latents={self.n_latents}], got {prefix!r}.")
+        prefix = check_int("prefix", prefix, minimum=1)
+        if prefix > self.n_latents:
+            raise ValueError(f"prefix must be <= n_latents={self.n_latents}, got {prefix}.")
         return codes[..., :prefix] @ self.W_dec[:prefix] + self.b_dec
 
     def prefix_ends(self) -> tuple[int, ...]:

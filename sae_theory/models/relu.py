@@ -3,9 +3,10 @@
     L = mean_b [ ||x_b - x_hat_b||^2 + lambda * sum_m ||W_dec[m]|| * z_bm ],   z = ReLU(pre_acts)
 
 Weighting by the atom norm makes the penalty invariant to trading scale between the encoder and
-the decoder, so no unit-norm constraint is needed. lambda is the buffer ``l1_coefficient`` (in the
-config's dtype): a :class:`~sae_theory.training.SparsityController` can steer it toward a target L0,
-and a checkpoint keeps it, so a resumed run continues with the steered value.
+the decoder, so no unit-norm constraint is needed (``unit_norm_decoder`` is off by default).
+lambda is the buffer ``l1_coefficient`` (in the config's dtype): a
+:class:`~sae_theory.training.SparsityController` can steer it toward a target L0, and a checkpoint
+keeps it, so a resumed run continues with the steered value.
 """
 
 from __future__ import annotations

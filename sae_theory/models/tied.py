@@ -5,8 +5,9 @@
     x^  = (a * z) W + b_dec                         a: per-neuron output scale
 
 W (M, d) is used both to encode and to decode, with unit-norm rows renormalised after every
-optimiser step; ``b_enc`` (the neuron bias b of the paper) is a buffer that gradients never touch:
-only bias adaptation moves it. ``b_dec`` is the paper's pre-bias b_pre, subtracted inside the
+optimiser step (``unit_norm_decoder``, on by default: the spherical constraint of the analysis);
+``b_enc`` (the neuron bias b of the paper) is a buffer that gradients never touch: only bias
+adaptation moves it. ``b_dec`` is the paper's pre-bias b_pre, subtracted inside the
 pre-activation (the reading the first author's library settles, gba.md §9).
 
 The activation, by ``TiedSAEConfig.activation`` (gba.md §2.1 and §9 leave two JumpReLU readings):
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_bool
 from .base import SAE, SAEConfig, TrainOutput, reconstruction_loss, unit_rows_
 from .registry import register_sae
 
@@ -42,6 +44,9 @@ ACTIVATIONS = ("jumprelu_threshold", "jumprelu_biased", "relu")
 class TiedSAEConfig(SAEConfig):
     """Config of :class:`TiedSAE`."""
 
+    unit_norm_decoder: bool = True
+    """Renormalise the rows of W to unit norm after every optimiser step (the spherical constraint
+    of the analysis; the default here)."""
     activation: str = "jumprelu_threshold"
     """``"jumprelu_threshold"`` (default), ``"jumprelu_biased"`` or ``"relu"``; see the module docstring."""
     theta: float = 0.0
@@ -53,7 +58,7 @@ class TiedSAEConfig(SAEConfig):
     train_output_scale: bool = True
     """Train the output scale a. False keeps it at ``output_scale_init``."""
     train_b_dec: bool = True
-    """Train the pre-bias b_dec (initialised to 0; see :meth:`TiedSAE.init_b_dec_`)."""
+    """Train the pre-bias b_dec (initialised to 0; :meth:`TiedSAE.init_b_dec_` can set it from data)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,13 +68,15 @@ class TiedSAEConfig(SAEConfig):
             raise ValueError(f"output_scale_init must be a finite number > 0, got {self.output_scale_init}.")
         if not self.theta >= 0:
             raise ValueError(f"theta must be >= 0, got {self.theta}.")
+        check_bool("train_output_scale", self.train_output_scale)
 
 
 @register_sae("GBA", config=TiedSAEConfig, aliases=("BA", "Tied"))
 class TiedSAE(SAE):
     """Tied SAE with output scales, an adapted (never trained) neuron bias and a pre-bias.
 
-    Parameters (SAELens names): ``W_dec`` (M, d) the tied weight W, unit rows;
+    Parameters (SAELens names): ``W_dec`` (M, d) the tied weight W, unit rows (kept so by
+    ``post_step`` with ``unit_norm_decoder``);
     ``W_enc`` = ``W_dec.T`` (a view); ``output_scale`` (M,) the paper's a; ``b_enc`` (M,) the
     paper's b, a buffer in [-1, 0] moved only by bias adaptation; ``b_dec`` (d,) the pre-bias.
     """
@@ -131,8 +138,3 @@ class TiedSAE(SAE):
         x_hat = self.decode(z)
         loss = reconstruction_loss(x, x_hat)
         return TrainOutput(loss, x_hat, z, y, {"mse": loss.detach()}, fired=fired)
-
-    @torch.no_grad()
-    def post_step(self) -> None:
-        """Renormalise the rows of W to unit norm (spherical constraint of the analysis)."""
-        unit_rows_(self.W_dec)

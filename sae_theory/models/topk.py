@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import SAEConfig, UntiedSAE, unit_rows_
+from .._checks import check_int
+from .base import SAEConfig, UntiedSAE
 from .registry import register_sae
 
 __all__ = ["TopKSAE", "TopKSAEConfig"]
@@ -18,15 +19,16 @@ __all__ = ["TopKSAE", "TopKSAEConfig"]
 class TopKSAEConfig(SAEConfig):
     """Config of :class:`TopKSAE`."""
 
+    unit_norm_decoder: bool = True
+    """Renormalise the atoms (rows of W_dec) to unit norm after every step (the default here)."""
     k: int = 32
     """Active latents per input, 1 <= k <= n_latents."""
-    unit_norm_decoder: bool = True
-    """Renormalise the atoms (rows of W_dec) to unit norm after every step."""
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.n_latents:
-            raise ValueError(f"k must be an int in [1, n_latents={self.n_latents}], got {self.k!r}; lower k or raise n_latents.")
+        object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
+        if self.k > self.n_latents:
+            raise ValueError(f"k must be <= n_latents={self.n_latents}, got {self.k}; lower k or raise n_latents.")
 
 
 @register_sae("TopK", config=TopKSAEConfig)
@@ -50,8 +52,3 @@ class TopKSAE(UntiedSAE):
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:
         """Codes (B, M) keeping the top ``k`` (default: the trained k) pre-activations."""
         return self.activate(self.pre_activations(x), k)
-
-    @torch.no_grad()
-    def post_step(self) -> None:
-        if self.config.unit_norm_decoder:
-            unit_rows_(self.W_dec)
