@@ -74,3 +74,50 @@ def check_matrix(name: str, t: object, *, what: str = "(rows, d)", allow_no_rows
         need = "one column" if allow_no_rows else "one row and one column"
         raise ValueError(f"{name} must have at least {need}, got shape {tuple(t.shape)}.")
     return t
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    include_minimum: bool = True,
+    include_maximum: bool = True,
+) -> float:
+    """Return ``value`` as a finite float within the bounds, or raise naming ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, as the caller's user knows it.
+    value : real number
+        Python or numpy int/float; bools, strings, None and tensors are refused.
+    minimum, maximum : float, optional
+        Bounds; None: unbounded on that side.
+    include_minimum, include_maximum : bool
+        Whether the bound itself is allowed (``>=`` / ``<=``) or not (``>`` / ``<``).
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number (or is a bool).
+    ValueError
+        ``value`` is NaN, infinite or outside the bounds; the message gives the allowed range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}.")
+    x = float(value)
+    lo_ok = minimum is None or (x >= minimum if include_minimum else x > minimum)
+    hi_ok = maximum is None or (x <= maximum if include_maximum else x < maximum)
+    if not (math.isfinite(x) and lo_ok and hi_ok):
+        if minimum is not None and maximum is not None:
+            bound = f" in {'[' if include_minimum else '('}{minimum}, {maximum}{']' if include_maximum else ')'}"
+        elif minimum is not None:
+            bound = f" {'>=' if include_minimum else '>'} {minimum}"
+        elif maximum is not None:
+            bound = f" {'<=' if include_maximum else '<'} {maximum}"
+        else:
+            bound = ""
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}.")
+    return x

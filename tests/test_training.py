@@ -408,10 +408,12 @@ def test_train__checkpoint_folder_layout_and_config(tmp_path):
     train(make_sae(), make_data(), cfg(steps=7, checkpoint_every=3, checkpoint_dir=str(tmp_path)))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["step_00000003", "step_00000006", "step_00000007"]  # every 3 and the end
+    assert sorted(p.name for p in (tmp_path / "step_00000007").iterdir()) == ["config.json", "sae.safetensors", "trainer.pt"]
     meta = json.loads((tmp_path / "step_00000007" / "config.json").read_text())
-    assert meta["model_class"] == "TinySAE"
-    assert meta["model_config"]["n_latents"] == M
-    assert meta["train_config"]["steps"] == 7
+    assert meta["sae_class"] == "TinySAE"  # the save_sae keys ...
+    assert meta["config"]["n_latents"] == M
+    assert "sae_theory_version" in meta
+    assert meta["step"] == 7 and meta["train_config"]["steps"] == 7  # ... plus the checkpoint's
     assert latest_checkpoint(tmp_path).name == "step_00000007"
     assert latest_checkpoint(tmp_path / "missing") is None
 
@@ -483,3 +485,191 @@ def test_train__nonfinite_loss_raises_and_saves_the_state_before_the_step(tmp_pa
 def test_train__nonfinite_loss_without_checkpointing_raises():
     with pytest.raises(FloatingPointError, match="lr"):
         train(make_sae(), make_data(), cfg(steps=10, lr=1e30))
+
+
+def test_load_checkpoint__refuses_another_model_class(tmp_path):
+    class OtherTiny(TinySAE):
+        pass
+
+    save_checkpoint(tmp_path, 1, make_sae())
+    with pytest.raises(ValueError, match="holds a TinySAE but the model is a OtherTiny"):
+        load_checkpoint(tmp_path, OtherTiny(SAEConfig(d=D, n_latents=M)))
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints are save_sae folders
+
+
+@pytest.fixture
+def relu_run(tmp_path):
+    """A registered SAE trained 12 steps with checkpoints at 5, 10 and 12."""
+    from sae_theory.models import ReLUSAE
+
+    model = ReLUSAE(d=D, n_latents=M, l1_coefficient=0.05, seed=2)
+    train(model, make_data(), cfg(steps=12, checkpoint_every=5, checkpoint_dir=str(tmp_path / "ckpt")))
+    return model, tmp_path / "ckpt"
+
+
+def test_load_sae__opens_a_checkpoint_step_folder_and_a_checkpoint_dir(relu_run):
+    from sae_theory.io import load_sae
+
+    model, ckpt = relu_run
+    for where in (ckpt / "step_00000012", ckpt):  # the last step; the dir's latest step
+        loaded = load_sae(where)
+        assert type(loaded) is type(model) and loaded.config == model.config
+        assert_same_state(loaded, model)
+    earlier = load_sae(ckpt / "step_00000005")
+    assert not torch.equal(earlier.W_dec, model.W_dec)  # an earlier step is that step's weights
+
+
+def test_load_sae__a_checkpoint_dir_ignores_incomplete_and_temporary_steps(relu_run):
+    from sae_theory.io import load_sae
+
+    model, ckpt = relu_run
+    (ckpt / "step_00000099").mkdir()  # no files: incomplete
+    (ckpt / ".step_00000100.tmp1").mkdir()  # a killed writer's temporary folder
+    assert latest_checkpoint(ckpt).name == "step_00000012"
+    assert_same_state(load_sae(ckpt), model)
+
+
+def test_load_sae__checkpoint_of_an_unregistered_class_says_so(tmp_path):
+    from sae_theory.io import load_sae
+
+    train(make_sae(), make_data(), cfg(steps=2, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"config.json names SAE class 'TinySAE'"):
+        load_sae(tmp_path)
+
+
+def test_save_checkpoint__writes_the_model_through_the_save_sae_writer(tmp_path, monkeypatch):
+    """One writer: save_sae and checkpoints both call io.write_sae_files."""
+    import sae_theory.io as sio
+    import sae_theory.training.checkpoint as ckpt_mod
+    from sae_theory.models import ReLUSAE
+
+    calls = []
+    real = sio.write_sae_files
+
+    def spy(model, folder, **kw):
+        calls.append(kw.get("extra"))
+        return real(model, folder, **kw)
+
+    monkeypatch.setattr(sio, "write_sae_files", spy)
+    monkeypatch.setattr(ckpt_mod, "write_sae_files", spy)
+    model = ReLUSAE(d=D, n_latents=M, seed=0)
+    sio.save_sae(model, tmp_path / "saved")
+    save_checkpoint(tmp_path / "ckpt", 3, model, cfg())
+    assert calls == [None, {"step": 3, "train_config": cfg().to_dict()}]
+    a, b = (tmp_path / "saved" / "sae.safetensors").read_bytes(), (tmp_path / "ckpt" / "step_00000003" / "sae.safetensors").read_bytes()
+    assert a == b  # byte-identical weights files
+
+
+def test_train__resume_from_a_registered_sae_step_folder_is_bit_identical(relu_run):
+    """Resume still bit-identical with the save_sae layout: continue 10 -> 20 from the step-10
+    folder and compare with an uninterrupted 20-step run."""
+    from sae_theory.models import ReLUSAE
+
+    _, ckpt = relu_run
+    ref = ReLUSAE(d=D, n_latents=M, l1_coefficient=0.05, seed=2)
+    ref_hist = train(ref, make_data(), cfg(steps=20))
+    again = ReLUSAE(d=D, n_latents=M, l1_coefficient=0.05, seed=2)
+    hist = train(again, make_data(), cfg(steps=20), resume=ckpt / "step_00000010")
+    assert_same_state(again, ref)
+    assert hist.rows == ref_hist.rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer's L0 is metrics.l0
+
+
+def _l0_before(codes: Tensor) -> float:
+    """The trainer's own L0 before it used metrics.l0 (kept here as the reference)."""
+    codes = codes.detach()
+    if codes.is_sparse:
+        codes = codes.to_dense()
+    codes = codes.reshape(-1, codes.shape[-1])
+    return float((codes != 0).sum(-1).to(torch.float64).mean())
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (1, 5), (3, 4, 13), (2, 3, 2, 6)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_metrics_l0__equals_the_trainers_former_l0_dense_sparse_and_batched(shape, dtype):
+    from sae_theory.metrics import l0
+
+    g = torch.Generator().manual_seed(sum(shape))
+    codes = torch.relu(torch.randn(shape, generator=g, dtype=dtype)).requires_grad_(True)
+    want = _l0_before(codes)
+    got = l0(codes)
+    assert type(got) is float and got == want
+    assert l0(codes.detach().to_sparse()) == want
+    assert l0(-codes) == want  # signed codes count
+
+
+def test_train__history_l0_is_metrics_l0_of_the_step_codes():
+    from sae_theory.metrics import l0
+
+    model = make_sae(record=True)
+    h = train(model, make_data(), cfg(steps=1, log_every=1))
+    assert h.rows[0]["l0"] == l0(make_sae().encode(model.seen[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# argument types (sae_theory._checks)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, field",
+    [
+        (dict(steps=10.0), TypeError, "steps must be an integer"),
+        (dict(steps=True), TypeError, "steps must be an integer"),
+        (dict(steps=10, batch_size="32"), TypeError, "batch_size must be an integer"),
+        (dict(steps=10, lr=True), TypeError, "lr must be a real number"),
+        (dict(steps=10, lr=float("nan")), ValueError, r"lr must be a finite number > 0"),
+        (dict(steps=10, betas=(0.9, "x")), TypeError, r"betas\[1\]"),
+        (dict(steps=10, betas=(0.9,)), ValueError, "betas must be two numbers"),
+        (dict(steps=10, grad_clip=float("inf")), ValueError, "grad_clip"),
+        (dict(steps=10, checkpoint_every=2.5, checkpoint_dir="x"), TypeError, "checkpoint_every"),
+        (dict(steps=10, progress=1), TypeError, "progress must be True or False"),
+    ],
+)
+def test_TrainConfig__wrong_types_raise_typeerror_naming_the_field(kwargs, error, field):
+    with pytest.raises(error, match=field):
+        TrainConfig(**kwargs)
+
+
+def test_lr_at__non_integer_step_raises_typeerror():
+    with pytest.raises(TypeError, match="step"):
+        lr_at(1.0, TrainConfig(steps=5))
+    with pytest.raises(ValueError, match=r"step \(of a run with steps=5\) must be <= 5"):
+        lr_at(6, TrainConfig(steps=5))
+
+
+def test_check_real__bounds_types_and_messages():
+    from sae_theory._checks import check_real
+
+    assert check_real("x", 2) == 2.0 and type(check_real("x", 2)) is float
+    assert check_real("x", 0.0, minimum=0) == 0.0
+    assert check_real("x", 1.0, minimum=0, maximum=1) == 1.0
+    with pytest.raises(ValueError, match=r"x must be a finite number > 0, got 0.0"):
+        check_real("x", 0.0, minimum=0, include_minimum=False)
+    with pytest.raises(ValueError, match=r"x must be a finite number in \[0, 1\), got 1"):
+        check_real("x", 1, minimum=0, maximum=1, include_maximum=False)
+    with pytest.raises(ValueError, match=r"x must be a finite number <= 3"):
+        check_real("x", 4, maximum=3)
+    with pytest.raises(ValueError, match=r"x must be a finite number, got inf"):
+        check_real("x", float("inf"))
+    for bad in (True, "1", None, torch.tensor(1.0), 1j):
+        with pytest.raises(TypeError, match="x must be a real number"):
+            check_real("x", bad)
+
+
+def test_SparsityController__checks_name_the_field():
+    from sae_theory.training import SparsityController
+
+    with pytest.raises(ValueError, match="target_l0 must be a finite number > 0"):
+        SparsityController(target_l0=0.0)
+    with pytest.raises(TypeError, match="gain must be a real number"):
+        SparsityController(target_l0=1.0, gain=None)
+    with pytest.raises(TypeError, match="warmup_steps must be an integer"):
+        SparsityController(target_l0=1.0, warmup_steps=2.0)
+    with pytest.raises(ValueError, match="log_every must be >= 1"):
+        SparsityController(target_l0=1.0, log_every=0)

@@ -84,21 +84,27 @@ def l0(codes: torch.Tensor) -> float:
 
     Parameters
     ----------
-    codes : Tensor (B, M)
-        SAE codes, any floating dtype and device, B >= 1, finite. Negative codes count as active.
+    codes : Tensor (B, M) or (..., M)
+        SAE codes, any floating dtype and device, dense or sparse COO (densified), at least one
+        row, finite. Leading axes are flattened into rows; gradients are not tracked. Negative
+        codes count as active.
 
     Returns
     -------
     float
-        In [0, M]; exact (integer counts divided by B).
+        In [0, M]; exact (integer counts divided by the number of rows).
 
     Raises
     ------
     ValueError
-        If ``codes`` is not 2-D, has no rows, or holds NaN/infinity.
+        If ``codes`` has fewer than 2 axes, no rows, or holds NaN/infinity.
     TypeError
-        If ``codes`` is not a dense floating tensor.
+        If ``codes`` is not a floating tensor (or has a sparse layout other than COO).
     """
+    if isinstance(codes, torch.Tensor):
+        codes = codes.detach()
+        codes = codes.to_dense() if codes.is_sparse else codes
+        codes = codes.flatten(0, -2) if codes.ndim > 2 else codes
     check_matrix("codes", codes, what="(B, M)", allow_no_rows=True)
     _check_rows("codes", codes)
     nonzero = 0
@@ -122,7 +128,7 @@ def fraction_active(codes: torch.Tensor) -> float:
     float
         In [0, 1].
     """
-    return l0(codes) / codes.shape[1]
+    return l0(codes) / codes.shape[-1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 checkpoints. Method-specific pieces are model methods or post-step hooks (STYLE.md §4)."""
 
 from .sources import BatchSource, FeatureModelSource, HierarchicalSource, TensorSource, as_source
-from .trainer import History, TrainConfig, latest_checkpoint, load_checkpoint, lr_at, save_checkpoint, train
+from .config import TrainConfig, lr_at
+from .history import History
+from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .trainer import train
 
 # -- post-step hooks ------------------------------------------------------------------------
 from .sparsity import CONTROLLER_RULES, SparsityController
@@ -27,6 +30,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "lr_at",
+    "resolve_checkpoint",
     "save_checkpoint",
     "train",
 ]

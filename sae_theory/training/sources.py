@@ -29,7 +29,7 @@ from torch import Tensor
 from ..data import SparseFeatureModel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
 __all__ = ["BatchSource", "FeatureModelSource", "TensorSource", "as_source"]
 

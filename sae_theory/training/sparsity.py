@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .trainer import _l0
+from .._checks import check_int, check_real
+from ..metrics import l0 as mean_l0
 
 __all__ = ["CONTROLLER_RULES", "SparsityController"]
 
@@ -55,15 +56,13 @@ class SparsityController:
 
     def __post_init__(self):
         for name in ("target_l0", "coefficient", "gain"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}.")
+            check_real(name, getattr(self, name), minimum=0, include_minimum=False)
         if self.rule not in CONTROLLER_RULES:
             raise ValueError(f"rule must be one of {CONTROLLER_RULES}, got {self.rule!r}.")
         if self.rule == "sign" and self.gain >= 1:
             raise ValueError(f"gain must be < 1 with rule='sign' (lambda is multiplied by 1 - gain), got {self.gain}.")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}.")
+        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        check_int("log_every", self.log_every, minimum=1)
         self.history: list[tuple[int, float, float]] = []
         self.current = self.coefficient if self.warmup_steps == 0 else 0.0
 
@@ -71,7 +70,7 @@ class SparsityController:
         if not hasattr(model, self.attribute):
             raise TypeError(f"SparsityController needs a model with a {self.attribute!r} coefficient "
                             f"(ReLUSAE, MatryoshkaSAE: 'l1_coefficient'; JumpReLUSAE: 'l0_coefficient'), got {type(model).__name__}.")
-        l0 = _l0(out.codes)
+        l0 = mean_l0(out.codes)
         if step < self.warmup_steps:
             self.current = self.coefficient * (step + 1) / self.warmup_steps
         else:
