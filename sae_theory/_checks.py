@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_bool", "check_finite", "check_int", "check_matrix", "check_probability", "check_positive"]
+__all__ = ["check_bool", "check_finite", "check_int", "check_matrix", "check_positive", "check_probability", "check_real"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -433,8 +433,7 @@ def test_hook__keyword_construction_equals_config():
 # config validation
 # ---------------------------------------------------------------------------------------------
 BAD_GBA = [
-    (dict(n_groups=0), r"n_groups \(K\) must be an int >= 1"),
-    (dict(n_groups=2.0), r"n_groups \(K\) must be an int >= 1"),
+    (dict(n_groups=0), r"n_groups \(K\) must be >= 1"),
     (dict(n_groups=3, htf=0.01, ltf=0.1), r"need ltf < htf .* swap them"),
     (dict(n_groups=3, htf=0.1, ltf=0.1), r"need ltf < htf"),
     (dict(n_groups=1, htf=0.1, ltf=0.01), r"set htf == ltf .* or use GBAConfig\.bias_adaptation\(p\)"),
@@ -446,8 +445,7 @@ BAD_GBA = [
     (dict(ltf=1e-3, dead_eps=-1e-6), r"dead_eps must lie in"),
     (dict(gamma_minus=0.0), r"gamma_minus must be > 0"),
     (dict(gamma_plus=-0.01), r"gamma_plus must be > 0"),
-    (dict(buffer_size=0), r"buffer_size must be an int >= 1"),
-    (dict(buffer_size=True), r"buffer_size must be an int >= 1"),
+    (dict(buffer_size=0), r"buffer_size \(tokens between updates\) must be >= 1"),
     (dict(assignment="interleaved"), r"assignment must be 'contiguous' or 'random'"),
 ]
 
@@ -455,6 +453,13 @@ BAD_GBA = [
 @pytest.mark.parametrize("kwargs, message", BAD_GBA, ids=[str(i) for i in range(len(BAD_GBA))])
 def test_gba_config__bad_values_raise_with_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
+        GBAConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(n_groups=2.0), r"n_groups \(K\) must be an integer"),
+                                             (dict(buffer_size=True), r"buffer_size .* must be an integer")])
+def test_gba_config__non_integer_counts_are_type_errors(kwargs, message):
+    with pytest.raises(TypeError, match=message):
         GBAConfig(**kwargs)
 
 

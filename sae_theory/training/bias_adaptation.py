@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = ["GBAConfig", "GroupBiasAdaptation", "bias_update", "bias_update_reference", "group_assignment", "target_frequencies"]
 
 
@@ -64,8 +66,7 @@ class GBAConfig:
     """Seed of the random assignment."""
 
     def __post_init__(self):
-        if isinstance(self.n_groups, bool) or not isinstance(self.n_groups, int) or self.n_groups < 1:
-            raise ValueError(f"n_groups (K) must be an int >= 1, got {self.n_groups!r}.")
+        check_int("n_groups (K)", self.n_groups, minimum=1)
         for name in ("htf", "ltf"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v < 1):
@@ -80,8 +81,7 @@ class GBAConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be > 0, got {v}.")
-        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or self.buffer_size < 1:
-            raise ValueError(f"buffer_size must be an int >= 1 (tokens between updates), got {self.buffer_size!r}.")
+        check_int("buffer_size (tokens between updates)", self.buffer_size, minimum=1)
         if self.assignment not in ("contiguous", "random"):
             raise ValueError(f"assignment must be 'contiguous' or 'random', got {self.assignment!r}.")
 
