@@ -1,0 +1,132 @@
+"""Trained runs cached on disk, keyed by their full spec.
+
+A run is (method spec, data, width, seed, dtype, train config). :func:`train_cached` trains it once
+and stores, under a key of all of it, the trained SAE (a :func:`~sae_theory.io.save_sae` folder)
+and its training :class:`~sae_theory.training.History`; the next call with the same spec loads it
+(bit-identical weights and buffers), so an interrupted study resumes where it stopped, notebooks
+that share runs train them once, and figures redraw without retraining.
+
+Where: ``$SAE_THEORY_CACHE`` when set, else ``$XDG_CACHE_HOME/sae_theory/runs`` (by default
+``~/.cache/sae_theory/runs``): outside the checkout. Clear it by deleting that folder;
+``SAE_THEORY_CACHE=off`` disables the cache.
+
+The key also holds a fingerprint of the source code that trains (``sae_theory/models``,
+``sae_theory/training``, ``sae_theory/data``): a change there starts fresh runs instead of reusing
+runs of other code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import load_sae, save_sae
+from ..models.base import SAE
+from ..training import History, train
+from .specs import MethodSpec
+
+__all__ = ["CACHE_ENV", "CachedRun", "cache_dir", "code_fingerprint", "run_key", "train_cached"]
+
+CACHE_ENV = "SAE_THEORY_CACHE"
+#: Bump when the stored layout changes.
+CACHE_FORMAT = 1
+_RUN_FILE = "run.json"
+
+
+def cache_dir() -> Path | None:
+    """The run cache folder (module docstring), or None when ``$SAE_THEORY_CACHE`` is ``off``."""
+    raw = os.environ.get(CACHE_ENV, "").strip()
+    if raw.lower() in ("off", "0", "none", "false"):
+        return None
+    if raw:
+        return Path(raw).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(base) / "sae_theory" / "runs"
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) of the Python sources under ``sae_theory/models``, ``training`` and
+    ``data``: what decides the weights a spec trains to."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in ("models", "training", "data"):
+        for path in sorted((root / sub).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(payload: dict[str, Any]) -> str:
+    """sha256 (24 hex digits) of the JSON of ``payload`` (sorted keys)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class CachedRun:
+    """A trained run: ``model`` (in eval mode), ``history``, ``seconds`` (training time of the
+    run that produced it), ``cached`` (loaded rather than trained now) and ``key``."""
+
+    def __init__(self, model: SAE, history: History, seconds: float, cached: bool, key: str):
+        self.model, self.history, self.seconds, self.cached, self.key = model, history, seconds, cached, key
+
+
+def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: int, n_latents: int, seed: int,
+                 run: dict[str, Any], device: str = "cpu", dtype: torch.dtype = torch.float32) -> CachedRun:
+    """Train ``spec`` on ``data`` (anything :func:`~sae_theory.training.train` accepts) or load it.
+
+    Parameters
+    ----------
+    spec : MethodSpec
+        The method; its SAE is built with ``d``, ``n_latents``, ``seed``, ``device``, ``dtype``.
+    data
+        The training data.
+    data_key : dict
+        JSON-able description that identifies ``data`` completely (model, its parameters and
+        seed): part of the key, so two different data sets never share a run.
+    run : dict
+        The run's :class:`~sae_theory.training.TrainConfig` fields (``steps``, ``batch_size``,
+        ``seed``, ...); the spec's own fields override them. ``progress`` and the checkpoint
+        fields are not part of the key.
+    """
+    cfg = spec.train_config(**run)
+    train_fields = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir")}
+    payload = dict(format=CACHE_FORMAT, code=code_fingerprint(), spec=spec.to_dict(), data=data_key, d=d, n_latents=n_latents,
+                   seed=seed, dtype=str(dtype), train=train_fields, log_every=cfg.log_every)
+    key = run_key(payload)
+    root = cache_dir()
+    folder = None if root is None else root / key
+    if folder is not None and (folder / _RUN_FILE).is_file():
+        meta = json.loads((folder / _RUN_FILE).read_text())
+        model = load_sae(folder, device=device)
+        model.eval()
+        h = meta["history"]
+        history = History(rows=h["rows"], steps_run=h["steps_run"], input_scale=h["input_scale"])
+        return CachedRun(model, history, float(meta["seconds"]), True, key)
+
+    model, hooks = spec.build(d=d, n_latents=n_latents, seed=seed, device=device, dtype=dtype)
+    t0 = time.perf_counter()
+    history = train(model, data, cfg, hooks=hooks)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    if folder is not None:
+        # write beside the final folder and rename: a kill leaves no half run that a later call would load
+        tmp = folder.with_name(f".{key}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_sae(model, tmp)
+        meta = dict(key=payload, seconds=seconds,
+                    history=dict(rows=history.rows, steps_run=history.steps_run, input_scale=history.input_scale))
+        (tmp / _RUN_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process stored the same run first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    return CachedRun(model, history, seconds, False, key)

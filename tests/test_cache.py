@@ -1,0 +1,86 @@
+"""Tests of the on-disk run cache (experiments.cache): a cached run is the fresh run, bit for bit,
+and the key changes with everything that makes a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sae_theory import SparseFeatureModel
+from sae_theory.experiments import cache
+from sae_theory.experiments.specs import HookSpec, MethodSpec
+from sae_theory.training import GBAConfig
+
+DATA = SparseFeatureModel(32, 8, 2, seed=0)
+DATA_KEY = dict(model="SparseFeatureModel", n=32, d=8, s=2, seed=0)
+RUN = dict(steps=15, batch_size=32, seed=3, progress=False)
+SPEC = MethodSpec.make("GBA", "TiedSAE", hooks=[HookSpec.gba(GBAConfig(n_groups=2, htf=0.3, ltf=0.01, buffer_size=64))],
+                       train=dict(lr=1e-2, input_norm="unit"))
+
+
+def _run(spec=SPEC, **overrides):
+    kw = dict(data_key=DATA_KEY, d=8, n_latents=16, seed=1, run=RUN)
+    kw.update(overrides)
+    return cache.train_cached(spec, DATA, **kw)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def _same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cached_run__is_bit_identical_to_a_fresh_one(cache_dir, monkeypatch):
+    first = _run()
+    assert not first.cached and (cache_dir / first.key / "run.json").is_file()
+    again = _run()
+    assert again.cached and again.key == first.key
+    assert _same_state(first.model, again.model) and again.history.rows == first.history.rows
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    fresh = _run()
+    assert not fresh.cached and _same_state(fresh.model, again.model)
+
+
+@pytest.mark.parametrize("change", [
+    dict(spec=MethodSpec.make("GBA", "TiedSAE", hooks=[HookSpec.gba(GBAConfig(n_groups=2, htf=0.3, ltf=0.02, buffer_size=64))],
+                              train=dict(lr=1e-2, input_norm="unit"))),
+    dict(spec=MethodSpec.make("GBA", "TiedSAE", train_b_dec=False, hooks=SPEC.hooks, train=dict(SPEC.train))),
+    dict(spec=MethodSpec.make("GBA", "TiedSAE", hooks=SPEC.hooks, train=dict(lr=2e-2, input_norm="unit"))),
+    dict(spec=MethodSpec.make("GBA2", "TiedSAE", hooks=SPEC.hooks, train=dict(SPEC.train))),
+    dict(data_key={**DATA_KEY, "seed": 1}),
+    dict(d=8, n_latents=17),
+    dict(seed=2),
+    dict(run={**RUN, "steps": 16}),
+    dict(run={**RUN, "seed": 4}),
+    dict(dtype=torch.float64),
+])
+def test_run_key__changes_with_every_field(change, cache_dir):
+    base = _run()
+    assert _run(**change).key != base.key
+
+
+def test_run_key__ignores_progress_and_folder_fields(cache_dir):
+    base = _run()
+    assert _run(run={**RUN, "progress": True}).cached
+
+
+def test_cache__off_writes_nothing_and_half_written_runs_are_ignored(cache_dir, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    assert cache.cache_dir() is None
+    _run()
+    assert not cache_dir.exists()
+    monkeypatch.setenv(cache.CACHE_ENV, str(cache_dir))
+    first = _run()
+    (cache_dir / first.key / "run.json").unlink()  # as if killed before the run was complete
+    assert not _run().cached
+
+
+def test_cache_dir__default_is_outside_the_checkout(monkeypatch, tmp_path):
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.cache_dir() == tmp_path / "sae_theory" / "runs"
