@@ -1,19 +1,31 @@
-"""Tests of sae_theory.plotting: figure folder rules and save_figure's files and sidecar."""
+"""Tests of sae_theory.plotting: figure folder rules, save_figure's files and sidecar, the package's
+public names, the method palette from the SAE registry, and every figure function drawing on
+small synthetic frames with the experiments' columns."""
 
 from __future__ import annotations
 
+import ast
+import colorsys
+import inspect
 import json
+import types
 from dataclasses import dataclass
 from datetime import datetime
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 
 from sae_theory import plotting
+from sae_theory.models.registry import registered_saes
 from sae_theory.profiles import get_profile
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,7 @@ def test_figure_dir__default_is_repo_paper_figures(monkeypatch):
 
 
 def test_use_style__sets_theme_once(monkeypatch):
-    monkeypatch.setattr(plotting, "_style_set", False)
+    monkeypatch.setattr(plotting.core, "_style_set", False)  # the flag lives in plotting.core
     with matplotlib.rc_context():
         plotting.use_style()
         assert matplotlib.rcParams["savefig.dpi"] == plotting.PNG_DPI
@@ -137,3 +149,285 @@ def test_use_style__sets_theme_once(monkeypatch):
         matplotlib.rcParams["savefig.dpi"] = 42
         plotting.use_style()  # second call must not reset what the caller changed
         assert matplotlib.rcParams["savefig.dpi"] == 42
+
+
+# --------------------------------------------------------------------------------------------
+# public names
+# --------------------------------------------------------------------------------------------
+
+SUBMODULES = (plotting.core, plotting.feature_model, plotting.gba, plotting.mp, plotting.hierarchy)
+
+
+def _public_definitions(module: types.ModuleType) -> set[str]:
+    """Names a module defines at top level (functions, classes, assignments), imports excluded."""
+    names = set()
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    names.add(target.id)
+    return {n for n in names if not n.startswith("_")}
+
+
+@pytest.mark.parametrize("module", SUBMODULES, ids=lambda m: m.__name__)
+def test_all__lists_exactly_the_public_names_each_module_defines(module):
+    assert sorted(module.__all__) == sorted(_public_definitions(module))
+
+
+def test_package_all__is_every_submodules_all_and_each_name_is_reexported():
+    expected = [name for m in SUBMODULES for name in m.__all__]
+    assert len(expected) == len(set(expected))
+    assert sorted(plotting.__all__) == sorted(expected)
+    exported = {n for n, v in vars(plotting).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert exported == set(plotting.__all__)
+    for m in SUBMODULES:
+        for name in m.__all__:
+            assert getattr(plotting, name) is getattr(m, name)
+
+
+def test_repo_root__is_the_checkout_above_the_package():
+    root = plotting.repo_root()
+    if root is not None:
+        assert (root / "sae_theory" / "plotting" / "core.py").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# the method palette
+# --------------------------------------------------------------------------------------------
+
+ALL_FAMILY_LABELS = [e.label for e in registered_saes()]
+
+
+def _hue(color: str) -> float:
+    return colorsys.rgb_to_hls(*to_rgb(color))[0]
+
+
+def _lightness(color: str) -> float:
+    return colorsys.rgb_to_hls(*to_rgb(color))[1]
+
+
+def test_method_colors__same_label_same_colour_whatever_the_other_methods():
+    labels = ALL_FAMILY_LABELS + ["TopK K=20", "TopK K=30", "GBA wrong range", "L1 lambda=0.03", "MP-SAE k=s", "BA", "my method"]
+    full = plotting.method_colors(labels)
+    assert full == plotting.method_colors(labels)  # stable across calls
+    for label in labels:
+        assert plotting.method_colors([label]) == {label: full[label]}
+        assert plotting.method_colors([label, "TopK K=50", "ReLU"])[label] == full[label]
+    assert plotting.method_colors(reversed(labels)) == full
+    assert all(c == to_hex(c) for c in full.values())  # hex strings
+
+
+def test_method_colors__keys_in_registry_order_and_repeats_collapse():
+    colors = plotting.method_colors(["GBA", "TopK K=20", "MP-SAE", "GBA", "unknown", "ReLU"])
+    assert list(colors) == ["MP-SAE", "ReLU", "TopK K=20", "GBA", "unknown"]
+
+
+def test_method_colors__registered_families_get_distinct_non_grey_colours():
+    colors = plotting.method_colors(ALL_FAMILY_LABELS)
+    assert len(set(colors.values())) == len(ALL_FAMILY_LABELS)
+    assert plotting.UNKNOWN_METHOD_COLOR not in colors.values()
+    # the families' colours are the qualitative palette in registration order
+    tab10 = [to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+    assert colors[ALL_FAMILY_LABELS[0]] == tab10[0]
+    assert list(colors.values()) == [c for c in tab10 if c != "#7f7f7f"][: len(ALL_FAMILY_LABELS)]
+
+
+def test_method_colors__variants_and_aliases_are_shades_of_their_family_colour():
+    colors = plotting.method_colors(["TopK", "TopK K=20", "TopK K=30", "TopK K=50", "ReLU", "L1", "L1 lambda=0.03",
+                                     "GBA", "GBA wrong range", "BA"])
+    for family, variants in (("TopK", ["TopK K=20", "TopK K=30", "TopK K=50"]), ("ReLU", ["L1", "L1 lambda=0.03"]),
+                             ("GBA", ["GBA wrong range", "BA"])):
+        shades = [colors[v] for v in variants]
+        assert len(set(shades + [colors[family]])) == len(variants) + 1  # each variant its own shade
+        for shade in shades:
+            assert _hue(shade) == pytest.approx(_hue(colors[family]), abs=1e-2)
+    # a numeric parameter runs light to dark as it grows
+    assert _lightness(colors["TopK K=20"]) > _lightness(colors["TopK K=30"]) > _lightness(colors["TopK K=50"])
+
+
+def test_method_colors__unknown_methods_are_grey_and_a_bare_string_is_refused():
+    assert plotting.method_colors(["SAE", "PCA k=3"]) == {"SAE": plotting.UNKNOWN_METHOD_COLOR, "PCA k=3": plotting.UNKNOWN_METHOD_COLOR}
+    assert plotting.method_colors([]) == {}
+    with pytest.raises(TypeError, match="list"):
+        plotting.method_colors("TopK")
+
+
+# --------------------------------------------------------------------------------------------
+# every figure draws, and method hues take the palette
+# --------------------------------------------------------------------------------------------
+
+HIER = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
+
+
+def _hierarchy_frame(methods=HIER) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [dict(method=m, rho=rho, seed=seed, flat_mse=rng.uniform(0.01, 1), hierarchical_mse=rng.uniform(0.01, 1),
+                 absorption=rng.uniform(0, 1), babel_1=rng.uniform(0, 3), babel_coactive=rng.uniform(0, 1))
+            for m in methods for rho in (0.0, 0.6) for seed in (0, 1)]
+    return pd.DataFrame(rows)
+
+
+def _toy_frames(cons_methods=("GBA", "TopK", "L1")):
+    frr = pd.DataFrame([dict(method=m, tau=tau, seed=seed, frr=0.1 * i + 0.05 * seed, paper_frr=0.5)
+                        for i, m in enumerate(("TopK K=20", "TopK K=30", "TopK K=50", "GBA", "GBA wrong range"))
+                        for tau in (0.8, 0.9) for seed in (0, 1)])
+    cons = pd.DataFrame([dict(method=m, seed=seed, threshold=t, fraction=1 - t + 0.01 * seed)
+                         for m in cons_methods for seed in (0, 1) for t in (0.6, 0.8)])
+    front = pd.DataFrame([dict(family=fam, method=m, fraction_active=fa, l2_loss=l2, fvu=l2)
+                          for fam, m, fa, l2 in (("TopK", "TopK K=5", 0.04, 0.5), ("TopK", "TopK K=20", 0.15, 0.2),
+                                                 ("L1", "L1 lambda=0.3", 0.02, 0.6), ("L1", "L1 lambda=0.03", 0.2, 0.3),
+                                                 ("GBA", "GBA", 0.03, 0.4), ("GBA", "GBA wrong range", 0.01, 0.8))])
+    return frr, cons, front
+
+
+def _mp_frames():
+    err = pd.DataFrame([dict(method=m, seed=seed, train_k=4, inference_k=k, nmse=1 / (k + i), l0=k)
+                        for i, m in enumerate(("MP-SAE", "TopK", "ReLU")) for seed in (0, 1) for k in range(1, 9)])
+    l0 = pd.DataFrame([dict(seed=0, target=tau, target_nmse=tau ** 2, true_s=s, train_s=3, input=i, l0=s + i % 3,
+                            nmse=tau ** 2 * 0.9, cap=12)
+                       for tau in (0.5, 0.3) for s in (3, 6) for i in range(6)])
+    trade = pd.DataFrame([dict(seed=0, population=pop, mode="fixed k", k=k, target=float("nan"), l0=k, nmse=1 / k, capped=0.0)
+                          for pop in ("s=3", "s=6", "mixed") for k in range(1, 9)]
+                         + [dict(seed=0, population=pop, mode="threshold", k=12, target=tau, l0=3 / tau, nmse=tau ** 2, capped=0.0)
+                            for pop in ("s=3", "s=6", "mixed") for tau in (0.5, 0.3)])
+    return err, l0, trade
+
+
+def _mp_theory_frames():
+    props = pd.DataFrame([dict(dictionary=dn, input=b, step=t, last_inner=10.0 ** -(12 + t), norm_drop_error=0.0)
+                          for dn in ("trained", "random") for b in range(3) for t in range(1, 5)])
+    earlier = pd.DataFrame([dict(dictionary=dn, input=0, step=5, lag=lag, kind="selected atom" if lag >= 0 else "unselected atom",
+                                 cosine=0.1 * abs(lag))
+                            for dn in ("trained", "random") for lag in (-1, 0, 1, 2, 3, 4, 5)])
+    conv = pd.DataFrame([dict(selection=sel, dictionary=dn, step=t, distance_to_projection=1 / t, distance_to_x=1.0)
+                         for sel in ("greedy", "random") for dn in ("trained", "random") for t in (1, 2, 4, 8)])
+    return props, earlier, conv
+
+
+def _feature_model_frames():
+    freq = pd.DataFrame([dict(law=law, feature=i, rank=i + 1, f=f, f_hat=f * 1.01, ci_low=f * 0.9, ci_high=f * 1.1, inside=True)
+                         for law, scale in (("balanced", 1.0), ("Zipf", 50.0)) for i in range(10)
+                         for f in [0.1 / (1 + (scale - 1) * i / 9)]])
+    cond = pd.DataFrame([dict(n=n, d=d, s=s, q=q, condition=c, value=0.1 * n / d, holds=n < 3 * d)
+                         for n in (20, 40) for d in (10, 20) for s in (2, 3) for q in (0, 2) for c in ("H1", "H3")])
+    h3 = pd.DataFrame([dict(n=40, s=3, N=N, h3=N ** -0.4, threshold=40 ** -0.5, holds=True, population_h3=0.01)
+                       for N in (100, 1_000, 10_000)])
+    band = pd.DataFrame([dict(n=n, d=d, s=s, f=s / n, low=1 / n, high=max(1 / n, s / d ** 1.5), nonempty=s / d ** 1.5 > 1 / n,
+                              log10_band_ratio=np.log10(max(1 / n, s / d ** 1.5) * n), critical_d=(s * n) ** (2 / 3),
+                              width_at_mid=10 * n)
+                         for n in (64, 256, 1024) for d in (4, 16, 64, 256, 1024) for s in (2, 3, 8)])
+    return freq, cond, h3, band
+
+
+def _resonance_frame():
+    rows = [dict(kind="phase", n=256, s=3, f=3 / 256, d=d, M=1024, p_over_f=pf, seed=0, frr=0.5, frr_08=0.6, frr_init=0.1,
+                 in_band=pf < 1) for d in (8, 16) for pf in (0.25, 1.0, 4.0)]
+    rows += [dict(kind="width", n=256, s=3, f=3 / 256, d=16, M=M, p_over_f=0.25, seed=0, frr=0.5, frr_08=0.6, frr_init=0.1,
+                  in_band=True) for M in (256, 1024)]
+    return pd.DataFrame(rows)
+
+
+def _heatmap_fits():
+    from sae_theory.data.hierarchical import Magnitudes
+    from sae_theory.experiments.hierarchical import HierarchyFit
+
+    T = torch.eye(3, dtype=torch.float64)
+    D = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 1.0], [3.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    codes = torch.zeros(3, 4, dtype=torch.float64)
+    return [HierarchyFit(method=m, rho=0.0, magnitudes=Magnitudes(), seed=0, true_dictionary=T, levels=(0, 0, 1),
+                         parent_of={2: 0}, dictionary=D, matched=torch.tensor([2, 0, 1]), codes=codes, true_codes=codes[:, :3],
+                         fvu=0.0, seconds=0.0) for m in ("MP-SAE", "ReLU")]
+
+
+def _cross_paper_frames():
+    absorb = pd.DataFrame([dict(method=m, child_mean=cm, child_std=0.1, seed=0, absorption=0.2, paper_absorption=0.1)
+                           for m in ("ReLU", "GBA", "MP-SAE") for cm in (0.5, 1.0)])
+    fm = pd.DataFrame([dict(method=m, seed=seed, n=64, d=16, s=3, M=256, k=3.0, frr=0.5, frr_08=0.7, l0=3.0 + seed, fvu=0.1)
+                       for m in ("BA", "GBA", "MP-SAE k=s", "MP-SAE k=L0(BA)") for seed in (0, 1)])
+    return absorb, fm
+
+
+def _figure_calls():
+    freq, cond, h3, band = _feature_model_frames()
+    return {
+        "feature_frequency_figure": lambda: plotting.feature_frequency_figure(freq),
+        "conditions_figure": lambda: plotting.conditions_figure(cond),
+        "h3_sample_size_figure": lambda: plotting.h3_sample_size_figure(h3),
+        "band_figure": lambda: plotting.band_figure(band),
+        "resonance_figure": lambda: plotting.resonance_figure(_resonance_frame()),
+        "toy_figure": lambda: plotting.toy_figure(*_toy_frames()),
+        "mp_theory_figure": lambda: plotting.mp_theory_figure(*_mp_theory_frames()),
+        "adaptive_sparsity_figure": lambda: plotting.adaptive_sparsity_figure(*_mp_frames()),
+        "adaptive_sparsity_figure without tradeoff": lambda: plotting.adaptive_sparsity_figure(*_mp_frames()[:2]),
+        "hierarchy_figure": lambda: plotting.hierarchy_figure(_hierarchy_frame()),
+        "hierarchy_heatmaps": lambda: plotting.hierarchy_heatmaps(_heatmap_fits(), title="t"),
+        "cross_paper_figure": lambda: plotting.cross_paper_figure(*_cross_paper_frames()),
+    }
+
+
+def test_every_figure_function_has_a_drawing_test():
+    figures = {n for m in SUBMODULES if m is not plotting.core for n in m.__all__}
+    assert figures <= set(_figure_calls())
+
+
+@pytest.mark.parametrize("name", list(_figure_calls()))
+def test_figure_function__draws_on_a_small_frame(name):
+    fig = _figure_calls()[name]()
+    try:
+        assert isinstance(fig, Figure) and fig.axes
+        assert any(ax.has_data() for ax in fig.axes)
+    finally:
+        plt.close(fig)
+
+
+def _legend_colors(ax) -> dict[str, str]:
+    handles, labels = ax.get_legend_handles_labels()
+    return {label: to_hex(h.get_color() if hasattr(h, "get_color") else h.get_facecolor()) for h, label in zip(handles, labels)}
+
+
+def test_hierarchy_figure__methods_in_registry_order_with_their_palette_colour_in_any_subset():
+    for methods in (HIER, ("GBA", "TopK"), ("Matryoshka", "MP-SAE", "JumpReLU")):
+        fig = plotting.hierarchy_figure(_hierarchy_frame(methods))
+        try:
+            legend = _legend_colors(fig.axes[0])
+            assert legend == plotting.method_colors(methods)
+            assert list(legend) == [m for m in HIER if m in methods]
+            assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == list(legend)
+        finally:
+            plt.close(fig)
+
+
+def test_toy_and_cross_paper_figures__method_hues_use_the_palette():
+    frr, cons, front = _toy_frames(cons_methods=("L1", "GBA", "TopK"))
+    fig = plotting.toy_figure(frr, cons, front)
+    try:
+        assert _legend_colors(fig.axes[1]) == plotting.method_colors(["L1", "GBA", "TopK"])
+        assert list(_legend_colors(fig.axes[1])) == ["L1", "TopK", "GBA"]
+        assert _legend_colors(fig.axes[2]) == plotting.method_colors(["TopK", "L1", "GBA"])
+    finally:
+        plt.close(fig)
+    absorb, fm = _cross_paper_frames()
+    fig = plotting.cross_paper_figure(absorb, fm)
+    try:
+        assert _legend_colors(fig.axes[0]) == plotting.method_colors(absorb["method"])
+        assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["MP-SAE k=s", "MP-SAE k=L0(BA)", "BA", "GBA"]
+    finally:
+        plt.close(fig)
+
+
+def test_adaptive_sparsity_figure__method_hues_use_the_palette():
+    fig = plotting.adaptive_sparsity_figure(*_mp_frames())
+    try:
+        legend = _legend_colors(fig.axes[0])
+        assert {m: legend[m] for m in ("MP-SAE", "ReLU", "TopK")} == plotting.method_colors(["MP-SAE", "ReLU", "TopK"])
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("n_slice", [0, -4, 2.5, True])
+def test_band_figure__bad_n_slice_raises(n_slice):
+    band = _feature_model_frames()[3]
+    with pytest.raises((TypeError, ValueError), match="n_slice"):
+        plotting.band_figure(band, n_slice=n_slice)

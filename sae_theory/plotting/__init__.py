@@ -1,0 +1,63 @@
+"""Figures: style, files with provenance, the method palette, and one figure function per
+experiment.
+
+* :mod:`~sae_theory.plotting.core`: :func:`use_style`, the figure folders (:func:`figure_dir`,
+  ``$SAE_THEORY_FIGURE_DIR``), :func:`save_figure` with its JSON sidecar, and
+  :func:`method_colors` (one colour per registered SAE family, shades for its variants);
+* :mod:`~sae_theory.plotting.feature_model`: notebook 01 (feature model, identifiability);
+* :mod:`~sae_theory.plotting.gba`: notebooks 02-03 (resonance band, imbalanced toy);
+* :mod:`~sae_theory.plotting.mp`: notebooks 04-05 (MP-SAE theory, adaptive sparsity);
+* :mod:`~sae_theory.plotting.hierarchy`: notebooks 06-07 (hierarchy, cross-paper).
+
+Everything public is re-exported here, so ``from sae_theory import plotting; plotting.X`` works
+for every name. Figures whose hue is a method order it by
+:func:`~sae_theory.models.registry.method_order` and colour it by :func:`method_colors`.
+
+>>> from sae_theory.plotting import use_style, save_figure      # doctest: +SKIP
+>>> use_style()                                                   # doctest: +SKIP
+>>> save_figure(fig, "gba_fig_resonance", P, config=cfg)          # doctest: +SKIP
+"""
+
+from . import core, feature_model, gba, hierarchy, mp
+from .core import (
+    FIGURE_DIR_ENV,
+    PNG_DPI,
+    UNKNOWN_METHOD_COLOR,
+    base_figure_dir,
+    figure_dir,
+    method_colors,
+    repo_root,
+    save_figure,
+    use_style,
+    written_figures,
+)
+from .feature_model import band_figure, conditions_figure, feature_frequency_figure, h3_sample_size_figure
+from .gba import resonance_figure, toy_figure
+from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps
+from .mp import adaptive_sparsity_figure, mp_theory_figure
+
+__all__ = [
+    # core
+    "FIGURE_DIR_ENV",
+    "PNG_DPI",
+    "UNKNOWN_METHOD_COLOR",
+    "base_figure_dir",
+    "figure_dir",
+    "method_colors",
+    "repo_root",
+    "save_figure",
+    "use_style",
+    "written_figures",
+    # figures
+    "adaptive_sparsity_figure",
+    "band_figure",
+    "conditions_figure",
+    "cross_paper_figure",
+    "feature_frequency_figure",
+    "h3_sample_size_figure",
+    "hierarchy_figure",
+    "hierarchy_heatmaps",
+    "mp_theory_figure",
+    "resonance_figure",
+    "toy_figure",
+]

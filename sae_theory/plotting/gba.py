@@ -1,0 +1,81 @@
+"""Figures of notebooks 02 and 03 (GBA: bias adaptation's resonance band and the imbalanced toy)
+(:mod:`sae_theory.experiments.gba`).
+"""
+
+from __future__ import annotations
+
+from ..models.registry import method_order
+from .core import _hue, method_colors, use_style
+
+__all__ = ["resonance_figure", "toy_figure"]
+
+
+def resonance_figure(df):
+    """BA phase diagram (``experiments.resonance``): FRR@0.9 over (p/f, d) with the theorem's band
+    (constants 1) marked, and FRR against the width M."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    use_style()
+    phase = df[df["kind"] == "phase"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.9), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    heat = phase.pivot_table(index="d", columns="p_over_f", values="frr").sort_index(ascending=False)
+    inband = phase.pivot_table(index="d", columns="p_over_f", values="in_band").sort_index(ascending=False)
+    sns.heatmap(heat, ax=axes[0], cmap="magma", vmin=0, vmax=1, annot=True, fmt=".2f", annot_kws={"fontsize": 7},
+                cbar_kws={"label": "FRR @ cos 0.9"})
+    for (i, j), v in np.ndenumerate(inband.to_numpy()):
+        if v:
+            axes[0].add_patch(plt.Rectangle((j, i), 1, 1, fill=False, ec="cyan", lw=1.5))
+    n, f = int(phase["n"].iloc[0]), float(phase["f"].iloc[0])
+    axes[0].set(title=f"BA, n={n}, f={f:.3g}, M=4n (cyan: inside the theorem's band)", xlabel="target frequency p / f", ylabel="d")
+    for k, (d, g) in enumerate(phase.groupby("d")):
+        g = g.sort_values("p_over_f")
+        axes[1].plot(g["p_over_f"], g["frr"], "o-", color=f"C{k}", label=f"d={d}")
+        axes[1].plot(g["p_over_f"], g["frr_init"], ":", color=f"C{k}", lw=0.8)
+    axes[1].axvline(1.0, color="k", ls="--", lw=0.8, label="p = f")
+    axes[1].set(xscale="log", xlabel="p / f", ylabel="FRR @ 0.9", title=f"resonance (dotted: untrained; sqrt(n)={np.sqrt(n):.0f})")
+    axes[1].legend(fontsize=7)
+    width = df[df["kind"] == "width"].sort_values("M")
+    if len(width):
+        axes[2].plot(width["M"] / width["n"], width["frr"], "o-", label="FRR @ 0.9")
+        axes[2].plot(width["M"] / width["n"], width["frr_08"], "s--", label="FRR @ 0.8")
+        axes[2].set(xscale="log", xlabel="width M / n", ylabel="FRR", ylim=(-0.02, 1.02),
+                    title=f"width (d={int(width['d'].iloc[0])}, p={width['p_over_f'].iloc[0]:g} f)")
+        axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def toy_figure(frr, cons, front):
+    """The imbalanced toy (``experiments.gba_vs_topk``, ``consistency``, ``frontier``): FRR beside
+    the paper's values, cross-seed MCS, and the L2-vs-fraction-active frontier."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    order = method_order(frr["method"])
+    sns.barplot(frr, x="method", y="frr", hue="tau", order=order, ax=axes[0], errorbar=("pi", 100), alpha=0.85)
+    paper = frr.drop_duplicates(["method", "tau"])
+    for k, tau in enumerate(sorted(paper["tau"].unique())):
+        p = paper[paper["tau"] == tau].set_index("method").reindex(order)
+        axes[0].scatter([i + (k - 0.5) * 0.4 for i in range(len(order))], p["paper_frr"], marker="_", s=400,
+                        color="k", zorder=5, label="paper" if k == 0 else None)
+    axes[0].set(ylim=(0, 1.05), ylabel="FRR", xlabel="", title="FRR on the toy (bars: ours, range over seeds; black: paper)")
+    axes[0].tick_params(axis="x", rotation=20)
+    axes[0].legend(fontsize=7)
+    sns.lineplot(cons, x="threshold", y="fraction", hue="method", **_hue(cons["method"]), marker="o", ax=axes[1], errorbar=("pi", 100))
+    axes[1].set(ylim=(0, 1.02), xlabel="MCS threshold", ylabel="fraction of neurons", title="cross-seed consistency")
+    family_colors = method_colors(front["family"])
+    for family, color in family_colors.items():
+        g = front[front["family"] == family].sort_values("fraction_active")
+        axes[2].plot(g["fraction_active"], g["l2_loss"], "o-" if family != "GBA" else "*", ms=6 if family != "GBA" else 14,
+                     color=color, label=family)
+        if family == "GBA":
+            for _, r in g.iterrows():
+                axes[2].annotate(r["method"], (r["fraction_active"], r["l2_loss"]), fontsize=7)
+    axes[2].set(xscale="log", yscale="log", xlabel="fraction of neurons active", ylabel="L2 loss (held out)", title="frontier")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

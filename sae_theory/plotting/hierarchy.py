@@ -1,0 +1,106 @@
+"""Figures of notebooks 06 and 07 (hierarchical concepts, and the cross-paper comparison)
+(:mod:`sae_theory.experiments.hierarchical`, :mod:`sae_theory.experiments.cross_paper`).
+"""
+
+from __future__ import annotations
+
+from ..models.registry import method_order
+from .core import _hue, use_style
+
+__all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps"]
+
+
+def hierarchy_figure(df):
+    """Fig 4 (``experiments.hierarchy``): flat MSE, hierarchical MSE and absorption against the
+    within-level correlation rho, per method (median over seeds, band: range), and the Babel
+    contrast (whole dictionary against co-active subsets)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    order = method_order(df["method"])
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    for ax, col, title in ((axes[0], "flat_mse", "flat MSE (within-level geometry)"),
+                           (axes[1], "hierarchical_mse", "hierarchical MSE (cross-level leakage)"),
+                           (axes[2], "absorption", "absorption: cos(learned child, true parent)")):
+        sns.lineplot(df, x="rho", y=col, hue="method", **_hue(order), style="method", style_order=order,
+                     estimator="median", errorbar=("pi", 100), markers=True, dashes=False, ax=ax, legend=ax is axes[0])
+        ax.set(xlabel=r"within-level correlation $\rho$", ylabel=col, title=title, xticks=sorted(df["rho"].unique()))
+        if col != "absorption":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    b = df.melt(id_vars=["method", "rho"], value_vars=["babel_1", "babel_coactive"], var_name="score", value_name="babel")
+    b["score"] = b["score"].map({"babel_1": "whole dictionary, $\\mu_1(1)$", "babel_coactive": "co-active subsets"})
+    sns.barplot(b, x="method", y="babel", hue="score", order=order, estimator="median", errorbar=("pi", 100), ax=axes[3])
+    axes[3].set(xlabel="", ylabel="Babel (median over rho and seeds)", title="Babel: whole dictionary vs co-active")
+    axes[3].tick_params(axis="x", rotation=30)
+    axes[3].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def hierarchy_heatmaps(fits, *, title: str = ""):
+    """Matched D^ D^T (self-similarity) and D^ D_GT^T (alignment) heatmaps, one column per fit
+    (:class:`~sae_theory.experiments.hierarchical.HierarchyFit`), the ground truth's D D^T first.
+    Atoms are cosine-normalised; the order is the true concepts' (parents, then children)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    import torch
+
+    use_style()
+
+    def unit(D):
+        return D / D.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+    fits = list(fits)
+    T = unit(fits[0].true_dictionary)
+    levels = fits[0].levels
+    order = [i for i in range(len(levels)) if levels[i] == 0] + [i for i in range(len(levels)) if levels[i] == 1]
+    idx = torch.tensor(order)
+    fig, axes = plt.subplots(2, len(fits) + 1, figsize=(2.6 * (len(fits) + 1), 5.4))
+    kw = dict(vmin=-1, vmax=1, cmap="RdBu_r", cbar=False, square=True, xticklabels=False, yticklabels=False)
+    sns.heatmap((T @ T.T)[idx][:, idx].numpy(), ax=axes[0, 0], **kw)
+    axes[0, 0].set_title("ground truth $DD^T$", fontsize=9)
+    axes[1, 0].axis("off")
+    for j, f in enumerate(fits, start=1):
+        L = unit(f.matched_dictionary)
+        sns.heatmap((L @ L.T)[idx][:, idx].numpy(), ax=axes[0, j], **kw)
+        sns.heatmap((L @ T.T)[idx][:, idx].numpy(), ax=axes[1, j], **kw)
+        axes[0, j].set_title(f"{f.method}: $\\hat D\\hat D^T$", fontsize=9)
+        axes[1, j].set_title(f"{f.method}: $\\hat D D_{{GT}}^T$", fontsize=9)
+    for ax in axes.flat:
+        n_par = sum(1 for v in levels if v == 0)
+        if ax.has_data():
+            ax.axhline(n_par, color="k", lw=0.6)
+            ax.axvline(n_par, color="k", lw=0.6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def cross_paper_figure(absorb_df, fm_df):
+    """Notebook 07: absorption of GBA beside MP-SAE and ReLU (``experiments.absorption`` rows) and
+    FRR / L0 on GBA's statistical model (``experiments.mp_on_feature_model``)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    d = absorb_df.assign(cell=absorb_df["child_mean"].map(lambda v: f"child mean {v:g}"))
+    # saturation=1: the bars take the method's palette colour exactly, as lines do in other figures
+    sns.barplot(d, x="cell", y="absorption", hue="method", **_hue(d["method"]), saturation=1, errorbar=("pi", 100), ax=axes[0])
+    axes[0].set(xlabel="", ylabel="cos(learned child, true parent)", title="absorption (missing bar: no child recovered)")
+    f = fm_df.melt(id_vars=["method", "seed"], value_vars=["frr", "frr_08"], var_name="tau", value_name="FRR")
+    f["tau"] = f["tau"].map({"frr": "0.9", "frr_08": "0.8"})
+    order = method_order(fm_df["method"])
+    sns.barplot(f, x="method", y="FRR", hue="tau", order=order, errorbar=("pi", 100), ax=axes[1])
+    axes[1].set(ylim=(0, 1.05), xlabel="", title="feature recovery on GBA's model")
+    axes[1].tick_params(axis="x", rotation=20)
+    sns.barplot(fm_df, x="method", y="l0", order=order, errorbar=("pi", 100), ax=axes[2], color="C2")
+    axes[2].axhline(float(fm_df["s"].iloc[0]), color="k", ls="--", lw=0.8, label="true L0 = s")
+    axes[2].set(xlabel="", ylabel="held-out L0", title="L0 of each run")
+    axes[2].tick_params(axis="x", rotation=20)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
