@@ -165,6 +165,9 @@ class HierarchyScale:
     """Held-out rows for matching, L0, FVU and the co-active Babel score."""
     mp_max_steps: int
     """Cap on MP-SAE's pursuit steps (it stops earlier on the residual threshold or a repeat)."""
+    convergence_steps: tuple[int, ...] = ()
+    """Training lengths of the convergence study (MP-SAE, with and without renormalisation, at
+    rho <= 0.3): exact recovery is a verdict only if it holds at ``steps`` and at the longest."""
 
 
 @dataclass(frozen=True)
@@ -233,9 +236,9 @@ _QUICK = dict(
                  frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03)),
     mp=MPScale(n=256, d=64, s=6, n_latents=512, k=8, steps=2000, batch_size=256, n_samples=100_000,
                theory_inputs=200, theory_steps=64, inference_k_max_multiple=4),
-    hierarchy=HierarchyScale(steps=1500, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=(0,),
+    hierarchy=HierarchyScale(steps=3000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=(0,),
                              absorption_cells=((0.1, 1 / 40), (0.5, 1 / 40), (1.0, 1 / 40)), absorption_seeds=(0,),
-                             eval_samples=2000, mp_max_steps=8),
+                             eval_samples=2000, mp_max_steps=8, convergence_steps=(1000, 3000, 6000)),
 )
 
 _FULL = dict(
@@ -265,7 +268,8 @@ _FULL = dict(
     hierarchy=HierarchyScale(steps=15_000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=tuple(range(10)),
                              absorption_cells=((0.1, 1 / 400), (0.1, 1 / 40), (0.5, 1 / 400), (0.5, 1 / 40), (0.5, 1 / 8),
                                                (1.0, 1 / 400), (1.0, 1 / 40), (1.0, 1 / 8), (1.0, 1 / 4)),
-                             absorption_seeds=tuple(range(15)), eval_samples=2000, mp_max_steps=8),
+                             absorption_seeds=tuple(range(15)), eval_samples=2000, mp_max_steps=8,
+                             convergence_steps=(1500, 3000, 7500, 15_000)),
 )
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}

@@ -42,9 +42,32 @@ def test_hierarchy__one_row_per_method_rho_seed_with_the_metrics(tiny):
         assert col in df.columns
     assert df[["flat_mse", "hierarchical_mse", "l0", "fvu", "babel_1"]].notna().all().all()
     assert (df.hierarchical_mse >= 0).all() and (df.children_recovered.between(0, 9)).all()
-    # BatchTopK trains to a mean L0 of 1.36 per batch: its eval L0 is finite and the run is cached
+    # the run is cached on disk: a second fit loads the same dictionary and history, bit for bit
+    first = hx.fit("BatchTopK", 0.0, tiny, 0)
     again = hx.fit("BatchTopK", 0.0, tiny, 0)
-    assert again is hx.fit("BatchTopK", 0.0, tiny, 0)
+    assert torch.equal(first.dictionary, again.dictionary) and torch.equal(first.codes, again.codes)
+    assert first.history == again.history and len(first.history) > 0 and first.history[-1]["step"] == tiny.hierarchy.steps
+
+
+def test_training_curves__history_of_every_run(tiny):
+    curves = hx.training_curves(tiny, methods=("MP-SAE", hx.MP_UNIT_NORM), rhos=(0.0,), progress=False)
+    assert set(curves.method) == {"MP-SAE", hx.MP_UNIT_NORM} and set(curves.columns) >= {"step", "loss", "l0", "lr"}
+    assert (curves.groupby("method").step.max() == tiny.hierarchy.steps).all()
+
+
+def test_mp_sae_specs__official_toy_does_not_renormalise(tiny):
+    specs = hx.method_specs(tiny.hierarchy)
+    assert dict(specs["MP-SAE"].sae_config)["unit_norm_decoder"] is False
+    assert dict(specs[hx.MP_UNIT_NORM].sae_config)["unit_norm_decoder"] is True
+
+
+@pytest.mark.slow
+def test_mp_sae__recovers_the_rho0_tree_exactly_with_the_toy_settings():
+    # the official toy's settings (no renormalisation, threshold 0.05, stop on repeat), 3,000 steps, seed 0
+    P = get_profile("quick", device="cpu")
+    P = dataclasses.replace(P, hierarchy=dataclasses.replace(P.hierarchy, steps=3000, eval_samples=1000))
+    f = hx.fit("MP-SAE", 0.0, P, 0)
+    assert f.support_accuracy() > 0.99 and abs(f.l0 - hx.TARGET_L0) < 0.05 and float(f.matched_cosines().min()) > 0.99
 
 
 def test_absorption__rows_merge_the_papers_values(tiny):

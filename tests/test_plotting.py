@@ -364,7 +364,20 @@ def _figure_calls():
         "hierarchy_figure": lambda: plotting.hierarchy_figure(_hierarchy_frame()),
         "hierarchy_heatmaps": lambda: plotting.hierarchy_heatmaps(_heatmap_fits(), title="t"),
         "cross_paper_figure": lambda: plotting.cross_paper_figure(*_cross_paper_frames()),
+        "training_curves_figure": lambda: plotting.training_curves_figure(_curves_frame(), target_l0=1.36),
+        "steps_sweep_figure": lambda: plotting.steps_sweep_figure(_sweep_frame(), target_l0=1.36, profile_steps=20),
     }
+
+
+def _sweep_frame():
+    return pd.DataFrame([dict(method=m, rho=rho, seed=0, steps=n, l0=1.36 + 1.0 / n, support_accuracy=1 - 1.0 / n, mean_cosine=0.9,
+                              min_cosine=0.8, flat_mse=0.0, hierarchical_mse=0.0)
+                         for m in ("MP-SAE", "MP-SAE unit-norm") for rho in (0.0, 0.3) for n in (10, 20, 40)])
+
+
+def _curves_frame():
+    return pd.DataFrame([dict(method=m, rho=rho, seed=0, step=step, loss=1.0 / step, l0=1.36 + 1.0 / step, lr=0.03)
+                         for m in ("MP-SAE", "MP-SAE unit-norm", "ReLU") for rho in (0.0, 0.9) for step in (10, 20, 30)])
 
 
 def test_every_figure_function_has_a_drawing_test():

@@ -12,7 +12,10 @@ the last 20% decaying linearly to 0.1 lr), for ``profile.hierarchy.steps`` steps
 
 * ``"MP-SAE"``: :class:`~sae_theory.models.MPSAE`, residual threshold 0.05 and the official
   stop-on-repeat rule, at most ``mp_max_steps`` pursuit steps (8 here; the true L0 is 1 or 2).
-  Unlike the official code, atoms are renormalised after every step (mp_sae.md §7);
+  As in the official toy code, atoms are unit-norm at initialisation and **not renormalised**
+  during training (``unit_norm_decoder=False``; mp_sae.md §1.2). :data:`MP_UNIT_NORM` is the same
+  model renormalised after every step, for the sensitivity study: with it the pursuit keeps adding
+  small steps and the support is not recovered exactly;
 * ``"ReLU"``: :class:`~sae_theory.models.ReLUSAE` (the paper's "Vanilla");
 * ``"Matryoshka"``: :class:`~sae_theory.models.MatryoshkaSAE`, 5 Pareto-drawn prefixes (no
   latent permutation);
@@ -38,9 +41,8 @@ effective rank are the readings of :mod:`sae_theory.metrics.hierarchy`.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,7 @@ from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hier
 from ..models.base import SAE
 from ..profiles import HierarchyScale, Profile
 from ..training import GBAConfig, TrainConfig, train
+from .cache import train_cached
 from .specs import HookSpec, MethodSpec, eval_generator
 
 __all__ = [
@@ -68,11 +71,19 @@ __all__ = [
     "absorption_table",
     "fit",
     "hierarchy",
+    "method_specs",
+    "steps_sweep",
+    "train_fields",
+    "training_curves",
+    "MP_UNIT_NORM",
 ]
 
 METHODS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
 TABLE1_METHODS = ("MP-SAE", "Matryoshka", "ReLU", "BatchTopK")
 TARGET_L0 = 1.36
+#: MP-SAE with its atoms renormalised after every step (overcomplete's rule; the official toy
+#: code does not renormalise): a method of :func:`method_specs` outside :data:`METHODS`.
+MP_UNIT_NORM = "MP-SAE unit-norm"
 PAPER_STEPS = 15_000
 
 #: Parent magnitudes of the Table 1 study, N(1, 1/4^2); the child's come from the cell.
@@ -109,11 +120,16 @@ def _check_methods(methods, allowed) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------
 
 
+def train_fields(scale: HierarchyScale, seed: int) -> dict:
+    """The official toy's optimiser and schedule at ``scale.steps`` steps, as TrainConfig fields."""
+    return dict(steps=scale.steps, batch_size=scale.batch_size, lr=3e-2, betas=(0.5, 0.9375), grad_clip=1.0,
+                schedule="wsd", warmup_steps=min(100, scale.steps // 10), decay_fraction=0.2, min_lr_ratio=0.1,
+                seed=seed, progress=False, log_every=max(1, scale.steps // 60))
+
+
 def train_config(scale: HierarchyScale, seed: int) -> TrainConfig:
-    """The official toy's optimiser and schedule at ``scale.steps`` steps."""
-    return TrainConfig(steps=scale.steps, batch_size=scale.batch_size, lr=3e-2, betas=(0.5, 0.9375), grad_clip=1.0,
-                       schedule="wsd", warmup_steps=min(100, scale.steps // 10), decay_fraction=0.2, min_lr_ratio=0.1,
-                       seed=seed, progress=False)
+    """:func:`train_fields` as a TrainConfig."""
+    return TrainConfig(**train_fields(scale, seed))
 
 
 def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
@@ -126,7 +142,7 @@ def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
 
     gba = GBAConfig(n_groups=4, htf=0.2, ltf=0.02, buffer_size=10 * scale.batch_size)
     specs = [
-        MethodSpec.make("MP-SAE", "MP-SAE", k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True),
+        MethodSpec.make("MP-SAE", "MP-SAE", k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True, unit_norm_decoder=False),
         MethodSpec.make("ReLU", "ReLU", l1_coefficient=0.0, hooks=[controller()]),
         MethodSpec.make("TopK", "TopK", k=2),
         MethodSpec.make("BatchTopK", "BatchTopK", k=TARGET_L0, k_initial=3.0, k_initial_steps=round(1000 / ratio)),
@@ -135,13 +151,15 @@ def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
                         hooks=[controller()]),  # the toy has 20 latents: 5 prefixes fit
         MethodSpec.make("GBA", "TiedSAE", hooks=[HookSpec.gba(gba)]),
     ]
+    # not in METHODS: the switch the official toy code leaves off, for the sensitivity study
+    specs.append(MethodSpec.make(MP_UNIT_NORM, "MP-SAE", k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True, unit_norm_decoder=True))
     return {spec.label: spec for spec in specs}
 
 
 def build(method: str, scale: HierarchyScale, seed: int, d: int, n_latents: int, device: str,
           dtype: torch.dtype) -> tuple[SAE, list]:
     """A fresh SAE of ``method`` (module docstring) and its training hooks."""
-    _check_methods((method,), METHODS)
+    _check_methods((method,), tuple(method_specs(scale)))
     return method_specs(scale)[method].build(d=d, n_latents=n_latents, seed=seed + 1, device=device, dtype=dtype)
 
 
@@ -169,6 +187,9 @@ class HierarchyFit:
     """True codes (N, n) of the same rows."""
     fvu: float
     seconds: float
+    """Training time of the run (of the run that filled the cache, when loaded from it)."""
+    history: tuple = ()
+    """The training History rows (step, loss, lr, l0, the model's metrics) every ``steps // 60`` steps."""
 
     @property
     def matched_dictionary(self) -> Tensor:
@@ -201,25 +222,26 @@ class HierarchyFit:
 
 
 def fit(method: str, rho: float, profile: Profile, seed: int, magnitudes: Magnitudes | None = None) -> HierarchyFit:
-    """Train ``method`` on the hierarchical model with within-level correlation ``rho`` (parents
-    and children alike) and ``magnitudes`` (default: the toy's N(1.5, 0.25^2)), and evaluate it.
-    Cached per process: the studies and the notebooks' heatmaps share runs."""
-    _check_methods((method,), METHODS)
+    """Train ``method`` (a label of :func:`method_specs`) on the hierarchical model with
+    within-level correlation ``rho`` (parents and children alike) and ``magnitudes`` (default: the
+    toy's N(1.5, 0.25^2)), and evaluate it. Trained runs are cached on disk
+    (:mod:`sae_theory.experiments.cache`): the studies, the notebooks' heatmaps and notebook 07
+    share them, and a stopped study resumes."""
+    specs = method_specs(profile.hierarchy)
+    if method not in specs:
+        raise ValueError(f"method must be one of {tuple(specs)}, got {method!r}.")
     if not (isinstance(rho, (int, float)) and 0 <= rho < 1):
         raise ValueError(f"rho must lie in [0, 1), got {rho!r}.")
-    return _fit(method, float(rho), magnitudes or Magnitudes(), profile.hierarchy, int(seed), profile.device, profile.dtype)
-
-
-@functools.lru_cache(maxsize=256)
-def _fit(method: str, rho: float, magnitudes: Magnitudes, scale: HierarchyScale, seed: int, device: str,
-         dtype: torch.dtype) -> HierarchyFit:
+    rho, seed = float(rho), int(seed)
+    magnitudes = magnitudes or Magnitudes()
+    scale, device, dtype = profile.hierarchy, profile.device, profile.dtype
     data = HierarchicalFeatureModel(rho, rho, magnitudes=magnitudes, seed=seed, dtype=dtype, device=device)
     n = data.tree.n_atoms
-    sae, hooks = build(method, scale, seed, data.d, n, device, dtype)
-    t0 = time.perf_counter()
-    train(sae, data, train_config(scale, seed), hooks=hooks)
-    seconds = time.perf_counter() - t0
-    sae.eval()
+    data_key = dict(model="HierarchicalFeatureModel", rho_parent=rho, rho_child=rho, magnitudes=dataclasses.asdict(magnitudes),
+                    seed=seed, tree="toy", d=data.d)
+    run = train_cached(specs[method], data, data_key=data_key, d=data.d, n_latents=n, seed=seed + 1,
+                       run=train_fields(scale, seed), device=device, dtype=dtype)
+    sae = run.model
     X, Z = data.sample(scale.eval_samples, eval_generator(seed))
     with torch.no_grad():
         codes = sae.encode(X)
@@ -229,7 +251,7 @@ def _fit(method: str, rho: float, magnitudes: Magnitudes, scale: HierarchyScale,
         method=method, rho=rho, magnitudes=magnitudes, seed=seed,
         true_dictionary=data.features.double().cpu(), levels=data.tree.levels, parent_of=data.tree.parent_of(),
         dictionary=sae.dictionary.detach().double().cpu(), matched=match_latents(codes64, Z64),
-        codes=codes64, true_codes=Z64, fvu=fvu(X, x_hat), seconds=seconds,
+        codes=codes64, true_codes=Z64, fvu=fvu(X, x_hat), seconds=run.seconds, history=tuple(run.history.rows),
     )
 
 
@@ -259,7 +281,7 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
     (mu_1(2)), ``babel_coactive`` (Babel on each held-out row's support, averaged),
     ``effective_rank`` (of the held-out codes) and ``seconds`` (training time).
     """
-    methods = _check_methods(methods, METHODS)
+    methods = _check_methods(methods, tuple(method_specs(profile.hierarchy)))
     H = profile.hierarchy
     rhos = H.rhos if rhos is None else tuple(rhos)
     seeds = H.seeds if seeds is None else tuple(seeds)
@@ -282,6 +304,54 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
     return pd.DataFrame(rows)
 
 
+def steps_sweep(profile: Profile, *, methods: tuple[str, ...] = ("MP-SAE", MP_UNIT_NORM), rhos: tuple[float, ...] = (0.0, 0.3),
+                steps: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Convergence of the recovery metrics: the same runs trained for each length in ``steps``
+    (default ``profile.hierarchy.convergence_steps`` plus ``profile.hierarchy.steps``), each with
+    the official toy's schedule stretched to that length.
+
+    Returns
+    -------
+    DataFrame, one row per (method, rho, seed, steps): ``l0``, ``support_accuracy``,
+    ``mean_cosine``, ``min_cosine``, ``flat_mse``, ``hierarchical_mse``.
+    """
+    H = profile.hierarchy
+    steps = tuple(sorted(set(H.convergence_steps) | {H.steps})) if steps is None else tuple(steps)
+    seeds = H.seeds if seeds is None else tuple(seeds)
+    methods = _check_methods(methods, tuple(method_specs(H)))
+    rows = []
+    runs = [(n, r, s, m) for n in steps for r in rhos for s in seeds for m in methods]
+    for n, rho, seed, method in tqdm(runs, desc="steps sweep", disable=not progress):
+        f = fit(method, rho, dataclasses.replace(profile, hierarchy=dataclasses.replace(H, steps=n)), seed)
+        cos = f.matched_cosines()
+        rows.append(dict(method=method, rho=rho, seed=seed, steps=n, l0=f.l0, support_accuracy=f.support_accuracy(),
+                         mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
+                         flat_mse=flat_mse(f.matched_dictionary, f.true_dictionary, f.levels),
+                         hierarchical_mse=hierarchical_mse(f.matched_dictionary, f.levels)))
+    return pd.DataFrame(rows)
+
+
+def training_curves(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tuple[float, ...] | None = None,
+                    seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Convergence: the training History of every (method, rho, seed) run of :func:`hierarchy`
+    (cached runs: no retraining), one row per logged step.
+
+    Returns
+    -------
+    DataFrame with ``method, rho, seed, step, loss, l0`` (the training batch's mean L0; the true
+    E[L0] is :data:`TARGET_L0`) and ``lr``.
+    """
+    methods = _check_methods(methods, tuple(method_specs(profile.hierarchy)))
+    H = profile.hierarchy
+    rhos = H.rhos if rhos is None else tuple(rhos)
+    seeds = H.seeds if seeds is None else tuple(seeds)
+    rows = []
+    for rho, seed, method in tqdm([(r, s, m) for r in rhos for s in seeds for m in methods], desc="curves", disable=not progress):
+        for row in fit(method, rho, profile, seed).history:
+            rows.append(dict(method=method, rho=rho, seed=seed, step=row["step"], loss=row["loss"], l0=row["l0"], lr=row["lr"]))
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------------------------
 # Table 1
 # --------------------------------------------------------------------------------------------
@@ -300,7 +370,7 @@ def absorption(profile: Profile, *, methods: tuple[str, ...] = TABLE1_METHODS, c
     child is recovered, the paper's "nan"), ``children_recovered`` (of 9), ``l0``, ``fvu`` and
     ``paper_absorption`` (NaN where the paper reports nan or did not run the cell).
     """
-    methods = _check_methods(methods, METHODS)
+    methods = _check_methods(methods, tuple(method_specs(profile.hierarchy)))
     H = profile.hierarchy
     cells = H.absorption_cells if cells is None else tuple(tuple(c) for c in cells)
     seeds = H.absorption_seeds if seeds is None else tuple(seeds)

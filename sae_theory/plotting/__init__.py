@@ -33,7 +33,7 @@ from .core import (
 )
 from .feature_model import band_figure, conditions_figure, feature_frequency_figure, h3_sample_size_figure
 from .gba import resonance_figure, toy_figure
-from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps
+from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps, steps_sweep_figure, training_curves_figure
 from .mp import adaptive_sparsity_figure, mp_theory_figure
 
 __all__ = [
@@ -59,5 +59,7 @@ __all__ = [
     "hierarchy_heatmaps",
     "mp_theory_figure",
     "resonance_figure",
+    "steps_sweep_figure",
     "toy_figure",
+    "training_curves_figure",
 ]

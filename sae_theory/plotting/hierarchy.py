@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import _hue, use_style
+from .core import _hue, method_colors, use_style
 
-__all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps"]
+__all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
 
 def hierarchy_figure(df):
@@ -102,5 +102,67 @@ def cross_paper_figure(absorb_df, fm_df):
     axes[2].set(xlabel="", ylabel="held-out L0", title="L0 of each run")
     axes[2].tick_params(axis="x", rotation=20)
     axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(curves, *, target_l0: float | None = None):
+    """Convergence (``experiments.hierarchical.training_curves``): the training batch's mean L0
+    against the step, one panel per within-level correlation rho, one line per method (median
+    over seeds), with the true E[L0] drawn as a dashed line when ``target_l0`` is given."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    rhos = sorted(curves["rho"].unique())
+    order = method_order(curves["method"])
+    fig, axes = plt.subplots(1, len(rhos), figsize=(3.4 * len(rhos) + 1.6, 3.6), sharey=True, squeeze=False)
+    for ax, rho in zip(axes[0], rhos):
+        sns.lineplot(curves[curves["rho"] == rho], x="step", y="l0", hue="method", **_hue(order), estimator="median",
+                     errorbar=None, ax=ax, legend=ax is axes[0][-1], linewidth=1.2)
+        if target_l0 is not None:
+            ax.axhline(target_l0, color="k", linestyle="--", linewidth=0.8, label=f"true E[L0] = {target_l0}")
+        ax.set(xlabel="training step", title=rf"$\rho$ = {rho}", yscale="log")
+    axes[0][0].set_ylabel("training-batch L0 (active latents per input)")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def steps_sweep_figure(df, *, target_l0: float | None = None, profile_steps: int | None = None):
+    """Convergence of recovery (``experiments.hierarchical.steps_sweep``): exact-support accuracy,
+    held-out L0 and the matched atoms' mean cosine to the truth against the training length, one
+    line per (method, rho), median over seeds. ``target_l0`` draws the true E[L0];
+    ``profile_steps`` marks the length the other figures use."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    d = df.copy()
+    d["run"] = d["method"] + ", rho = " + d["rho"].astype(str)
+    order = [f"{m}, rho = {r}" for m in method_order(d["method"]) for r in sorted(d["rho"].unique())]
+    order = [o for o in order if o in set(d["run"])]
+    colors = method_colors(d["method"])
+    palette = {o: colors[o.split(", rho")[0]] for o in order}
+    styles = {o: ("-" if o.endswith("= 0.0") else "--") for o in order}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, col, label in ((axes[0], "support_accuracy", "held-out rows with the exact support"),
+                           (axes[1], "l0", "held-out L0 (active latents per input)"),
+                           (axes[2], "mean_cosine", "mean cos(matched atom, true atom)")):
+        for o in order:
+            g = d[d["run"] == o].groupby("steps")[col].median()
+            ax.plot(g.index, g.values, styles[o], marker="o", color=palette[o], label=o, linewidth=1.3, markersize=4)
+        steps = sorted(d["steps"].unique())
+        ax.set(xlabel="training steps", ylabel=label, xscale="log")
+        ax.set_xticks(steps, [f"{n:,}" for n in steps])
+        ax.minorticks_off()
+        if profile_steps is not None:
+            ax.axvline(profile_steps, color="0.6", linewidth=0.8, linestyle=":")
+    axes[0].set_ylim(-0.02, 1.02)
+    if target_l0 is not None:
+        axes[1].axhline(target_l0, color="k", linestyle="--", linewidth=0.8)
+        axes[1].annotate(f"truth {target_l0}", (1.0, target_l0), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7)
+    axes[2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
