@@ -200,7 +200,7 @@ def test_repo_root__is_the_checkout_above_the_package():
 ALL_FAMILY_LABELS = [e.label for e in registered_saes()]
 
 
-def _hue(color: str) -> float:
+def hue_kwargs(color: str) -> float:
     return colorsys.rgb_to_hls(*to_rgb(color))[0]
 
 
@@ -242,7 +242,7 @@ def test_method_colors__variants_and_aliases_are_shades_of_their_family_colour()
         shades = [colors[v] for v in variants]
         assert len(set(shades + [colors[family]])) == len(variants) + 1  # each variant its own shade
         for shade in shades:
-            assert _hue(shade) == pytest.approx(_hue(colors[family]), abs=1e-2)
+            assert hue_kwargs(shade) == pytest.approx(hue_kwargs(colors[family]), abs=1e-2)
     # a numeric parameter runs light to dark as it grows
     assert _lightness(colors["TopK K=20"]) > _lightness(colors["TopK K=30"]) > _lightness(colors["TopK K=50"])
 

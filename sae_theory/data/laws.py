@@ -306,9 +306,11 @@ def as_support_law(sparsity: SupportSpec | None, frequencies: Sequence[float] | 
         return Bernoulli(tuple(frequencies))
     if isinstance(sparsity, SupportLaw):
         return sparsity
-    if isinstance(sparsity, bool) or not isinstance(sparsity, int):
-        raise TypeError(f"sparsity must be an int or a SupportLaw (Balanced, MixedSparsity, Bernoulli, Zipf), got {sparsity!r}.")
-    return Balanced(sparsity)
+    try:
+        s = check_int("sparsity", sparsity)
+    except TypeError:
+        raise TypeError(f"sparsity must be an int or a SupportLaw (Balanced, MixedSparsity, Bernoulli, Zipf), got {sparsity!r}.") from None
+    return Balanced(s)
 
 
 # --------------------------------------------------------------------------------------------

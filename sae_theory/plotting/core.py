@@ -45,6 +45,7 @@ __all__ = [
     "UNKNOWN_METHOD_COLOR",
     "base_figure_dir",
     "figure_dir",
+    "hue_kwargs",
     "method_colors",
     "repo_root",
     "save_figure",
@@ -334,7 +335,7 @@ def method_colors(methods) -> dict[str, str]:
     return {m: _method_color(str(m)) for m in method_order(methods)}
 
 
-def _hue(methods) -> dict[str, Any]:
+def hue_kwargs(methods) -> dict[str, Any]:
     """``hue_order`` and ``palette`` for a seaborn call whose hue is the method."""
     colors = method_colors(methods)
     return {"hue_order": list(colors), "palette": colors}

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import _hue, method_colors, use_style
+from .core import hue_kwargs, method_colors, use_style
 
 __all__ = ["resonance_figure", "toy_figure"]
 
@@ -65,7 +65,7 @@ def toy_figure(frr, cons, front):
     axes[0].set(ylim=(0, 1.05), ylabel="FRR", xlabel="", title="FRR on the toy (bars: ours, range over seeds; black: paper)")
     axes[0].tick_params(axis="x", rotation=20)
     axes[0].legend(fontsize=7)
-    sns.lineplot(cons, x="threshold", y="fraction", hue="method", **_hue(cons["method"]), marker="o", ax=axes[1], errorbar=("pi", 100))
+    sns.lineplot(cons, x="threshold", y="fraction", hue="method", **hue_kwargs(cons["method"]), marker="o", ax=axes[1], errorbar=("pi", 100))
     axes[1].set(ylim=(0, 1.02), xlabel="MCS threshold", ylabel="fraction of neurons", title="cross-seed consistency")
     family_colors = method_colors(front["family"])
     for family, color in family_colors.items():

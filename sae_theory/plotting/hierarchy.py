@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import _hue, method_colors, use_style
+from .core import hue_kwargs, method_colors, use_style
 
 __all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
@@ -23,7 +23,7 @@ def hierarchy_figure(df):
     for ax, col, title in ((axes[0], "flat_mse", "flat MSE (within-level geometry)"),
                            (axes[1], "hierarchical_mse", "hierarchical MSE (cross-level leakage)"),
                            (axes[2], "absorption", "absorption: cos(learned child, true parent)")):
-        sns.lineplot(df, x="rho", y=col, hue="method", **_hue(order), style="method", style_order=order,
+        sns.lineplot(df, x="rho", y=col, hue="method", **hue_kwargs(order), style="method", style_order=order,
                      estimator="median", errorbar=("pi", 100), markers=True, dashes=False, ax=ax, legend=ax is axes[0])
         ax.set(xlabel=r"within-level correlation $\rho$", ylabel=col, title=title, xticks=sorted(df["rho"].unique()))
         if col != "absorption":
@@ -89,7 +89,7 @@ def cross_paper_figure(absorb_df, fm_df):
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     d = absorb_df.assign(cell=absorb_df["child_mean"].map(lambda v: f"child mean {v:g}"))
     # saturation=1: the bars take the method's palette colour exactly, as lines do in other figures
-    sns.barplot(d, x="cell", y="absorption", hue="method", **_hue(d["method"]), saturation=1, errorbar=("pi", 100), ax=axes[0])
+    sns.barplot(d, x="cell", y="absorption", hue="method", **hue_kwargs(d["method"]), saturation=1, errorbar=("pi", 100), ax=axes[0])
     axes[0].set(xlabel="", ylabel="cos(learned child, true parent)", title="absorption (missing bar: no child recovered)")
     f = fm_df.melt(id_vars=["method", "seed"], value_vars=["frr", "frr_08"], var_name="tau", value_name="FRR")
     f["tau"] = f["tau"].map({"frr": "0.9", "frr_08": "0.8"})
@@ -118,7 +118,7 @@ def training_curves_figure(curves, *, target_l0: float | None = None):
     order = method_order(curves["method"])
     fig, axes = plt.subplots(1, len(rhos), figsize=(3.4 * len(rhos) + 1.6, 3.6), sharey=True, squeeze=False)
     for ax, rho in zip(axes[0], rhos):
-        sns.lineplot(curves[curves["rho"] == rho], x="step", y="l0", hue="method", **_hue(order), estimator="median",
+        sns.lineplot(curves[curves["rho"] == rho], x="step", y="l0", hue="method", **hue_kwargs(order), estimator="median",
                      errorbar=None, ax=ax, legend=ax is axes[0][-1], linewidth=1.2)
         if target_l0 is not None:
             ax.axhline(target_l0, color="k", linestyle="--", linewidth=0.8, label=f"true E[L0] = {target_l0}")

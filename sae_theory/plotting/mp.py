@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from .core import _hue, method_colors, use_style
+from .core import hue_kwargs, method_colors, use_style
 
 __all__ = ["adaptive_sparsity_figure", "mp_theory_figure"]
 
@@ -54,7 +54,7 @@ def adaptive_sparsity_figure(err_df, l0_df, tradeoff_df=None):
     use_style()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
     train_k = int(err_df["train_k"].iloc[0])
-    sns.lineplot(err_df, x="inference_k", y="nmse", hue="method", **_hue(err_df["method"]), marker="o", markersize=3,
+    sns.lineplot(err_df, x="inference_k", y="nmse", hue="method", **hue_kwargs(err_df["method"]), marker="o", markersize=3,
                  errorbar=("pi", 100), ax=axes[0])
     axes[0].axvline(train_k, color="k", ls="--", lw=0.8, label=f"training k = {train_k}")
     axes[0].set(yscale="log", xlabel="inference k", ylabel=r"normalised MSE  $\|x-\hat x\|^2/\|x\|^2$",
