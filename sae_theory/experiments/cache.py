@@ -24,7 +24,7 @@ import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -73,14 +73,17 @@ def run_key(payload: dict[str, Any]) -> str:
 
 class CachedRun:
     """A trained run: ``model`` (in eval mode), ``history``, ``seconds`` (training time of the
-    run that produced it), ``cached`` (loaded rather than trained now) and ``key``."""
+    run that produced it), ``cached`` (loaded rather than trained now), ``key`` and ``summary``
+    (what ``summarize`` returned when the run was trained)."""
 
-    def __init__(self, model: SAE, history: History, seconds: float, cached: bool, key: str):
+    def __init__(self, model: SAE, history: History, seconds: float, cached: bool, key: str, summary: dict | None = None):
         self.model, self.history, self.seconds, self.cached, self.key = model, history, seconds, cached, key
+        self.summary = summary or {}
 
 
 def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: int, n_latents: int, seed: int,
-                 run: dict[str, Any], device: str = "cpu", dtype: torch.dtype = torch.float32) -> CachedRun:
+                 run: dict[str, Any], device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 summarize: Callable[[SAE, History, list], dict] | None = None) -> CachedRun:
     """Train ``spec`` on ``data`` (anything :func:`~sae_theory.training.train` accepts) or load it.
 
     Parameters
@@ -88,7 +91,9 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     spec : MethodSpec
         The method; its SAE is built with ``d``, ``n_latents``, ``seed``, ``device``, ``dtype``.
     data
-        The training data.
+        The training data (anything :func:`~sae_theory.training.train` accepts), or a function
+        of no argument that returns it: called only when the run is not cached, so a large
+        training set is not built for a run that is loaded.
     data_key : dict
         JSON-able description that identifies ``data`` completely (model, its parameters and
         seed): part of the key, so two different data sets never share a run.
@@ -96,6 +101,10 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
         The run's :class:`~sae_theory.training.TrainConfig` fields (``steps``, ``batch_size``,
         ``seed``, ...); the spec's own fields override them. ``progress`` and the checkpoint
         fields are not part of the key.
+    summarize : callable, optional
+        ``summarize(model, history, hooks) -> dict`` (JSON-able) right after training, for what
+        only the live hooks know (e.g. a controller's final coefficient); stored with the run and
+        returned as ``CachedRun.summary``.
     """
     cfg = spec.train_config(**run)
     train_fields = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir")}
@@ -110,23 +119,26 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
         model.eval()
         h = meta["history"]
         history = History(rows=h["rows"], steps_run=h["steps_run"], input_scale=h["input_scale"])
-        return CachedRun(model, history, float(meta["seconds"]), True, key)
+        return CachedRun(model, history, float(meta["seconds"]), True, key, meta.get("summary"))
 
+    if callable(data) and not isinstance(data, torch.Tensor) and not hasattr(data, "next_batch"):
+        data = data()
     model, hooks = spec.build(d=d, n_latents=n_latents, seed=seed, device=device, dtype=dtype)
     t0 = time.perf_counter()
     history = train(model, data, cfg, hooks=hooks)
     seconds = time.perf_counter() - t0
     model.eval()
+    summary = {} if summarize is None else dict(summarize(model, history, hooks))
     if folder is not None:
         # write beside the final folder and rename: a kill leaves no half run that a later call would load
         tmp = folder.with_name(f".{key}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_sae(model, tmp)
-        meta = dict(key=payload, seconds=seconds,
+        meta = dict(key=payload, seconds=seconds, summary=summary,
                     history=dict(rows=history.rows, steps_run=history.steps_run, input_scale=history.input_scale))
         (tmp / _RUN_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
         try:
             os.replace(tmp, folder)
         except OSError:  # another process stored the same run first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
-    return CachedRun(model, history, seconds, False, key)
+    return CachedRun(model, history, seconds, False, key, summary)

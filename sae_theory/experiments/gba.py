@@ -26,6 +26,7 @@ from ..models import TiedSAE
 from ..profiles import Profile
 from ..theory import bounds
 from ..training import GBAConfig, TrainConfig, train
+from .cache import train_cached
 from .specs import HookSpec, MethodSpec, eval_generator
 
 __all__ = [
@@ -169,16 +170,20 @@ def toy_spec(method: str, scale, regime: str) -> MethodSpec:
     raise ValueError(f"unknown toy method {method!r}; choose from {TOY_METHODS}.")
 
 
-@lru_cache(maxsize=64)
 def _fit_toy(spec: MethodSpec, scale, seed: int, device: str):
-    """Train one toy SAE; the FRR table, the consistency study and the frontier share runs
-    through a cache keyed by the spec.
+    """Train one toy SAE, or load it from the run cache (:mod:`sae_theory.experiments.cache`):
+    the FRR table, the consistency study and the frontier share runs, and a stopped study resumes.
 
     Returns (dictionary (M, d) float64 CPU, l2 loss, fraction active, fvu) on held-out rows."""
     data = SparseFeatureModel.imbalanced_toy(seed=0, device=device)
-    X, _ = data.sample(scale.n_samples, h_layout="sparse")
-    sae, hooks = spec.build(d=42, n_latents=scale.n_latents, seed=seed, device=device)
-    train(sae, X, spec.train_config(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), hooks=hooks)
+
+    def training_rows():
+        return data.sample(scale.n_samples, h_layout="sparse")[0]
+
+    run = train_cached(spec, training_rows, data_key=dict(model="SparseFeatureModel.imbalanced_toy", seed=0, rows=scale.n_samples),
+                       d=42, n_latents=scale.n_latents, seed=seed,
+                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=device)
+    sae = run.model
     X_test, _ = data.sample(20_000, eval_generator(seed, device), h_layout="sparse")
     X_test = X_test / X_test.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X_test.dtype).tiny)
     with torch.no_grad():

@@ -45,7 +45,8 @@ from ..metrics import fvu as _fvu
 from ..models import MPSAE
 from ..models.base import SAE, unit_rows_
 from ..profiles import MPScale, Profile
-from ..training import SparsityController, train
+from ..training import SparsityController
+from .cache import train_cached
 from .specs import HookSpec, MethodSpec, eval_generator
 
 __all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "inference_codes", "method_spec", "threshold_l0", "threshold_tradeoff", "trained_sae"]
@@ -118,15 +119,18 @@ def method_spec(method: str, k: int, lr: float) -> MethodSpec:
     return MethodSpec.make(method, method, k=k, train=train)
 
 
-@functools.lru_cache(maxsize=32)
 def _trained(spec: MethodSpec, scale: MPScale, seed: int, device: str, dtype: torch.dtype) -> tuple[SAE, dict]:
-    X = _training_set(scale, seed, device, dtype)
-    sae, hooks = spec.build(d=scale.d, n_latents=scale.n_latents, seed=seed + 1, device=device, dtype=dtype)
-    hist = train(sae, X, spec.train_config(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), hooks=hooks)
-    sae.eval()
-    info = dict(train_loss=float(hist.last("loss")), train_batch_l0=float(hist.last("l0")),
-                l1_coefficient=hooks[0].coefficient if hooks else float("nan"))
-    return sae, info
+    data_key = dict(model="SparseFeatureModel", n=scale.n, d=scale.d, s=scale.s, seed=seed, rows=scale.n_samples,
+                    sample_seed=seed, unit_rows=True)
+
+    def summarize(sae, hist, hooks) -> dict:
+        return dict(train_loss=float(hist.last("loss")), train_batch_l0=float(hist.last("l0")),
+                    l1_coefficient=hooks[0].coefficient if hooks else float("nan"))
+
+    run = train_cached(spec, lambda: _training_set(scale, seed, device, dtype), data_key=data_key, d=scale.d, n_latents=scale.n_latents,
+                       seed=seed + 1, run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False),
+                       device=device, dtype=dtype, summarize=summarize)
+    return run.model, dict(run.summary)
 
 
 def trained_sae(method: str, profile: Profile, seed: int, lr: float | None = None) -> tuple[SAE, dict]:
@@ -134,9 +138,9 @@ def trained_sae(method: str, profile: Profile, seed: int, lr: float | None = Non
     profile's MP scale with learning rate ``lr`` (default ``LEARNING_RATES[method]``), and a dict
     (``train_loss``, ``train_batch_l0``, ``l1_coefficient``: the ReLU's final coefficient, NaN
     otherwise). The ReLU is trained with an :class:`L1Controller` (target L0 = k, initial
-    coefficient 0.1, gain 0.005). Cached per process: :func:`adaptive_sparsity`,
-    :func:`threshold_l0` and :func:`threshold_tradeoff` share the runs. Do not train the returned
-    model further."""
+    coefficient 0.1, gain 0.005). Runs are cached on disk (:mod:`sae_theory.experiments.cache`):
+    :func:`adaptive_sparsity`, :func:`threshold_l0` and :func:`threshold_tradeoff` share them, and
+    each call returns a freshly loaded model."""
     _check_method(method)
     lr = LEARNING_RATES[method] if lr is None else float(lr)
     return _trained(method_spec(method, profile.mp.k, lr), profile.mp, seed, profile.device, profile.dtype)
