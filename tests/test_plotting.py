@@ -364,9 +364,19 @@ def _figure_calls():
         "hierarchy_figure": lambda: plotting.hierarchy_figure(_hierarchy_frame()),
         "hierarchy_heatmaps": lambda: plotting.hierarchy_heatmaps(_heatmap_fits(), title="t"),
         "cross_paper_figure": lambda: plotting.cross_paper_figure(*_cross_paper_frames()),
+        "toy_sensitivity_figure": lambda: plotting.toy_sensitivity_figure(*_sensitivity_frames()),
         "training_curves_figure": lambda: plotting.training_curves_figure(_curves_frame(), target_l0=1.36),
         "steps_sweep_figure": lambda: plotting.steps_sweep_figure(_sweep_frame(), target_l0=1.36, profile_steps=20),
     }
+
+
+def _sensitivity_frames():
+    ws = pd.DataFrame([dict(method=m, width=w, seed=0, tau=t, frr=0.5) for m in ("GBA", "GBA wrong range", "TopK K=20")
+                       for w in (64, 128) for t in (0.8, 0.9)])
+    ks = pd.DataFrame([dict(k=k, seed=0, tau=t, frr=1.0 / k, l2_loss=0.1, fraction_active=0.1) for k in (3, 5) for t in (0.8, 0.9)])
+    groups = pd.DataFrame(dict(feature=range(4), neuron=range(4), cosine=[0.95, 0.5, 0.92, 0.3], recovered=[True, False, True, False],
+                               group=[0, 1, 1, 2], target=[0.5, 0.05, 0.05, 0.001]))
+    return ws, ks, groups
 
 
 def _sweep_frame():

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..models.registry import method_order
 from .core import hue_kwargs, method_colors, use_style
 
-__all__ = ["resonance_figure", "toy_figure"]
+__all__ = ["resonance_figure", "toy_figure", "toy_sensitivity_figure"]
 
 
 def resonance_figure(df):
@@ -77,5 +77,49 @@ def toy_figure(frr, cons, front):
                 axes[2].annotate(r["method"], (r["fraction_active"], r["l2_loss"]), fontsize=7)
     axes[2].set(xscale="log", yscale="log", xlabel="fraction of neurons active", ylabel="L2 loss (held out)", title="frontier")
     axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def toy_sensitivity_figure(widths, ks, groups, *, feature_frequency: float = 11.5 / 128):
+    """What the paper leaves unstated, on the imbalanced toy: FRR against the width M per method
+    (``experiments.gba.width_sweep``; solid tau = 0.9, dashed tau = 0.8), TopK's FRR against K
+    (``topk_sweep``), and the target frequencies of the GBA groups whose neurons recover features
+    (``recovering_groups``), with the features' frequency f marked."""
+    import matplotlib.pyplot as plt
+
+    use_style()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    colors = method_colors(widths["method"])
+    for i, method in enumerate(method_order(widths["method"])):
+        marker = "os^Dv<>"[i % 7]  # shades of one family are close: the marker tells the methods apart
+        for tau, style in ((0.9, "-"), (0.8, "--")):
+            g = widths[(widths["method"] == method) & (widths["tau"] == tau)].groupby("width").frr.mean()
+            axes[0].plot(g.index, 100 * g.values, style, marker=marker, color=colors[method], markersize=5,
+                         label=f"{method}, tau = {tau}")
+    axes[0].set(xscale="log", xlabel="width M (latents)", ylabel="features recovered (%)", ylim=(-3, 103),
+                title="recovery against width")
+    axes[0].set_xticks(sorted(widths["width"].unique()), [str(w) for w in sorted(widths["width"].unique())])
+    axes[0].minorticks_off()
+    axes[0].legend(fontsize=7)
+    topk_color = method_colors(["TopK"])["TopK"]
+    for tau, style in ((0.9, "-"), (0.8, "--")):
+        g = ks[ks["tau"] == tau].groupby("k").frr.mean()
+        axes[1].plot(g.index, 100 * g.values, style, marker="o", color=topk_color, markersize=4, label=f"tau = {tau}")
+    axes[1].set(xlabel="TopK's K (active latents per input)", ylabel="features recovered (%)", ylim=(-3, 103),
+                title="TopK against K")
+    axes[1].legend(fontsize=7)
+    rec = groups[groups["recovered"]].groupby("target").size()
+    allg = groups.groupby("target").size() * 0
+    counts = (allg + rec).fillna(0).sort_index()
+    gba_color = method_colors(["GBA"])["GBA"]
+    axes[2].bar(range(len(counts)), counts.values, color=gba_color)
+    axes[2].set_xticks(range(len(counts)), [f"{t:.2g}" for t in counts.index], rotation=45)
+    if len(counts):
+        pos = sum(t < feature_frequency for t in counts.index) - 0.5
+        axes[2].axvline(pos, color="k", linestyle="--", linewidth=0.8)
+        axes[2].annotate(f"f = {feature_frequency:.3f}", (pos, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize=7)
+    axes[2].set(xlabel="target frequency of the best neuron's group", ylabel="features recovered at cos >= 0.9",
+                title="which GBA groups recover")
     fig.tight_layout()
     return fig
