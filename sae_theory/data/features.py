@@ -14,7 +14,8 @@ __all__ = ["gaussian_features", "coherent_features", "welch_bound"]
 
 
 def gaussian_features(n: int, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """i.i.d. Gaussian features normalised to unit rows (gba.md §1.4), float64 (n, d) on CPU."""
+    """i.i.d. Gaussian features normalised to unit rows (docs/papers.md#gba-model), float64 (n, d)
+    on CPU."""
     n = check_int("n_features", n, minimum=1)
     d = check_int("d", d, minimum=1)
     V = torch.randn(n, d, generator=generator, dtype=torch.float64)

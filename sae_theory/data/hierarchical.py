@@ -1,4 +1,5 @@
-"""The MP-SAE hierarchical toy (mp_sae.md §4): a concept tree, conditionally orthogonal atoms.
+"""The MP-SAE hierarchical toy (docs/papers.md#mp-sae-hierarchical-toy): a concept tree,
+conditionally orthogonal atoms.
 
 Default tree (the official ``tree.json``): 20 atoms in R^20. Parents 0, 4, 8 each have three
 children (1-3, 5-7, 9-11); atoms 12-19 are leaf parents. Exactly one parent is active per sample,

@@ -1,4 +1,5 @@
-"""Laws of the coefficient matrix H of the statistical feature model X = H V (gba.md §1).
+"""Laws of the coefficient matrix H of the statistical feature model X = H V
+(docs/papers.md#gba-model).
 
 Two independent choices make up the law of H (N, n):
 
@@ -132,8 +133,9 @@ class Balanced(SupportLaw):
 class MixedSparsity(SupportLaw):
     """Row sparsity drawn from ``sparsities`` with ``weights``; support uniform given its size.
 
-    The GBA imbalanced toy (gba.md §5.1) is ``MixedSparsity((3, 20), (0.5, 0.5))`` on n = 128:
-    every feature has f = (0.5*3 + 0.5*20)/128 ~ 0.09, but rows differ sharply in sparsity.
+    The GBA imbalanced toy (docs/papers.md#gba-imbalanced-toy) is
+    ``MixedSparsity((3, 20), (0.5, 0.5))`` on n = 128: every feature has
+    f = (0.5*3 + 0.5*20)/128 ~ 0.09, but rows differ sharply in sparsity.
     """
 
     sparsities: tuple[int, ...]

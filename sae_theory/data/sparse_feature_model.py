@@ -1,4 +1,5 @@
-"""The statistical feature model of the GBA paper (gba.md §1): X = H V, H sparse and non-negative.
+"""The statistical feature model of the GBA paper (docs/papers.md#gba-model): X = H V, H sparse and
+non-negative.
 
 >>> from sae_theory.data import SparseFeatureModel
 >>> model = SparseFeatureModel(n_features=1024, d=64, sparsity=3, seed=0)
@@ -151,8 +152,8 @@ class SparseFeatureModel:
     # ----------------------------------------------------------------------------------------
     @classmethod
     def imbalanced_toy(cls, seed: int = 0, **kwargs: Any) -> "SparseFeatureModel":
-        """The GBA imbalanced-sparsity toy (gba.md §5.1): n = 128, d = 42, half the rows s = 3,
-        half s = 20, so every feature has f = 11.5/128 ~ 0.09."""
+        """The GBA imbalanced-sparsity toy (docs/papers.md#gba-imbalanced-toy): n = 128, d = 42,
+        half the rows s = 3, half s = 20, so every feature has f = 11.5/128 ~ 0.09."""
         kwargs.setdefault("n_features", 128)
         kwargs.setdefault("d", 42)
         return cls(sparsity=MixedSparsity((3, 20), (0.5, 0.5)), seed=seed, **kwargs)

@@ -3,8 +3,8 @@ Bias Adaptation's resonance and GBA against TopK and L1 on the paper's imbalance
 
 Two regimes of the tied SAE are used (``REGIMES``):
 
-* ``"analysed"`` — the algorithm of the recovery theorem (gba.md §4.1): output scale a -> 0
-  (fixed at 0.01), no pre-bias, spherical gradient descent (SGD on W followed by
+* ``"analysed"`` — the algorithm of the recovery theorem (docs/papers.md#gba-recovery-theorem):
+  output scale a -> 0 (fixed at 0.01), no pre-bias, spherical gradient descent (SGD on W followed by
   renormalisation). Small a decouples the neurons, so each follows the dominant direction of the
   inputs it fires on; that is the resonance mechanism the theorem analyses.
 * ``"deployed"`` — the GBA of the experiments: a = 1 and b_dec trained, Adam.
@@ -140,7 +140,7 @@ def resonance(profile: Profile, *, regime: str = "analysed", progress: bool = Tr
 
 
 # --------------------------------------------------------------------------------------------
-# the imbalanced toy (gba.md §5.1)
+# the imbalanced toy (docs/papers.md#gba-imbalanced-toy)
 # --------------------------------------------------------------------------------------------
 
 #: The paper's values on the imbalanced toy (ICLR version, REPORTED by a paper note), percent.
@@ -230,9 +230,9 @@ def consistency_specs(scale, regime: str) -> dict[str, MethodSpec]:
 
 
 def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: str = "analysed", progress: bool = True) -> pd.DataFrame:
-    """Cross-seed consistency (MCS, gba.md §5.3) of GBA, TopK (K=20) and L1 on the toy: for each
-    seed's run, the fraction of its neurons whose max cosine with every other seed's run
-    (min over runs) is at least the threshold. All neurons are used (the toy has no top-alpha
+    """Cross-seed consistency (MCS, docs/papers.md#gba-metrics) of GBA, TopK (K=20) and L1 on the
+    toy: for each seed's run, the fraction of its neurons whose max cosine with every other seed's
+    run (min over runs) is at least the threshold. All neurons are used (the toy has no top-alpha
     selection).
 
     Returns

@@ -1,21 +1,22 @@
-"""The hierarchy study of MP-SAE (mp_sae.md §4: Fig 4, Table 1, the Babel contrast of §5) and its
-cross-paper questions: ``notebooks/06_hierarchy.ipynb`` and ``notebooks/07_cross_paper.ipynb``.
+"""The hierarchy study of MP-SAE (docs/papers.md#mp-sae-hierarchical-toy: Fig 4; Table 1,
+docs/papers.md#mp-sae-table-1; the Babel contrast, docs/papers.md#mp-sae-babel) and its cross-paper
+questions: ``notebooks/06_hierarchy.ipynb`` and ``notebooks/07_cross_paper.ipynb``.
 
 Data: :class:`~sae_theory.data.HierarchicalFeatureModel`, the official toy tree (20 atoms in R^20,
 one parent per sample, E[L0] = 1.36), fresh samples every step, raw inputs (no normalisation).
 The seed draws the ground-truth atoms, the training stream and the SAE's initialisation.
 
-Every SAE has 20 latents and is trained as the official toy trains (mp_sae.md §2, §4): batch 200,
-Adam lr 3e-2, betas (0.5, 0.9375), gradient-norm clip 1, warmup-stable-decay (100 warmup steps,
-the last 20% decaying linearly to 0.1 lr), for ``profile.hierarchy.steps`` steps (the paper:
-15,000). The methods (labels of :data:`METHODS`):
+Every SAE has 20 latents and is trained as the official toy trains (docs/papers.md#mp-sae-training,
+docs/papers.md#mp-sae-constants): batch 200, Adam lr 3e-2, betas (0.5, 0.9375), gradient-norm
+clip 1, warmup-stable-decay (100 warmup steps, the last 20% decaying linearly to 0.1 lr), for
+``profile.hierarchy.steps`` steps (the paper: 15,000). The methods (labels of :data:`METHODS`):
 
 * ``"MP-SAE"``: :class:`~sae_theory.models.MPSAE`, residual threshold 0.05 and the official
   stop-on-repeat rule, at most ``mp_max_steps`` pursuit steps (8 here; the true L0 is 1 or 2).
   As in the official toy code, atoms are unit-norm at initialisation and **not renormalised**
-  during training (``unit_norm_decoder=False``; mp_sae.md §1.2). :data:`MP_UNIT_NORM` is the same
-  model renormalised after every step, for the sensitivity study: with it the pursuit keeps adding
-  small steps and the support is not recovered exactly;
+  during training (``unit_norm_decoder=False``; docs/papers.md#mp-sae-implementations).
+  :data:`MP_UNIT_NORM` is the same model renormalised after every step, for the sensitivity study:
+  with it the pursuit keeps adding small steps and the support is not recovered exactly;
 * ``"ReLU"``: :class:`~sae_theory.models.ReLUSAE` (the paper's "Vanilla");
 * ``"Matryoshka"``: :class:`~sae_theory.models.MatryoshkaSAE`, 5 Pareto-drawn prefixes (no
   latent permutation);
@@ -92,8 +93,9 @@ ABSORPTION_PARENT = (1.0, 0.25)
 ABSORPTION_RHO = 0.0
 
 _nan = math.nan
-#: Table 1 of the paper (mp_sae.md §4, EXACT): absorption score per method, child mean and child
-#: std; NaN = "child not recovered"; cells marked "-" (not run) are absent. "Vanilla" is "ReLU".
+#: Table 1 of the paper (docs/papers.md#mp-sae-table-1, EXACT): absorption score per method, child
+#: mean and child std; NaN = "child not recovered"; cells marked "-" (not run) are absent. "Vanilla"
+#: is "ReLU".
 PAPER_TABLE1 = pd.DataFrame(
     [(m, mean, std, v) for m, vals in {
         "MP-SAE": [3.6e-3, 7.3e-2, 1.3e-3, 5.0e-3, 6.2e-2, 1.2e-3, None, 4.3e-2, 1.1e-3, None, None, 1.1e-3],

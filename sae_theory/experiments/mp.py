@@ -1,4 +1,5 @@
-"""Adaptive sparsity of MP-SAE at inference (mp_sae.md §6, paper Fig 8): ``notebooks/05_mp_adaptive_sparsity.ipynb``.
+"""Adaptive sparsity of MP-SAE at inference (docs/papers.md#mp-sae-adaptive-sparsity, paper Fig 8):
+``notebooks/05_mp_adaptive_sparsity.ipynb``.
 
 Three SAEs of the same width p are trained on the same SparseFeatureModel data (n features in R^d,
 exactly s active per row, coefficients 1, every row scaled to unit norm) to the same training L0:

@@ -1,4 +1,5 @@
-"""The propositions of MP-SAE (mp_sae.md §3) measured in float64: ``notebooks/04_mp_theory.ipynb``.
+"""The propositions of MP-SAE (docs/papers.md#mp-sae-propositions) measured in float64:
+``notebooks/04_mp_theory.ipynb``.
 
 Every check runs the per-input reference :func:`~sae_theory.models.matching_pursuit_reference`
 (the fast path is tested against it) on three dictionaries of the same shape (p atoms in R^d):
@@ -6,7 +7,7 @@ Every check runs the per-input reference :func:`~sae_theory.models.matching_purs
 * ``"random unit"``: Gaussian atoms scaled to unit norm;
 * ``"trained"``: an MP-SAE trained on SparseFeatureModel data (unit norm by ``post_step``);
 * ``"non-unit"``: the random atoms with norms spread over [0.5, 2] — what the official toy code
-  drifts towards, since it never renormalises (mp_sae.md §1.2).
+  drifts towards, since it never renormalises (docs/papers.md#mp-sae-implementations).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Metrics as pure functions of tensors (gba.md §5.3, §9): feature recovery (FRR), cross-seed
-consistency (MCS), reconstruction (L0, FVU, MSE) and per-neuron activation statistics.
+"""Metrics as pure functions of tensors (docs/papers.md#gba-metrics,
+docs/papers.md#gba-author-code): feature recovery (FRR), cross-seed consistency (MCS),
+reconstruction (L0, FVU, MSE) and per-neuron activation statistics.
 
 Everything computes in float64 internally, whatever the input dtype or device; scalars come back
 as Python floats, per-row or per-neuron vectors as float64 tensors on CPU.

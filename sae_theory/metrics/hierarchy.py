@@ -1,8 +1,10 @@
-"""Metrics of the hierarchical study (mp_sae.md §4, §5): matching learned latents to true concepts,
-flat and hierarchical MSE, absorption, the Babel function, effective rank.
+"""Metrics of the hierarchical study (docs/papers.md#mp-sae-hierarchical-toy,
+docs/papers.md#mp-sae-babel): matching learned latents to true concepts, flat and hierarchical MSE,
+absorption, the Babel function, effective rank.
 
 The paper gives no formulas for flat/hierarchical MSE and the absorption score; the readings here
-(mp_sae.md §4, INFERRED) are stated in each docstring. Everything is computed in float64.
+(docs/papers.md#mp-sae-hierarchical-toy, INFERRED) are stated in each docstring. Everything is
+computed in float64.
 """
 
 from __future__ import annotations
@@ -110,9 +112,9 @@ def babel(D, r: int) -> float:
 
 
 def babel_coactive(D, codes) -> float:
-    """Babel on the atoms an input actually uses, averaged over inputs (mp_sae.md §5, INFERRED):
-    for each input with support S, |S| >= 2, mu_1(|S| - 1) of the atoms in S; the mean over those
-    inputs (NaN when no input uses two atoms)."""
+    """Babel on the atoms an input actually uses, averaged over inputs (docs/papers.md#mp-sae-babel,
+    INFERRED): for each input with support S, |S| >= 2, mu_1(|S| - 1) of the atoms in S; the mean
+    over those inputs (NaN when no input uses two atoms)."""
     U = _f64("D", D)
     Z = _f64("codes", codes)
     C = _cosines(U).abs()

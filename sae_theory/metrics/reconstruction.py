@@ -1,4 +1,5 @@
-"""Reconstruction and activation metrics: L0, FVU, MSE, and per-neuron statistics (gba.md §5.3, §9).
+"""Reconstruction and activation metrics: L0, FVU, MSE, and per-neuron statistics
+(docs/papers.md#gba-metrics, docs/papers.md#gba-author-code).
 
 Pure functions of tensors plus one streaming accumulator, :class:`ActivationStats`. Inputs may
 have any floating dtype and live on any device; the arithmetic is float64 on the input's device,
@@ -12,8 +13,8 @@ Conventions
   signed code also counts), and when it is > 0 for the activation frequency.
 * ``mse`` is the GBA frontier's "L2 loss": the mean over rows of ||x - x_hat||^2, summed over
   d, with no factor 1/2 and no division by d.
-* The Z-score is the author library's dominance metric (gba.md §9): (max - mean) / (std + 1e-8)
-  per neuron over tokens, with the population std.
+* The Z-score is the author library's dominance metric (docs/papers.md#gba-author-code):
+  (max - mean) / (std + 1e-8) per neuron over tokens, with the population std.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ __all__ = [
 #: it to force many small blocks.
 _CHUNK_ENTRIES = 1 << 25
 
-#: Added to the std in the Z-score denominator, as in the author library (gba.md §9).
+#: Added to the std in the Z-score denominator, as in the author library
+#: (docs/papers.md#gba-author-code).
 Z_SCORE_EPS = 1e-8
 
 
@@ -116,7 +118,8 @@ def l0(codes: torch.Tensor) -> float:
 
 
 def fraction_active(codes: torch.Tensor) -> float:
-    """Average fraction of activated neurons, L0 / M (the x-axis of the GBA frontier, gba.md §5.3).
+    """Average fraction of activated neurons, L0 / M (the x-axis of the GBA frontier,
+    docs/papers.md#gba-metrics).
 
     Parameters
     ----------
@@ -144,8 +147,8 @@ def _check_pair(x: torch.Tensor, x_hat: torch.Tensor) -> None:
 def mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Mean over rows of the squared reconstruction error: (1/B) sum_b ||x_b - x_hat_b||^2.
 
-    This is the "L2 loss" of the GBA frontier (gba.md §5.3): summed over the d coordinates, no
-    factor 1/2 and no division by d.
+    This is the "L2 loss" of the GBA frontier (docs/papers.md#gba-metrics): summed over the d
+    coordinates, no factor 1/2 and no division by d.
 
     Parameters
     ----------
@@ -243,7 +246,8 @@ def _chan_merge(
 
 
 class ActivationStats:
-    """Streaming per-neuron statistics of codes over tokens (gba.md §5.3, §9).
+    """Streaming per-neuron statistics of codes over tokens (docs/papers.md#gba-metrics,
+    docs/papers.md#gba-author-code).
 
     Feed batches of codes (B, M) with :meth:`update`; read per-neuron vectors (M,) as float64
     tensors on CPU. Accumulators live in float64 on the device of the first batch (later batches
@@ -378,7 +382,8 @@ class ActivationStats:
 
     @property
     def z_score(self) -> torch.Tensor:
-        """Tensor (M,), float64 on CPU: (max - mean) / (std + 1e-8) (gba.md §9).
+        """Tensor (M,), float64 on CPU: (max - mean) / (std + 1e-8)
+        (docs/papers.md#gba-author-code).
 
         The 1e-8 keeps the division finite; for a constant neuron max = mean exactly, so the
         Z-score is 0.
@@ -392,7 +397,7 @@ class ActivationStats:
         ----------
         eps : float, default 0.0
             Frequency threshold in [0, 1); 0 means "never active on the tokens seen". The paper's
-            dead threshold is unknown (gba.md §9).
+            dead threshold is unknown (docs/papers.md#gba-constants).
 
         Returns
         -------
@@ -442,7 +447,8 @@ def max_activation(codes: torch.Tensor) -> torch.Tensor:
 
 
 def z_score(codes: torch.Tensor) -> torch.Tensor:
-    """Per-neuron Z-score (max - mean) / (std + 1e-8) over rows, population std (gba.md §9).
+    """Per-neuron Z-score (max - mean) / (std + 1e-8) over rows, population std
+    (docs/papers.md#gba-author-code).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Feature recovery and cross-seed consistency: FRR and MCS (gba.md §5.1, §5.3).
+"""Feature recovery and cross-seed consistency: FRR and MCS (docs/papers.md#gba-metrics).
 
 Every function here is a pure function of tensors. Inputs may have any floating dtype and live on
 any device; the arithmetic is float64 throughout. What comes back:
@@ -176,8 +176,8 @@ def best_cosine(learned: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 def feature_recovery_rate(learned: torch.Tensor, true: torch.Tensor, tau: float = 0.9) -> float:
     """FRR: the fraction of true features with some learned direction at cosine >= tau.
 
-    FRR = (1/n) #{i : max_j cos(v_i, w_j) >= tau}   (gba.md §5.1; the paper writes cos > tau_align,
-    we use >= so that tau = 1 counts exact recovery).
+    FRR = (1/n) #{i : max_j cos(v_i, w_j) >= tau}   (docs/papers.md#gba-metrics; the paper writes
+    cos > tau_align, we use >= so that tau = 1 counts exact recovery).
 
     Parameters
     ----------
@@ -206,7 +206,8 @@ def feature_recovery_rate(learned: torch.Tensor, true: torch.Tensor, tau: float 
 
 
 def max_cosine_similarity(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """MCS: for each row of A, the largest signed cosine with any row of B (gba.md §5.3).
+    """MCS: for each row of A, the largest signed cosine with any row of B
+    (docs/papers.md#gba-metrics).
 
     MCS_j = max_k <a_j, b_k> / (||a_j|| ||b_k||), used for the consistency of the neurons of one run
     (A) against another run with a different seed (B).
@@ -273,7 +274,7 @@ def mcs_fraction(
 
     For each selected row j of ``run``: MCS_j^(r) = :func:`max_cosine_similarity` against
     ``others[r]``; reduce over r by min or mean; report #{j : reduced_j >= threshold} / #selected
-    (gba.md §5.3: percentages at thresholds 0.6 ... 0.9 over the top α neurons).
+    (docs/papers.md#gba-metrics: percentages at thresholds 0.6 ... 0.9 over the top α neurons).
 
     Parameters
     ----------
@@ -287,8 +288,8 @@ def mcs_fraction(
         Rows of ``run`` to score, e.g. from :func:`top_fraction`; None scores all M rows.
         Duplicated indices count twice.
     reduce : {"min", "mean"}, default "min"
-        How MCS is aggregated over ``others``. The paper does not say (gba.md §5.3, INFERRED);
-        "min" asks a neuron to be found in every other run, "mean" on average.
+        How MCS is aggregated over ``others``. The paper does not say (docs/papers.md#gba-metrics,
+        INFERRED); "min" asks a neuron to be found in every other run, "mean" on average.
 
     Returns
     -------
@@ -332,7 +333,7 @@ def top_fraction(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     """Indices of the top α fraction of neurons by score (at least one).
 
     For the paper's filters "top 0.3% (or 0.05%) neurons by max activation / by Z-score"
-    (gba.md §5.3); feed the result to ``mcs_fraction(..., select=...)``.
+    (docs/papers.md#gba-metrics); feed the result to ``mcs_fraction(..., select=...)``.
 
     Parameters
     ----------

@@ -12,8 +12,9 @@ activation kept in each training batch, held in the buffer ``threshold``.
 ``encode(x, batch=True)`` applies the training rule to the batch x instead.
 
 Target-L0 schedule: the MP-SAE toy trains BatchTopK at k = 3 for the first 1,000 steps, then at
-1.36 (mp_sae.md §4). ``k_initial`` and ``k_initial_steps`` give that schedule; the training pass
-counter is the buffer ``n_train_passes``, so a resumed run continues the schedule exactly.
+1.36 (docs/papers.md#mp-sae-training). ``k_initial`` and ``k_initial_steps`` give that schedule; the
+training pass counter is the buffer ``n_train_passes``, so a resumed run continues the schedule
+exactly.
 """
 
 from __future__ import annotations

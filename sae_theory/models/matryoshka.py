@@ -2,7 +2,7 @@
 reconstruct the input on their own, so the first latents learn general (parent) concepts.
 
 With prefix ends 0 < m_1 < ... < m_G = M and z = ReLU(pre_acts) (the ReLU-L1 variant that the
-MP-SAE toy trains, mp_sae.md §4):
+MP-SAE toy trains, docs/papers.md#mp-sae-training):
 
     x_hat^(g) = z[:, :m_g] W_dec[:m_g] + b_dec                     (prefix g decodes alone)
     L = (1/G) sum_g mean_b [ ||x_b - x_hat_b^(g)||^2 + lambda * sum_{m < m_g} ||W_dec[m]|| z_bm ]

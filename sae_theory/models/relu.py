@@ -1,4 +1,5 @@
-"""ReLU SAE with an L1 penalty weighted by decoder norms (the GBA paper's L1 baseline, gba.md §2.2):
+"""ReLU SAE with an L1 penalty weighted by decoder norms (the GBA paper's L1 baseline,
+docs/papers.md#gba-architecture):
 
     L = mean_b [ ||x_b - x_hat_b||^2 + lambda * sum_m ||W_dec[m]|| * z_bm ],   z = ReLU(pre_acts)
 

@@ -1,4 +1,5 @@
-"""The tied SAE that Bias Adaptation (BA) and Group Bias Adaptation (GBA) train (gba.md §2.1).
+"""The tied SAE that Bias Adaptation (BA) and Group Bias Adaptation (GBA) train
+(docs/papers.md#gba-architecture).
 
     y   = W (x - b_dec) + b_enc                     pre-activations, (B, M)
     z   = phi(y)                                    codes
@@ -8,9 +9,10 @@ W (M, d) is used both to encode and to decode, with unit-norm rows renormalised 
 optimiser step (``unit_norm_decoder``, on by default: the spherical constraint of the analysis);
 ``b_enc`` (the neuron bias b of the paper) is a buffer that gradients never touch: only bias
 adaptation moves it. ``b_dec`` is the paper's pre-bias b_pre, subtracted inside the
-pre-activation (the reading the first author's library settles, gba.md §9).
+pre-activation (the reading the first author's library settles, docs/papers.md#gba-author-code).
 
-The activation, by ``TiedSAEConfig.activation`` (gba.md §2.1 and §9 leave two JumpReLU readings):
+The activation, by ``TiedSAEConfig.activation`` (docs/papers.md#gba-architecture and
+docs/papers.md#gba-author-code leave two JumpReLU readings):
 
 * ``"jumprelu_threshold"`` (default): the neuron fires when y = u + b > 0, u = W (x - b_dec), and
   outputs the un-shifted projection, z = u * 1[u + b > 0]. The bias is then only a threshold
@@ -52,9 +54,9 @@ class TiedSAEConfig(SAEConfig):
     theta: float = 0.0
     """Fixed threshold of ``"jumprelu_biased"`` (>= 0); unused otherwise."""
     output_scale_init: float = 1.0
-    """Initial per-neuron output scale a. The analysed algorithm takes a -> 0 (gba.md §4.1), which
-    decouples the neurons: each one then follows its own firing set's dominant direction. The
-    deployed GBA uses a = 1."""
+    """Initial per-neuron output scale a. The analysed algorithm takes a -> 0
+    (docs/papers.md#gba-recovery-theorem), which decouples the neurons: each one then follows its
+    own firing set's dominant direction. The deployed GBA uses a = 1."""
     train_output_scale: bool = True
     """Train the output scale a. False keeps it at ``output_scale_init``."""
     train_b_dec: bool = True

@@ -1,8 +1,9 @@
 """The recovery theorem's conditions (GBA Theorem 6.1 of the ICLR version) as plain float
 functions.
 
-Source and certainty (gba.md §4.2). The theorem is REPORTED by a secondary paper note; the
-exponents were not checked against the PDF, and that note itself warns to check them. As reported:
+Source and certainty (docs/papers.md#gba-recovery-theorem). The theorem is REPORTED by a secondary
+paper note; the exponents were not checked against the PDF, and that note itself warns to check
+them. As reported:
 
 * width        M >~ n * p^(-s / (1 - eps)^2)
 * target band  n^-1 <~ p <~ min{ n^-(1 + 1/s)/2 , n^-2(1 + eps)^2/s , d^(1 - varsigma) / n }
@@ -53,7 +54,7 @@ def _check(n: float, d: float | None = None, s: float | None = None, eps: float 
 def band_upper_terms(n: float, d: float, s: float, eps: float = 0.0, varsigma: float = 0.0) -> tuple[float, float, float]:
     """The three upper limits of the band: n^-(1+1/s)/2, n^-2(1+eps)^2/s, d^(1-varsigma)/n.
 
-    Certainty: all three exponents REPORTED, unverified (gba.md §4.2).
+    Certainty: all three exponents REPORTED, unverified (docs/papers.md#gba-recovery-theorem).
     """
     _check(n, d, s, eps, varsigma)
     return (
@@ -123,9 +124,9 @@ def band_in_frequency(f: float, d: float, s: float, eps: float = 0.0, varsigma: 
 
 
 def simplified_band_in_frequency(f: float, d: float) -> tuple[float, float]:
-    """The paper note's simplified reading f <~ p <~ min{sqrt(f), f d} (gba.md §4.2). Looser than
-    :func:`band_in_frequency`: it drops the factor f^(1/(2s)) s^-(1+1/s)/2 from the first term,
-    which is a power of n, not a constant."""
+    """The paper note's simplified reading f <~ p <~ min{sqrt(f), f d}
+    (docs/papers.md#gba-recovery-theorem). Looser than :func:`band_in_frequency`: it drops the
+    factor f^(1/(2s)) s^-(1+1/s)/2 from the first term, which is a power of n, not a constant."""
     if not 0 < f < 1:
         raise ValueError(f"feature frequency f must lie in (0, 1), got {f}.")
     return f, min(math.sqrt(f), f * d)

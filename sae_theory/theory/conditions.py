@@ -1,4 +1,5 @@
-"""Identifiability conditions of the GBA statistical model, measured on data (gba.md §1.3).
+"""Identifiability conditions of the GBA statistical model, measured on data
+(docs/papers.md#gba-identifiability).
 
 V (n, d) is identifiable from X = H V, H (N, n) >= 0, when (Definition 5.2 of the paper, wording
 EXACT from the authors' page, quantitative forms REPORTED):
@@ -8,8 +9,8 @@ EXACT from the authors' page, quantitative forms REPORTED):
 * **H3** low co-occurrence: for any two features, #rows with both < n^(-1/2) * #rows with either;
 * **V1** incoherence: max_{i != j} |cos(v_i, v_j)| = o(1).
 
-The paper's constants behind O(1), Theta(1) and o(1) are not known (gba.md §8). The readings
-used here, each repeated in the condition's message and overridable by keyword:
+The paper's constants behind O(1), Theta(1) and o(1) are not known (docs/papers.md#gba-constants).
+The readings used here, each repeated in the condition's message and overridable by keyword:
 
 * H1: "O(1)" read as max row support <= ceil(ln n) (``max_support=``);
 * H2: "Theta(1)" read as: after rescaling column i of H by ||v_i|| (so the data X are unchanged
@@ -188,7 +189,7 @@ def check_identifiability(
     max_coherence: float | None = None,
     cosines: tuple[float, float] | None = None,
 ) -> IdentifiabilityReport:
-    """Measure H1, H2, H3 and V1 of gba.md §1.3 on a factorisation X = H V.
+    """Measure H1, H2, H3 and V1 of docs/papers.md#gba-identifiability on a factorisation X = H V.
 
     Parameters
     ----------

@@ -35,7 +35,8 @@ SYMBOLS = dict(n=n, d=d, s=s, f=f, p=p, eps=eps, varsigma=varsigma)
 
 
 def band_in_n() -> tuple[sp.Expr, tuple[sp.Expr, sp.Expr, sp.Expr]]:
-    """(lower end, three upper terms) of the band as reported (gba.md §4.2), in n, d, s."""
+    """(lower end, three upper terms) of the band as reported (docs/papers.md#gba-recovery-theorem),
+    in n, d, s."""
     low = 1 / n
     upper = (n ** (-(1 + 1 / s) / 2), n ** (-2 * (1 + eps) ** 2 / s), d ** (1 - varsigma) / n)
     return low, upper
@@ -90,7 +91,8 @@ def width_at_band_floor() -> sp.Expr:
 
 
 def mp_step_identities(dim: int = 4) -> dict[str, sp.Expr]:
-    """Props C.1 and C.2 of MP-SAE (mp_sae.md §3) derived from one matching-pursuit step.
+    """Props C.1 and C.2 of MP-SAE (docs/papers.md#mp-sae-propositions) derived from one
+    matching-pursuit step.
 
     With a residual r and an atom D_j of ``dim`` symbolic coordinates, alpha = <r, D_j> and
     r' = r - alpha D_j, expand (polynomial identities, hence valid for every value):
@@ -128,7 +130,8 @@ def mp_step_identities(dim: int = 4) -> dict[str, sp.Expr]:
 
 
 def mixing_cosine(group_size: int | sp.Symbol | None = None) -> sp.Expr:
-    """Cosine between two atoms of a group after epsilon-mixing (mp_sae.md §4).
+    """Cosine between two atoms of a group after epsilon-mixing
+    (docs/papers.md#mp-sae-hierarchical-toy).
 
     Orthonormal q_1..q_m (m = ``group_size``) become q_i' = (1 - eps) q_i + eps/(m - 1) sum_{j != i} q_j.
     With a = 1 - eps and b = eps/(m - 1): <q_i', q_k'> = 2ab + (m - 2) b^2 and ||q_i'||^2 = a^2 + (m - 1) b^2,

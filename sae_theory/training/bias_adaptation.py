@@ -1,5 +1,5 @@
 """Bias Adaptation (BA) and Group Bias Adaptation (GBA), Algorithms 1-2 of the GBA paper
-(gba.md §3.1-3.3), as a post-step hook of the generic trainer.
+(docs/papers.md#gba-algorithms), as a post-step hook of the generic trainer.
 
 Algorithm 1 collects, for every neuron m, the pre-activations y_m of every token since the last
 update (a buffer of B tokens); once B tokens have been seen it calls Algorithm 2 and empties the
@@ -16,7 +16,7 @@ and updates the neuron bias b (``model.b_enc``), group k having target frequency
     if q_m < eps:  b_m <- min(b_m + gamma_plus * r̄_k, 0)       (nearly) dead: lower threshold
 
 (the printed algorithm has min and max swapped in the second line; the clamp b in [-1, 0] is the
-intended reading, gba.md §3.2). Neurons with eps <= q_m <= p_k are left alone.
+intended reading, docs/papers.md#gba-algorithms). Neurons with eps <= q_m <= p_k are left alone.
 
 **Empty groups.** When no neuron of group k has a positive peak, r̄_k is 0/0. We then use the mean
 positive peak over *all* neurons, and if no neuron anywhere has one, the dead neurons are not
@@ -24,8 +24,8 @@ moved (there is no scale to move them by). Either way no NaN reaches b.
 
 The target frequencies are geometric from HTF down to LTF over K groups,
 p_k = HTF * (LTF / HTF)^((k-1)/(K-1)), k = 1..K. Groups are contiguous equal blocks of neurons,
-as in the first author's library (gba.md §9), or a seeded random assignment. BA is the one-group
-case with a single target p: :meth:`GBAConfig.bias_adaptation`.
+as in the first author's library (docs/papers.md#gba-author-code), or a seeded random assignment. BA
+is the one-group case with a single target p: :meth:`GBAConfig.bias_adaptation`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = ["GBAConfig", "GroupBiasAdaptation", "bias_update", "bias_update_refer
 
 @dataclass(frozen=True)
 class GBAConfig:
-    """Hyper-parameters of (Group) Bias Adaptation. Defaults: gba.md §3.3."""
+    """Hyper-parameters of (Group) Bias Adaptation. Defaults: docs/papers.md#gba-constants."""
 
     n_groups: int = 10
     """K >= 1 groups of neurons, one target frequency each."""

@@ -1,4 +1,5 @@
-"""MP-SAE (Costa et al. 2025, mp_sae.md §1): a tied SAE whose encoder is unrolled matching pursuit.
+"""MP-SAE (Costa et al. 2025, docs/papers.md#mp-sae-algorithm): a tied SAE whose encoder is unrolled
+matching pursuit.
 
 One dictionary D (p atoms of dimension d, rows of ``W_dec``) selects, scores, updates the
 residual and decodes:
@@ -13,10 +14,10 @@ residual and decodes:
     x_hat = z D + b_dec
 
 The coefficient is the plain correlation <r(t-1), D_j>, not <r(t-1), D_j> / ||D_j||^2: with
-unit-norm atoms the two agree, and the propositions of mp_sae.md §3 (Props C.1-C.3: the residual
-is orthogonal to the last selected atom, ||r||^2 falls by exactly a_t^2, the reconstruction
-converges) hold. With atoms that are not unit norm every implementation here still runs the same
-loop, and the propositions fail (the tests show by how much).
+unit-norm atoms the two agree, and the propositions of docs/papers.md#mp-sae-propositions (Props
+C.1-C.3: the residual is orthogonal to the last selected atom, ||r||^2 falls by exactly a_t^2, the
+reconstruction converges) hold. With atoms that are not unit norm every implementation here still
+runs the same loop, and the propositions fail (the tests show by how much).
 
 Stopping (per input): after ``k`` steps; with ``threshold`` set, as soon as ||r|| < threshold
 (checked before every step, so ``k`` is then a cap); with ``stop_on_repeat``, after the first step

@@ -2,11 +2,11 @@
 
 The selection runs under ``no_grad`` (:mod:`.pursuit`); the coefficients are then recomputed
 differentiably from the gathered atoms, a_t = relu(<r(t-1), D_j(t)>) (the SAELens trick,
-mp_sae.md §8), and x_hat = x - r(k). :class:`UnrolledPursuit` gives that recomputation a
-hand-written backward that walks the steps in reverse, so the graph holds O(B d + B k), neither
-the O(k B d) of plain autograd (:func:`unrolled_autograd`, kept for the tests) nor the O(k B p) of
-the naive loop. Gradients are those of the unrolled loop: every selected atom, none for the
-others. Like the reference, neither assumes unit-norm atoms.
+docs/papers.md#mp-sae-implementations), and x_hat = x - r(k). :class:`UnrolledPursuit` gives that
+recomputation a hand-written backward that walks the steps in reverse, so the graph holds
+O(B d + B k), neither the O(k B d) of plain autograd (:func:`unrolled_autograd`, kept for the
+tests) nor the O(k B p) of the naive loop. Gradients are those of the unrolled loop: every
+selected atom, none for the others. Like the reference, neither assumes unit-norm atoms.
 """
 
 from __future__ import annotations

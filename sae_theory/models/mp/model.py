@@ -9,13 +9,14 @@ building it (p^2 d multiply-adds) must cost less than the direct pursuit (k B d 
 
 Training (:meth:`MPSAE.training_forward`): the selection runs under ``no_grad``, then
 :class:`~.autograd.UnrolledPursuit` recomputes the coefficients differentiably. Options: the
-dead-atom auxiliary loss of the authors' library (mp_sae.md §2) and atom dropout in early training.
+dead-atom auxiliary loss of the authors' library (docs/papers.md#mp-sae-training) and atom dropout
+in early training.
 
-Unit-norm atoms. The propositions (mp_sae.md §3) assume ||D_j|| = 1, and by default
-(``unit_norm_decoder=True``) ``post_step`` renormalises the atoms after every optimiser step, as
-the overcomplete library does. With ``unit_norm_decoder=False`` (the official MP-SAE toy code does
-not renormalise) the atoms drift off the sphere during training; the pursuit still runs the same
-loop, with coefficient <r, D_j> (not divided by ||D_j||^2), exactly as
+Unit-norm atoms. The propositions (docs/papers.md#mp-sae-propositions) assume ||D_j|| = 1, and by
+default (``unit_norm_decoder=True``) ``post_step`` renormalises the atoms after every optimiser
+step, as the overcomplete library does. With ``unit_norm_decoder=False`` (the official MP-SAE toy
+code does not renormalise) the atoms drift off the sphere during training; the pursuit still runs
+the same loop, with coefficient <r, D_j> (not divided by ||D_j||^2), exactly as
 :func:`~.reference.matching_pursuit_reference`, and the propositions no longer hold.
 """
 
