@@ -1,5 +1,5 @@
 """Shared test helpers: the tolerance table keyed by dtype and the one ``assert_close`` wrapper
-(STYLE.md §7). Imported by test modules as ``from _helpers import ...`` (pytest puts tests/ on
+(a global RNG is never relied on). Imported by test modules as ``from _helpers import ...`` (pytest puts tests/ on
 sys.path because tests/ has no __init__.py)."""
 
 from __future__ import annotations

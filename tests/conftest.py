@@ -1,4 +1,4 @@
-"""Shared fixtures: every test starts from the same global RNG state (STYLE.md §7). Tests still
+"""Shared fixtures: every test starts from the same global RNG state. Tests still
 pass explicit generators; the seeding only guards against hidden use of global state."""
 
 from __future__ import annotations

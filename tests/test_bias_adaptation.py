@@ -1,4 +1,4 @@
-"""Tests of (Group) Bias Adaptation, sae_theory/training/bias_adaptation.py (gba.md §3):
+"""Tests of (Group) Bias Adaptation, sae_theory/training/bias_adaptation.py (docs/papers.md#gba-algorithms):
 Algorithm 2 on hand-made statistics (through ``bias_update`` and through the hook), the vectorised
 update against the per-neuron oracle on many random cases, targets and groups, the hook's
 buffering and state, config validation, and a planted recovery run with a control that fails.
@@ -465,7 +465,7 @@ def test_gba_config__non_integer_counts_are_type_errors(kwargs, message):
 
 def test_gba_config__defaults_follow_the_paper():
     cfg = GBAConfig()
-    assert (cfg.gamma_minus, cfg.gamma_plus, cfg.buffer_size) == (0.01, 0.01, 25_600)  # gba.md §3.3
+    assert (cfg.gamma_minus, cfg.gamma_plus, cfg.buffer_size) == (0.01, 0.01, 25_600)  # docs/papers.md#gba-constants
     assert GBAConfig(**cfg.to_dict()) == cfg
 
 

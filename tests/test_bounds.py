@@ -1,4 +1,4 @@
-"""Tests of the recovery theorem's bounds (gba.md §4.2): float functions in ``bounds`` against
+"""Tests of the recovery theorem's bounds (docs/papers.md#gba-recovery-theorem): float functions in ``bounds`` against
 their sympy derivations in ``symbolic`` (two oracles), and hand values."""
 
 from __future__ import annotations

@@ -84,3 +84,11 @@ def test_cache_dir__default_is_outside_the_checkout(monkeypatch, tmp_path):
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache.cache_dir() == tmp_path / "sae_theory" / "runs"
+
+
+def test_code_fingerprint__ignores_docstrings_and_comments_but_not_code():
+    base = cache._code_without_docstrings('"""Module."""\nclass A:\n    """Doc."""\n    x: int = 1\n    """Attr doc."""\n    def f(self):\n        """F."""\n        return 1  # one\n')
+    same = cache._code_without_docstrings('"""Other words."""\nclass A:\n    x: int = 1\n\n    def f(self):\n        # a comment\n        return 1\n')
+    other = cache._code_without_docstrings('class A:\n    x: int = 1\n    def f(self):\n        return 2\n')
+    assert base == same and base != other
+    assert len(cache.code_fingerprint()) == 16

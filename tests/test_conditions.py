@@ -1,4 +1,4 @@
-"""Tests of the identifiability conditions H1, H2, H3, V1 (gba.md §1.3) on hand-built cases with
+"""Tests of the identifiability conditions H1, H2, H3, V1 (docs/papers.md#gba-identifiability) on hand-built cases with
 known answers, against brute-force oracles, across input layouts, and at n = 65,536."""
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def test_cosine_extremes__zero_row_raises():
 
 
 def _gba_scale_sample():
-    # gba.md §5.1: n = 65,536 features, s = 3. N = 100k rows: each feature fires ~4.6 times.
+    # docs/papers.md#gba-llm-experiments: n = 65,536 features, s = 3. N = 100k rows: each feature fires ~4.6 times.
     model = SparseFeatureModel(n_features=65_536, d=16, sparsity=3, seed=0, chunk_size=65_536, dtype=torch.float64)
     X, H = model.sample(100_000, gen(0), h_layout="sparse")
     return model, H

@@ -1,4 +1,4 @@
-"""Tests of the statistical feature model X = H V (gba.md §1): shapes, dtypes, determinism,
+"""Tests of the statistical feature model X = H V (docs/papers.md#gba-model): shapes, dtypes, determinism,
 frequencies of every support law, coefficient laws, planted co-occurrence, feature construction
 and argument checks.
 
@@ -622,7 +622,7 @@ def test_SparseFeatureModel__describe_is_json_ready():
 
 
 def test_SparseFeatureModel__streams_200k_rows_at_n_65536():
-    # GBA scale (gba.md §5.1): n = 65,536, s = 3. Sparse chunks never build N x n.
+    # GBA scale (docs/papers.md#gba-llm-experiments): n = 65,536, s = 3. Sparse chunks never build N x n.
     n, s, N, C = 65_536, 3, 200_000, 65_536
     model = SparseFeatureModel(n_features=n, d=64, sparsity=s, seed=0)
     total, nnz = 0, 0

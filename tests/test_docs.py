@@ -44,9 +44,10 @@ def page_anchors() -> set[str]:
 
 
 def cited_files() -> list[Path]:
-    """The files that must cite the page instead of the digests: the package, the notebooks and
-    the README."""
+    """The files that must cite the page instead of the digests: the package, the tests (this
+    file names the digests to forbid them), the notebooks and the README."""
     files = sorted((ROOT / "sae_theory").rglob("*.py")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
+    files += [p for p in sorted((ROOT / "tests").glob("*.py")) if p.name != Path(__file__).name]
     return files + [ROOT / "README.md"]
 
 

@@ -16,7 +16,7 @@ from sae_theory.theory.symbolic import mixing_cosine, mixing_epsilon as mixing_e
 
 F64 = torch.float64
 
-# mp_sae.md §4, from the official notebook: within-group cosine 0.1 * l for l = 0..8
+# docs/papers.md#mp-sae-hierarchical-toy, from the official notebook: within-group cosine 0.1 * l for l = 0..8
 EPS_CHILD = [0, 0.0895, 0.163, 0.226, 0.282, 0.3335, 0.3825, 0.431, 0.482]
 EPS_PARENT = [0, 0.3, 0.44, 0.529, 0.594, 0.6467, 0.692, 0.733, 0.7739]
 

@@ -1,4 +1,4 @@
-"""Tests of ``sae_theory.metrics`` (gba.md §5.3, §9): FRR and MCS on planted and hand-made
+"""Tests of ``sae_theory.metrics`` (docs/papers.md#gba-metrics): FRR and MCS on planted and hand-made
 dictionaries, chunked paths against dense brute force (two oracles), reconstruction metrics on
 hand-made cases, and the streaming activation statistics against one-shot torch on the
 concatenation. All theory tolerances are float64 (1e-12), including for float32 inputs, since

@@ -1,4 +1,4 @@
-"""Tests of the SAEs in sae_theory/models: the shared contract (STYLE.md §3, §7) over every model
+"""Tests of the SAEs in sae_theory/models: the shared contract over every model
 and dtype, hand-computed tiny cases of each activation and loss, and config validation.
 
 Hand cases run in float64; the arithmetic is in the comments."""

@@ -1,5 +1,5 @@
 """Tests of MP-SAE (sae_theory/models/mp/): the fast batched pursuit against the per-input
-reference (unit-norm atoms or not), the propositions of mp_sae.md §3 in float64, training
+reference (unit-norm atoms or not), the propositions (docs/papers.md#mp-sae-propositions) in float64, training
 gradients against a naive unrolled autograd, the Gram cache, memory of the training graph, the
 unit_norm_decoder and train_b_dec switches, options and bad configs."""
 

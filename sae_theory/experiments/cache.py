@@ -17,6 +17,7 @@ runs of other code.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -54,15 +55,29 @@ def cache_dir() -> Path | None:
 
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """sha256 (16 hex digits) of the Python sources under ``sae_theory/models``, ``training`` and
-    ``data``: what decides the weights a spec trains to."""
+    """sha256 (16 hex digits) of the code under ``sae_theory/models``, ``training`` and ``data``:
+    what decides the weights a spec trains to. Each file counts as its syntax tree without
+    docstrings, so editing a comment, a docstring or the layout keeps the cached runs."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for sub in ("models", "training", "data"):
         for path in sorted((root / sub).rglob("*.py")):
             h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
+            h.update(_code_without_docstrings(path.read_text()).encode())
     return h.hexdigest()[:16]
+
+
+def _code_without_docstrings(source: str) -> str:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+        if isinstance(body, list):  # attribute docstrings: string expressions inside bodies
+            node.body = [b for b in node.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+                                                      and isinstance(b.value.value, str))] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def run_key(payload: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """Training: one generic loop (:func:`train`) for every SAE, its config, data sources and
-checkpoints. Method-specific pieces are model methods or post-step hooks (STYLE.md §4)."""
+checkpoints. Method-specific pieces are model methods or post-step hooks."""
 
 from .sources import BatchSource, FeatureModelSource, HierarchicalSource, TensorSource, as_source
 from .config import TrainConfig, lr_at

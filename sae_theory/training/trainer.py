@@ -1,4 +1,4 @@
-"""The one generic training loop of sae_theory (STYLE.md §4).
+"""The one generic training loop of sae_theory.
 
 >>> from sae_theory.training import TrainConfig, train
 >>> cfg = TrainConfig(steps=2_000, batch_size=512, lr=1e-3, schedule="cosine", warmup_steps=100)
