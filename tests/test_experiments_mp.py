@@ -178,3 +178,16 @@ def test_bad_method_raises(profile):
         mp.adaptive_sparsity(profile, methods=("MP-SAE", "JumpReLU"), progress=False)
     with pytest.raises(ValueError, match="method"):
         mp.trained_sae("JumpReLU", profile, 0)
+
+
+def test_babel_study__every_method_and_the_truth_with_reference_values(profile, err):
+    from sae_theory.metrics import babel
+
+    df = mp.babel_study(profile, n_eval=128, progress=False)
+    assert list(df.method) == ["truth", "MP-SAE", "TopK", "ReLU"] and set(df.seed) == {0}
+    assert df[["babel_1", "babel_2", "babel_coactive"]].notna().all().all()
+    assert ((0 <= df.babel_1) & (df.babel_1 <= 1 + 1e-12) & (df.babel_1 <= df.babel_2)).all()
+    truth = df[df.method == "truth"].iloc[0]
+    V = mp._feature_model(TINY, 0, "cpu", torch.float32).features
+    assert truth.babel_1 == pytest.approx(babel(V, 1)) and truth.l0 == TINY.s  # exactly s active per row
+    assert df[df.method == "MP-SAE"].l0.iloc[0] <= TINY.k

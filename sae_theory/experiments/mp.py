@@ -50,7 +50,7 @@ from ..training import SparsityController
 from .cache import train_cached
 from .specs import HookSpec, MethodSpec, eval_generator
 
-__all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "inference_codes", "method_spec", "threshold_l0", "threshold_tradeoff", "trained_sae"]
+__all__ = ["METHODS", "L1Controller", "adaptive_sparsity", "babel_study", "inference_codes", "method_spec", "threshold_l0", "threshold_tradeoff", "trained_sae"]
 
 METHODS = ("MP-SAE", "TopK", "ReLU")
 
@@ -315,3 +315,43 @@ def threshold_tradeoff(profile: Profile, l0_df: pd.DataFrame | None = None, *, s
     per_s = per_s.assign(population=per_s.pop("true_s").map(lambda v: f"s={v}"))
     out = pd.concat([per_s, mixed], ignore_index=True)
     return out[["seed", "population", "mode", "k", "target", "l0", "nmse", "capped"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Babel on overcomplete dictionaries (the MP-SAE paper's Babel contrast)
+# --------------------------------------------------------------------------------------------
+
+
+def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval: int = 1024, progress: bool = True) -> pd.DataFrame:
+    """The Babel contrast (docs/papers.md#mp-sae-babel) on the overcomplete dictionaries of
+    :func:`adaptive_sparsity` (p latents in R^d, p / d = 8 under quick): for every method and seed,
+    the mutual coherence mu_1(1) and mu_1(2) of the whole learned dictionary and the co-active
+    Babel (mu_1(|S| - 1) of the atoms each held-out row uses, averaged over rows), at the training
+    setting; and the same three numbers for the true dictionary with the true codes (``method``
+    ``"truth"``), so the learned values have a reference.
+
+    Returns
+    -------
+    DataFrame with ``method, seed, babel_1, babel_2, babel_coactive, l0`` (mean active atoms per
+    held-out row).
+    """
+    from ..metrics import babel, babel_coactive
+
+    S = profile.mp
+    rows = []
+    for seed in tqdm(profile.seeds, desc="Babel", disable=not progress):
+        model = _feature_model(S, seed, profile.device, profile.dtype)
+        X, H = model.sample(n_eval, eval_generator(seed, profile.device, stream=S.s), h_layout="sparse")
+        unit_rows_(X)
+        H = H.to_dense()
+        V = model.features
+        rows.append(dict(method="truth", seed=seed, babel_1=babel(V, 1), babel_2=babel(V, 2), babel_coactive=babel_coactive(V, H),
+                         l0=float((H != 0).sum(1).to(torch.float64).mean())))
+        for method in methods:
+            sae, _ = trained_sae(method, profile, seed)
+            with torch.no_grad():
+                codes = sae.encode(X)  # the training setting: k steps / top k / the ReLU's own support
+            D = sae.dictionary.detach()
+            rows.append(dict(method=method, seed=seed, babel_1=babel(D, 1), babel_2=babel(D, 2), babel_coactive=babel_coactive(D, codes),
+                             l0=float((codes != 0).sum(1).to(torch.float64).mean())))
+    return pd.DataFrame(rows)
