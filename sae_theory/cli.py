@@ -188,13 +188,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     # Kernels inherit the environment: the profile, and the figure folder resolved here, so the
     # runner watches exactly the folder the notebooks write to. Restored afterwards.
-    saved_env = {k: os.environ.get(k) for k in (PROFILE_ENV, plotting.FIGURE_DIR_ENV, THREADS_ENV)}
+    saved_env = {k: os.environ.get(k) for k in (PROFILE_ENV, plotting.FIGURE_DIR_ENV, THREADS_ENV, plotting.UPDATE_FIGURES_ENV)}
     os.environ[PROFILE_ENV] = profile
     if threads is not None:
         os.environ[THREADS_ENV] = str(threads)
-    os.environ[plotting.FIGURE_DIR_ENV] = str(plotting.base_figure_dir())
+    if args.update_figures:
+        os.environ[plotting.UPDATE_FIGURES_ENV] = "1"
     try:
         fig_dir = plotting.figure_dir(profile)
+        os.environ[plotting.FIGURE_DIR_ENV] = str(fig_dir)
         results = [NotebookResult(nb.stem) for nb in notebooks]
         start = time.perf_counter()
         bar = tqdm(
@@ -283,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", metavar="N|all",
         help="torch CPU threads in each notebook (default: $SAE_THEORY_THREADS, else the profile's "
              "cpu_threads: 1 under quick, all cores under full)",
+    )
+    p_rep.add_argument(
+        "--update-figures", action="store_true",
+        help="write into the committed paper_figures/ (default: the git-ignored paper_figures/_latest/); "
+             "files whose bytes do not change are left untouched",
     )
     p_rep.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p_rep.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -77,8 +77,8 @@ def test_reproduce__unknown_profile_exits_2(env, capsys):
 
 
 def test_reproduce__reports_ok_and_failed_and_lists_figures(env, monkeypatch, capsys):
-    # --profile full with CI=true: the kernel must see the profile (sidecar says "full"), and
-    # full is never redirected to _ci, so the figure lands in figs/ itself.
+    # --profile full with CI=true: the kernel must see the profile (sidecar says "full"), and an
+    # explicit figure folder is used as it is, so the figure lands in figs/ itself.
     monkeypatch.setenv("CI", "true")
     nb_dir = env / "nbs"
     nb_dir.mkdir()
@@ -153,3 +153,16 @@ def test_reproduce__threads_reach_the_kernel_and_the_environment_is_restored(env
     nb = _write_notebook(env / "01_threads.ipynb", cell)
     assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--threads", "2", "--no-progress"]) == 0
     assert THREADS_ENV not in os.environ
+
+
+def test_reproduce__update_figures_writes_into_the_committed_folder_only_on_request(env, monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv(plotting.FIGURE_DIR_ENV, raising=False)
+    monkeypatch.delenv(plotting.UPDATE_FIGURES_ENV, raising=False)
+    monkeypatch.setattr(plotting.core, "repo_root", lambda: tmp_path / "repo")
+    nb = _write_notebook(env / "01_ok.ipynb", SAVE_FIGURE_CELL.replace("get_profile(device=\"cpu\")", "get_profile(\"full\", device=\"cpu\")"))
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--no-progress"]) == 0
+    assert (tmp_path / "repo" / "paper_figures" / "_latest" / "fig_ok.png").is_file()
+    assert not (tmp_path / "repo" / "paper_figures" / "fig_ok.png").exists()
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--no-progress", "--update-figures"]) == 0
+    assert (tmp_path / "repo" / "paper_figures" / "fig_ok.png").is_file()
+    assert plotting.UPDATE_FIGURES_ENV not in os.environ and plotting.FIGURE_DIR_ENV not in os.environ

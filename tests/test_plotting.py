@@ -4,6 +4,9 @@ small synthetic frames with the experiments' columns."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import ast
 import colorsys
 import inspect
@@ -114,30 +117,58 @@ def test_figure_dir__env_override_honoured_and_created(fig_dir):
     assert fig_dir.is_dir()
 
 
-@pytest.mark.parametrize("ci", ["true", "1", "TRUE", "yes"])
-def test_figure_dir__quick_in_ci_goes_to_ci_subfolder(fig_dir, monkeypatch, ci):
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_figure_dir__explicit_folder_is_used_as_is_in_and_out_of_ci(fig_dir, monkeypatch, ci):
     monkeypatch.setenv("CI", ci)
-    out = plotting.figure_dir(get_profile("quick", device="cpu"))
-    assert out == fig_dir.resolve() / "_ci"
-    assert out.name == "_ci" and out.is_dir()
-    png = plotting.save_figure(_figure(), "fig_ci", get_profile("quick", device="cpu"))
-    assert png.parent == out
+    assert plotting.figure_dir(get_profile("quick", device="cpu")) == fig_dir.resolve()
+    assert plotting.figure_dir("full") == fig_dir.resolve()
 
 
-@pytest.mark.parametrize(("profile", "ci"), [("full", "true"), ("quick", "false"), ("quick", "0"), ("quick", "")])
-def test_figure_dir__no_ci_subfolder_outside_quick_ci(fig_dir, monkeypatch, profile, ci):
-    monkeypatch.setenv("CI", ci)
-    assert plotting.figure_dir(profile) == fig_dir.resolve()
-
-
-def test_figure_dir__default_is_repo_paper_figures(monkeypatch):
+@pytest.fixture
+def repo_figures(monkeypatch):
     monkeypatch.delenv(plotting.FIGURE_DIR_ENV, raising=False)
-    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(plotting.UPDATE_FIGURES_ENV, raising=False)
     root = plotting.repo_root()
     if root is None:
         pytest.skip("sae_theory is not running from a checkout")
     assert (root / "pyproject.toml").is_file()
-    assert plotting.figure_dir("full") == root / "paper_figures"
+    return root / "paper_figures"
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_figure_dir__default_is_the_ignored_latest_folder(repo_figures, profile):
+    assert plotting.figure_dir(profile) == repo_figures / "_latest"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(repo_figures / "_latest" / "x.png")], cwd=repo_figures.parent)
+    assert ignored.returncode == 0, "paper_figures/_latest must be git-ignored"
+
+
+@pytest.mark.parametrize("flag, expected", [("1", ""), ("true", ""), ("0", "_latest"), ("no", "_latest")])
+def test_figure_dir__committed_folder_only_when_updating(repo_figures, monkeypatch, flag, expected):
+    monkeypatch.setenv(plotting.UPDATE_FIGURES_ENV, flag)
+    assert plotting.figure_dir("quick") == (repo_figures / expected if expected else repo_figures)
+
+
+def test_save_figure__unchanged_figure_leaves_every_file_untouched(fig_dir):
+    P = get_profile("quick", device="cpu")
+    data = {"x": [1, 2], "seconds": [0.5, 0.7]}
+    plotting.save_figure(_figure(), "fig_same", P, config={"k": 1}, data=data)
+    stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fig_dir.iterdir()}
+    time.sleep(0.01)
+    plotting.save_figure(_figure(), "fig_same", P, config={"k": 1}, data={"x": [1, 2], "seconds": [9.0, 9.0]})
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in fig_dir.iterdir()} == stamps
+    assert "seconds" not in (fig_dir / "fig_same.csv").read_text()  # wall-clock columns are not figure numbers
+
+
+def test_save_figure__changed_numbers_rewrite_the_data_and_the_sidecar(fig_dir):
+    P = get_profile("quick", device="cpu")
+    plotting.save_figure(_figure(), "fig_new", P, config={"k": 1}, data={"x": [1, 2]})
+    side = json.loads((fig_dir / "fig_new.json").read_text())
+    png = (fig_dir / "fig_new.png").read_bytes()
+    plotting.save_figure(_figure(), "fig_new", P, config={"k": 2}, data={"x": [1, 3]})
+    side2 = json.loads((fig_dir / "fig_new.json").read_text())
+    assert side2["config"] == {"k": 2} and (fig_dir / "fig_new.csv").read_text().splitlines() == ["x", "1", "3"]
+    assert (fig_dir / "fig_new.png").read_bytes() == png  # same drawing, same bytes
+    assert side["config"] == {"k": 1}
 
 
 def test_use_style__sets_theme_once(monkeypatch):

@@ -5,11 +5,15 @@ Every paper figure is written by :func:`save_figure` as ``<name>.png`` + ``<name
 folder :func:`figure_dir` picks:
 
 1. ``$SAE_THEORY_FIGURE_DIR`` when set;
-2. else ``<repo>/paper_figures`` when the package runs from a checkout;
-3. else ``./paper_figures``;
+2. else ``<repo>/paper_figures/_latest`` (``./paper_figures/_latest`` outside a checkout), which
+   git ignores, so running a notebook, the tests or ``sae-theory reproduce`` never dirties the
+   tree;
+3. ``<repo>/paper_figures`` itself only when the committed figures are being updated on purpose:
+   ``$SAE_THEORY_UPDATE_FIGURES`` set to a true value (``sae-theory reproduce --update-figures``).
 
-and, under the ``quick`` profile inside CI (``CI`` set to a true value), the ``_ci`` subfolder of
-that, which git ignores, so CI never rewrites the committed figures.
+A file whose bytes would not change is not rewritten, and the sidecar keeps its old time and
+commit when nothing else in it changed, so updating the committed figures touches only the
+figures whose drawing or numbers changed.
 
 >>> from sae_theory.plotting import use_style, save_figure      # doctest: +SKIP
 >>> use_style()                                                   # doctest: +SKIP
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIGURE_DIR_ENV",
+    "UPDATE_FIGURES_ENV",
+    "WALL_CLOCK_COLUMNS",
     "PNG_DPI",
     "UNKNOWN_METHOD_COLOR",
     "base_figure_dir",
@@ -55,6 +61,11 @@ __all__ = [
 
 #: Environment variable that overrides where figures go.
 FIGURE_DIR_ENV = "SAE_THEORY_FIGURE_DIR"
+#: Set to a true value to write into the committed ``paper_figures/`` instead of ``_latest``.
+UPDATE_FIGURES_ENV = "SAE_THEORY_UPDATE_FIGURES"
+#: Columns of a figure's data that are wall-clock measurements, not numbers of the figure: left
+#: out of the CSV so that re-running does not change a committed file.
+WALL_CLOCK_COLUMNS = ("seconds",)
 
 #: Resolution of the PNG files.
 PNG_DPI = 150
@@ -92,8 +103,8 @@ def repo_root() -> Path | None:
     return None
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in _FALSE_STRINGS
+def _updating() -> bool:
+    return os.environ.get(UPDATE_FIGURES_ENV, "").strip().lower() not in _FALSE_STRINGS
 
 
 def _profile_name(profile: Profile | str) -> str:
@@ -101,8 +112,8 @@ def _profile_name(profile: Profile | str) -> str:
 
 
 def base_figure_dir() -> Path:
-    """Where figures go before the CI rule: ``$SAE_THEORY_FIGURE_DIR``, else
-    ``<repo>/paper_figures``, else ``./paper_figures``. Absolute; not created."""
+    """The committed figure folder: ``$SAE_THEORY_FIGURE_DIR``, else ``<repo>/paper_figures``,
+    else ``./paper_figures``. Absolute; not created."""
     override = os.environ.get(FIGURE_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
@@ -110,24 +121,25 @@ def base_figure_dir() -> Path:
     return (root if root is not None else Path.cwd()).resolve() / "paper_figures"
 
 
-def figure_dir(profile: Profile | str) -> Path:
-    """The folder figures of ``profile`` are written to; created if missing.
+def figure_dir(profile: Profile | str | None = None) -> Path:
+    """The folder figures are written to; created if missing.
 
     Parameters
     ----------
     profile
-        A :class:`~sae_theory.profiles.Profile` or a profile name.
+        Unused (kept so callers can pass the profile a figure is made under; every profile
+        follows the same rule).
 
     Returns
     -------
     Path
-        :func:`base_figure_dir`, or its ``_ci`` subfolder under the ``quick`` profile when the
-        environment variable ``CI`` is set to a true value (anything but ``""``, ``0``,
-        ``false``, ``no``, ``off``).
+        ``$SAE_THEORY_FIGURE_DIR`` when set; else :func:`base_figure_dir` when
+        ``$SAE_THEORY_UPDATE_FIGURES`` is set to a true value (anything but ``""``, ``0``,
+        ``false``, ``no``, ``off``); else its git-ignored ``_latest`` subfolder.
     """
     out = base_figure_dir()
-    if _profile_name(profile) == "quick" and _in_ci():
-        out = out / "_ci"
+    if not os.environ.get(FIGURE_DIR_ENV) and not _updating():
+        out = out / "_latest"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -221,18 +233,50 @@ def save_figure(
     }
     out = figure_dir(profile)
     png = out / f"{name}.png"
-    fig.savefig(png, dpi=PNG_DPI, bbox_inches="tight")
-    # No creation date, so re-running a notebook leaves an unchanged figure byte-identical.
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    files = {f"{name}.png": _render(fig, "png", dpi=PNG_DPI, bbox_inches="tight"),
+             # no creation date: an unchanged figure renders to the same bytes
+             f"{name}.pdf": _render(fig, "pdf", bbox_inches="tight", metadata={"CreationDate": None})}
     if data is not None:
         import pandas as pd
 
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
-        frame.to_csv(out / f"{name}.csv", index=False)
+        frame = frame.drop(columns=[c for c in WALL_CLOCK_COLUMNS if c in frame.columns])
+        files[f"{name}.csv"] = frame.to_csv(index=False).encode()
         sidecar["files"].append(f"{name}.csv")
-    (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2, sort_keys=False) + "\n")
+    changed = False
+    for fname, payload in files.items():
+        changed |= _write_if_changed(out / fname, payload)
+    side = out / f"{name}.json"
+    provenance = ("created_utc", "git_commit", "version")
+    try:
+        old = json.loads(side.read_text())
+    except (OSError, ValueError):
+        old = None
+    same = old is not None and {k: v for k, v in old.items() if k not in provenance} == {
+        k: v for k, v in json.loads(json.dumps(sidecar)).items() if k not in provenance}
+    if changed or not same:
+        side.write_text(json.dumps(sidecar, indent=2, sort_keys=False) + "\n")
     _written.append(png)
     return png
+
+
+def _render(fig: Figure, fmt: str, **kwargs: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _write_if_changed(path: Path, payload: bytes) -> bool:
+    """Write ``payload`` to ``path`` unless it already holds exactly these bytes; True if written."""
+    try:
+        if path.read_bytes() == payload:
+            return False
+    except OSError:
+        pass
+    path.write_bytes(payload)
+    return True
 
 
 def written_figures() -> list[Path]:
