@@ -92,3 +92,12 @@ def test_code_fingerprint__ignores_docstrings_and_comments_but_not_code():
     other = cache._code_without_docstrings('class A:\n    x: int = 1\n    def f(self):\n        return 2\n')
     assert base == same and base != other
     assert len(cache.code_fingerprint()) == 16
+
+
+def test_cache__a_damaged_run_is_trained_again_with_a_warning(cache_dir):
+    first = _run()
+    (cache_dir / first.key / "sae.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match="cannot be read.*training it again"):
+        again = _run()
+    assert not again.cached and _same_state(first.model, again.model)
+    assert _run().cached  # stored afresh

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -129,12 +130,17 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     root = cache_dir()
     folder = None if root is None else root / key
     if folder is not None and (folder / _RUN_FILE).is_file():
-        meta = json.loads((folder / _RUN_FILE).read_text())
-        model = load_sae(folder, device=device)
-        model.eval()
-        h = meta["history"]
-        history = History(rows=h["rows"], steps_run=h["steps_run"], input_scale=h["input_scale"])
-        return CachedRun(model, history, float(meta["seconds"]), True, key, meta.get("summary"))
+        try:
+            meta = json.loads((folder / _RUN_FILE).read_text())
+            model = load_sae(folder, device=device)
+            h = meta["history"]
+            history = History(rows=h["rows"], steps_run=h["steps_run"], input_scale=h["input_scale"])
+        except Exception as exc:  # a damaged run (any read error, e.g. a truncated safetensors file) is trained again, never used
+            warnings.warn(f"the cached run {folder} cannot be read ({type(exc).__name__}: {exc}); training it again.", stacklevel=2)
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            model.eval()
+            return CachedRun(model, history, float(meta["seconds"]), True, key, meta.get("summary"))
 
     if callable(data) and not isinstance(data, torch.Tensor) and not hasattr(data, "next_batch"):
         data = data()

@@ -129,11 +129,6 @@ def train_fields(scale: HierarchyScale, seed: int) -> dict:
                 seed=seed, progress=False, log_every=max(1, scale.steps // 60))
 
 
-def train_config(scale: HierarchyScale, seed: int) -> TrainConfig:
-    """:func:`train_fields` as a TrainConfig."""
-    return TrainConfig(**train_fields(scale, seed))
-
-
 def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
     """The spec of every method of :data:`METHODS` at ``scale`` (module docstring)."""
     ratio = PAPER_STEPS / scale.steps
@@ -156,13 +151,6 @@ def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
     # not in METHODS: the switch the official toy code leaves off, for the sensitivity study
     specs.append(MethodSpec.make(MP_UNIT_NORM, "MP-SAE", k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True, unit_norm_decoder=True))
     return {spec.label: spec for spec in specs}
-
-
-def build(method: str, scale: HierarchyScale, seed: int, d: int, n_latents: int, device: str,
-          dtype: torch.dtype) -> tuple[SAE, list]:
-    """A fresh SAE of ``method`` (module docstring) and its training hooks."""
-    _check_methods((method,), tuple(method_specs(scale)))
-    return method_specs(scale)[method].build(d=d, n_latents=n_latents, seed=seed + 1, device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)
