@@ -35,7 +35,6 @@ at the same mean L0, per row sparsity and on the three pooled.
 from __future__ import annotations
 
 import functools
-import math
 
 import pandas as pd
 import torch
@@ -47,6 +46,7 @@ from ..models import MPSAE
 from ..models.base import SAE, unit_rows_
 from ..profiles import MPScale, Profile
 from ..training import SparsityController
+from .._checks import check_real
 from .cache import train_cached
 from .specs import HookSpec, MethodSpec, eval_generator
 
@@ -257,9 +257,8 @@ def threshold_l0(profile: Profile, *, targets: tuple[float, ...] = THRESHOLD_TAR
     """
     S = profile.mp
     sparsities = _sparsities(S, sparsities)
-    for t in targets:
-        if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ValueError(f"targets must be finite residual norms > 0, got {t!r}.")
+    for i, t in enumerate(targets):
+        check_real(f"targets[{i}] (a residual norm)", t, minimum=0, include_minimum=False)
     cap = S.inference_k_max_multiple * S.k
     frames = []
     for seed in tqdm(profile.seeds, desc="threshold mode", disable=not progress):
