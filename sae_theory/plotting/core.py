@@ -241,7 +241,8 @@ def save_figure(
 
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
         frame = frame.drop(columns=[c for c in WALL_CLOCK_COLUMNS if c in frame.columns])
-        files[f"{name}.csv"] = frame.to_csv(index=False).encode()
+        # 12 significant digits: the numbers, without the last-bit noise of one machine's BLAS
+        files[f"{name}.csv"] = frame.to_csv(index=False, float_format="%.12g").encode()
         sidecar["files"].append(f"{name}.csv")
     changed = False
     for fname, payload in files.items():
