@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_int
 
-__all__ = ["SAE", "SAEConfig", "TrainOutput", "UntiedSAE", "reconstruction_loss", "unit_rows_"]
+__all__ = ["SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "reconstruction_loss", "unit_rows_"]
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,23 @@ def unit_rows_(W: Tensor) -> None:
     normalised, and a dead atom should stay visibly dead rather than become NaN)."""
     norms = W.norm(dim=1, keepdim=True)
     W.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
+
+
+class TiedWeightSAE(SAE):
+    """Shared body of the SAEs with one weight that both encodes and decodes (the GBA tied SAE,
+    MP-SAE): ``W_dec`` (M, d) is the parameter, its rows are the atoms, and ``W_enc`` is its
+    transpose (a view, so SAELens names still apply)."""
+
+    W_dec: nn.Parameter
+
+    @property
+    def W_enc(self) -> Tensor:
+        """(d, M) view of the tied weight ``W_dec``."""
+        return self.W_dec.T
+
+    @property
+    def dictionary(self) -> Tensor:
+        return self.W_dec
 
 
 class UntiedSAE(SAE):

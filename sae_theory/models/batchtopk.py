@@ -19,13 +19,12 @@ exactly.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, check_real
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
@@ -33,9 +32,7 @@ __all__ = ["BatchTopKSAE", "BatchTopKSAEConfig", "batch_topk"]
 
 
 def _check_k(name: str, k, n_latents: int) -> float:
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or not 0 < k <= n_latents:
-        raise ValueError(f"{name} must be a number in (0, n_latents={n_latents}] (mean active latents per input), got {k!r}.")
-    return float(k)
+    return check_real(name, k, minimum=0, include_minimum=False, maximum=n_latents)  # mean active latents per input
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_bool
-from .base import SAE, SAEConfig, TrainOutput, reconstruction_loss, unit_rows_
+from .base import SAEConfig, TiedWeightSAE, TrainOutput, reconstruction_loss, unit_rows_
 from .registry import register_sae
 
 __all__ = ["TiedSAE", "TiedSAEConfig", "ACTIVATIONS"]
@@ -74,7 +74,7 @@ class TiedSAEConfig(SAEConfig):
 
 
 @register_sae("GBA", config=TiedSAEConfig, aliases=("BA", "Tied"))
-class TiedSAE(SAE):
+class TiedSAE(TiedWeightSAE):
     """Tied SAE with output scales, an adapted (never trained) neuron bias and a pre-bias.
 
     Parameters (SAELens names): ``W_dec`` (M, d) the tied weight W, unit rows (kept so by
@@ -96,14 +96,6 @@ class TiedSAE(SAE):
         self.b_dec = nn.Parameter(self._new(config.d, fill=0.0), requires_grad=config.train_b_dec)
         self.register_buffer("b_enc", self._new(config.n_latents, fill=0.0))
 
-    @property
-    def W_enc(self) -> Tensor:
-        """(d, M) view of the tied weight."""
-        return self.W_dec.T
-
-    @property
-    def dictionary(self) -> Tensor:
-        return self.W_dec
 
     @torch.no_grad()
     def init_b_dec_(self, x: Tensor) -> None:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._checks import check_bool, check_int
-from ..base import SAE, SAEConfig, TrainOutput, reconstruction_loss, unit_rows_
+from ..base import SAEConfig, TiedWeightSAE, TrainOutput, reconstruction_loss, unit_rows_
 from ..registry import register_sae
 from .autograd import UnrolledPursuit
 from .pursuit import pursuit_direct, pursuit_gram
@@ -113,7 +113,7 @@ class MPSAEConfig(SAEConfig):
 
 
 @register_sae("MP-SAE", config=MPSAEConfig, aliases=("MP",))
-class MPSAE(SAE):
+class MPSAE(TiedWeightSAE):
     """Matching-pursuit SAE (:mod:`sae_theory.models.mp`).
 
     Parameters (SAELens names): ``W_dec`` (p, d) the dictionary, unit rows at initialisation and,
@@ -164,14 +164,6 @@ class MPSAE(SAE):
         return sae
 
     # -- contract ------------------------------------------------------------------------------
-    @property
-    def W_enc(self) -> Tensor:
-        """(d, p) view of the dictionary."""
-        return self.W_dec.T
-
-    @property
-    def dictionary(self) -> Tensor:
-        return self.W_dec
 
     @property
     def k(self) -> int:
