@@ -39,34 +39,5 @@ from .gba import resonance_figure, toy_figure, toy_sensitivity_figure
 from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps, steps_sweep_figure, training_curves_figure
 from .mp import adaptive_sparsity_figure, mp_theory_figure
 
-__all__ = [
-    # core
-    "FIGURE_DIR_ENV",
-    "PNG_DPI",
-    "UNKNOWN_METHOD_COLOR",
-    "UPDATE_FIGURES_ENV",
-    "WALL_CLOCK_COLUMNS",
-    "base_figure_dir",
-    "figure_dir",
-    "hue_kwargs",
-    "method_colors",
-    "repo_root",
-    "save_figure",
-    "use_style",
-    "written_figures",
-    # figures
-    "adaptive_sparsity_figure",
-    "band_figure",
-    "conditions_figure",
-    "cross_paper_figure",
-    "feature_frequency_figure",
-    "h3_sample_size_figure",
-    "hierarchy_figure",
-    "hierarchy_heatmaps",
-    "mp_theory_figure",
-    "resonance_figure",
-    "steps_sweep_figure",
-    "toy_figure",
-    "toy_sensitivity_figure",
-    "training_curves_figure",
-]
+# every public name of the submodules, in their order (each module's __all__ is tested against its definitions)
+__all__ = [*core.__all__, *feature_model.__all__, *gba.__all__, *mp.__all__, *hierarchy.__all__]
