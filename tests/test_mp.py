@@ -377,7 +377,8 @@ def test_gram__cached_until_the_dictionary_changes():
     sae = _sae()
     G1 = sae.gram()
     assert sae.gram() is G1
-    sae.post_step()  # in place: a new version of W_dec
+    with torch.no_grad():
+        sae.W_dec[0].neg_()  # in place: a new version of W_dec
     assert sae.gram() is not G1
     with torch.no_grad():
         sae.W_dec.mul_(0.5)
@@ -387,6 +388,23 @@ def test_gram__cached_until_the_dictionary_changes():
         other.W_dec.copy_(torch.flip(other.W_dec, [0]))
     sae.load_state_dict(other.state_dict())
     assert_close(sae.gram(), other.W_dec.detach() @ other.W_dec.detach().T)
+
+
+@pytest.mark.parametrize("edit", ["data", "no_grad"])
+def test_gram__writes_that_bypass_the_version_counter_invalidate_it(edit):
+    # dead-atom resampling writes a new atom through .data or under no_grad: G must follow
+    sae = _sae(gram="always")
+    x = _data(64)
+    sae.encode(x)  # builds and caches G
+    new_atom = torch.nn.functional.normalize(torch.randn(sae.d, generator=torch.Generator().manual_seed(7), dtype=sae.W_dec.dtype), dim=0)
+    if edit == "data":
+        sae.W_dec.data[3].copy_(new_atom)
+    else:
+        with torch.no_grad():
+            sae.W_dec[3].copy_(new_atom)
+    assert_close(sae.gram(), sae.W_dec.detach() @ sae.W_dec.detach().T)
+    ref, _ = matching_pursuit_reference(x, sae.W_dec.detach(), 12)
+    assert_close(sae.encode(x), ref.codes)
 
 
 def test_gram__an_optimizer_step_invalidates_it_and_encode_follows_the_new_dictionary():

@@ -138,7 +138,7 @@ class MPSAE(TiedWeightSAE):
         self.b_dec = nn.Parameter(self._new(config.d, fill=0.0), requires_grad=config.train_b_dec)
         # training passes so far (drives atom dropout; a buffer so a resumed run continues exactly)
         self.register_buffer("n_train_passes", torch.zeros((), dtype=torch.long, device=config.device))
-        self._gram: tuple[tuple, Tensor] | None = None
+        self._gram: tuple[Tensor, Tensor] | None = None  # (the dictionary G was built from, G)
 
     @classmethod
     def from_dictionary(cls, D: Tensor, *, normalize: bool = True, **kwargs) -> MPSAE:
@@ -184,19 +184,24 @@ class MPSAE(TiedWeightSAE):
         return self._check_codes(codes) @ self.W_dec + self.b_dec
 
     # -- the Gram matrix -----------------------------------------------------------------------
-    def _gram_key(self) -> tuple:
-        W = self.W_dec
-        return (W.data_ptr(), W._version, W.dtype, W.device, tuple(W.shape))
+    def _gram_valid(self) -> bool:
+        """Whether the cached G was built from exactly the current dictionary. The check compares
+        the dictionary with the copy kept beside G (O(p d), against the O(p^2 d) of building G),
+        so no change can slip past it: optimiser steps, ``post_step``, ``load_state_dict``, and
+        also writes through ``W_dec.data`` or in-place edits under ``torch.no_grad()`` (e.g.
+        dead-atom resampling), which do not bump the parameter's version counter."""
+        if self._gram is None:
+            return False
+        W0, W = self._gram[0], self.W_dec.detach()
+        return W0.shape == W.shape and W0.dtype == W.dtype and W0.device == W.device and torch.equal(W0, W)
 
     def gram(self) -> Tensor:
-        """G = D D^T (p, p), cached until the dictionary changes (any in-place change of
-        ``W_dec``: an optimiser step, ``post_step``, ``load_state_dict``, bumps the version in the
-        key; with or without unit-norm atoms)."""
-        key = self._gram_key()
-        if self._gram is None or self._gram[0] != key:
+        """G = D D^T (p, p), cached until the dictionary changes in any way (see
+        :meth:`_gram_valid`); with or without unit-norm atoms."""
+        if not self._gram_valid():
             with torch.no_grad():
                 W = self.W_dec.detach()
-                self._gram = (key, W @ W.T)
+                self._gram = (W.clone(), W @ W.T)
         return self._gram[1]
 
     def uses_gram(self, batch_size: int, k: int | None = None) -> bool:
@@ -208,7 +213,7 @@ class MPSAE(TiedWeightSAE):
         p = self.n_latents
         if p * p * self.W_dec.element_size() > self.config.gram_max_bytes:
             return False
-        cached = self._gram is not None and self._gram[0] == self._gram_key()
+        cached = self._gram_valid()
         return cached or p <= (self.k if k is None else k) * batch_size
 
     # -- the pursuit -----------------------------------------------------------------------------
