@@ -65,7 +65,7 @@ def test_run_key__changes_with_every_field(change, cache_dir):
 
 
 def test_run_key__ignores_progress_and_folder_fields(cache_dir):
-    base = _run()
+    _run()  # stores the run
     assert _run(run={**RUN, "progress": True}).cached
 
 

@@ -69,15 +69,14 @@ def code_fingerprint() -> str:
 
 
 def _code_without_docstrings(source: str) -> str:
+    """The syntax tree of ``source`` without bare string statements (module, class, function and
+    attribute docstrings); comments and layout never reach the tree."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-        if isinstance(body, list):  # attribute docstrings: string expressions inside bodies
-            node.body = [b for b in node.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
-                                                      and isinstance(b.value.value, str))] or [ast.Pass()]
+        if isinstance(body, list):
+            node.body = [b for b in body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+                                                 and isinstance(b.value.value, str))] or [ast.Pass()]
     return ast.dump(tree, include_attributes=False)
 
 

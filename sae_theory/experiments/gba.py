@@ -340,7 +340,7 @@ def recovering_groups(profile: Profile, *, width: int | None = None, method: str
     V = SparseFeatureModel.imbalanced_toy(seed=0).features.double()
     cos = (V / V.norm(dim=1, keepdim=True)) @ (W / W.norm(dim=1, keepdim=True).clamp_min(1e-300)).T
     best = cos.max(dim=1)
-    gcfg = GBAConfig(**dict(dict(spec.hooks[0].config)))
+    gcfg = GBAConfig(**dict(spec.hooks[0].config))
     groups = group_assignment(scale.n_latents, gcfg)
     targets = target_frequencies(gcfg).double()
     neuron = best.indices

@@ -55,9 +55,8 @@ from tqdm.auto import tqdm
 from ..data.hierarchical import HierarchicalFeatureModel, Magnitudes
 from ..metrics import absorption as _absorption_scores
 from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hierarchical_mse, l0, match_latents
-from ..models.base import SAE
 from ..profiles import HierarchyScale, Profile
-from ..training import GBAConfig, TrainConfig, train
+from ..training import GBAConfig
 from .cache import train_cached
 from .specs import HookSpec, MethodSpec, eval_generator
 

@@ -136,7 +136,6 @@ def steps_sweep_figure(df, *, target_l0: float | None = None, profile_steps: int
     line per (method, rho), median over seeds. ``target_l0`` draws the true E[L0];
     ``profile_steps`` marks the length the other figures use."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     use_style()
     d = df.copy()
