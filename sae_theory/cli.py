@@ -1,9 +1,10 @@
-"""Command line: ``sae-theory list`` and ``sae-theory reproduce``.
+"""Command line: ``sae-theory list``, ``sae-theory reproduce`` and ``sae-theory claims``.
 
 ``sae-theory reproduce`` executes the notebooks (``notebooks/NN_*.ipynb``) in order under a
 profile, never writing into the source notebooks, and ends with a table of what ran, how long it
-took and which figures each notebook wrote. This module is the only place in the package that
-prints.
+took and which figures each notebook wrote, then the verdict of every registered claim of those
+notebooks (:mod:`sae_theory.claims`). ``sae-theory claims`` prints the verdicts of a profile, or
+the README's generated results table. This module is the only place in the package that prints.
 """
 
 from __future__ import annotations
@@ -238,9 +239,56 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         summary += f", {n_skipped} skipped"
     print(f"profile {profile}: {summary} in {total:.1f} s")
     print(f"figures: {fig_dir}")
+    print()
+    print(_verdict_lines(profile, fig_dir, results))
     if save_dir is not None:
         print(f"executed notebooks: {save_dir}")
     return 0 if n_failed == 0 and n_skipped == 0 else 1
+
+
+def _verdict_lines(profile: str, folder: Path, results: Sequence[NotebookResult]) -> str:
+    """The verdict table of the claims of the notebooks that ran (``sae_theory.claims``)."""
+    from sae_theory import claims
+
+    ran = {r.notebook: r.status for r in results if r.status != "skipped"}
+    table = claims.verdict_table(profile, folder, notebooks=tuple(ran))
+    if table.empty:
+        return f"verdicts ({profile}): no registered claims in these notebooks"
+    table.loc[table.notebook.map(ran) == "failed", "status"] = "notebook failed"
+    return f"verdicts ({profile}; {claims.verdicts_path(profile, folder)}):\n" + _claims_text(table)
+
+
+def _claims_text(table) -> str:
+    w0, w1 = (max(len(x) for x in [h, *table[c]]) for h, c in (("claim", "claim"), ("status", "status")))
+    lines = [f"{'claim':<{w0}}  {'status':<{w1}}  measured", "-" * (w0 + w1 + 12)]
+    lines += [f"{r.claim:<{w0}}  {r.status:<{w1}}  {r.reason}" for r in table.itertuples()]
+    return "\n".join(lines)
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from sae_theory import claims
+
+    folder = Path(args.folder) if args.folder else None
+    if args.readme:
+        try:
+            changed = claims.update_readme(args.readme, folder)
+        except (OSError, ValueError) as exc:
+            print(f"error: --readme: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.readme}: {'claims table updated' if changed else 'claims table already up to date'}")
+        return 0
+    if args.markdown:
+        print(claims.readme_table(folder))
+        return 0
+    profile = args.profile or os.environ.get(PROFILE_ENV) or "quick"
+    try:
+        table = claims.verdict_table(profile, folder)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"verdicts ({profile}; {claims.verdicts_path(profile, folder)}):")
+    print(_claims_text(table))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,6 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p_rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_rep.set_defaults(func=_cmd_reproduce)
+
+    p_cl = sub.add_parser(
+        "claims",
+        help="the registered claims and their recorded verdicts",
+        description="Print the verdict of every registered claim (sae_theory.claims) at a profile, "
+                    "the README's generated results table, or rewrite that table.",
+    )
+    p_cl.add_argument("--profile", metavar="{quick,full}", help=f"profile (default: ${PROFILE_ENV}, else quick)")
+    p_cl.add_argument("--folder", metavar="DIR",
+                      help="folder of verdicts_<profile>.json (default: where figures go; for --markdown/--readme "
+                           "the committed paper_figures/)")
+    p_cl.add_argument("--markdown", action="store_true", help="print the README's results table (Markdown)")
+    p_cl.add_argument("--readme", metavar="PATH", help="rewrite the generated results table in the README at PATH")
+    p_cl.set_defaults(func=_cmd_claims)
     return parser
 
 

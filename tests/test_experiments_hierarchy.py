@@ -128,3 +128,13 @@ def test_mp_on_feature_model__rows_and_matched_k(tiny):
     assert df.set_index("method").k["MP-SAE k=L0(BA)"] == max(1, round(ba_l0))
     assert df.set_index("method").k["MP-SAE k=s"] == tiny.resonance.s
     assert isinstance(df, pd.DataFrame)
+    assert df.babel_1.between(0, 1).all() and (df.babel_coactive >= 0).all()
+
+
+def test_mp_on_feature_model__truth_row_and_cached_runs_give_the_same_table(tiny):
+    first = experiments.mp_on_feature_model(tiny, include_truth=True, progress=False)
+    assert list(first.method) == ["truth", *experiments.cross_paper.FEATURE_MODEL_METHODS]
+    truth = first.set_index("method").loc["truth"]
+    assert truth.frr == 1.0 and truth.l0 == tiny.resonance.s and 0 < truth.babel_1 < 1
+    again = experiments.mp_on_feature_model(tiny, progress=False)  # every run from the cache
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), first[first.method != "truth"].reset_index(drop=True))

@@ -295,7 +295,7 @@ HIER = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
 def _hierarchy_frame(methods=HIER) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = [dict(method=m, rho=rho, seed=seed, flat_mse=rng.uniform(0.01, 1), hierarchical_mse=rng.uniform(0.01, 1),
-                 absorption=rng.uniform(0, 1), babel_1=rng.uniform(0, 3), babel_coactive=rng.uniform(0, 1))
+                 absorption=rng.uniform(0, 1), babel_1=rng.uniform(0, 3), babel_coactive=rng.uniform(0, 1), l0=rng.uniform(1, 3))
             for m in methods for rho in (0.0, 0.6) for seed in (0, 1)]
     return pd.DataFrame(rows)
 
@@ -448,7 +448,7 @@ def test_hierarchy_figure__methods_in_registry_order_with_their_palette_colour_i
             legend = _legend_colors(fig.axes[0])
             assert legend == plotting.method_colors(methods)
             assert list(legend) == [m for m in HIER if m in methods]
-            assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == list(legend)
+            assert [t.get_text() for t in fig.axes[4].get_xticklabels()] == list(legend)
         finally:
             plt.close(fig)
 

@@ -10,31 +10,36 @@ from .core import hue_kwargs, method_colors, use_style
 __all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
 
-def hierarchy_figure(df):
+def hierarchy_figure(df, *, target_l0: float | None = None):
     """Fig 4 (``experiments.hierarchy``): flat MSE, hierarchical MSE and absorption against the
-    within-level correlation rho, per method (median over seeds, band: range), and the Babel
-    contrast (whole dictionary against co-active subsets)."""
+    within-level correlation rho, per method (median over seeds, band: range); each method's L0
+    (the methods are not at matched L0: the panel shows by how much, with the true E[L0]
+    ``target_l0`` when given); and the Babel contrast (whole dictionary against co-active subsets)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     use_style()
     order = method_order(df["method"])
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    fig, axes = plt.subplots(1, 5, figsize=(25, 4.2))
     for ax, col, title in ((axes[0], "flat_mse", "flat MSE (within-level geometry)"),
                            (axes[1], "hierarchical_mse", "hierarchical MSE (cross-level leakage)"),
-                           (axes[2], "absorption", "absorption: cos(learned child, true parent)")):
+                           (axes[2], "absorption", "absorption: cos(learned child, true parent)"),
+                           (axes[3], "l0", "L0 on held-out rows (not matched across methods)")):
         sns.lineplot(df, x="rho", y=col, hue="method", **hue_kwargs(order), style="method", style_order=order,
                      estimator="median", errorbar=("pi", 100), markers=True, dashes=False, ax=ax, legend=ax is axes[0])
         ax.set(xlabel=r"within-level correlation $\rho$", ylabel=col, title=title, xticks=sorted(df["rho"].unique()))
-        if col != "absorption":
+        if col in ("flat_mse", "hierarchical_mse"):
             ax.set_yscale("log")
+    if target_l0 is not None:
+        axes[3].axhline(target_l0, color="black", ls="--", lw=1, label=f"true E[L0] = {target_l0:g}")
+        axes[3].legend(fontsize=7)
     axes[0].legend(fontsize=7)
     b = df.melt(id_vars=["method", "rho"], value_vars=["babel_1", "babel_coactive"], var_name="score", value_name="babel")
     b["score"] = b["score"].map({"babel_1": "whole dictionary, $\\mu_1(1)$", "babel_coactive": "co-active subsets"})
-    sns.barplot(b, x="method", y="babel", hue="score", order=order, estimator="median", errorbar=("pi", 100), ax=axes[3])
-    axes[3].set(xlabel="", ylabel="Babel (median over rho and seeds)", title="Babel: whole dictionary vs co-active")
-    axes[3].tick_params(axis="x", rotation=30)
-    axes[3].legend(fontsize=7)
+    sns.barplot(b, x="method", y="babel", hue="score", order=order, estimator="median", errorbar=("pi", 100), ax=axes[4])
+    axes[4].set(xlabel="", ylabel="Babel (median over rho and seeds)", title="Babel: whole dictionary vs co-active")
+    axes[4].tick_params(axis="x", rotation=30)
+    axes[4].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

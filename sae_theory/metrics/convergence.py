@@ -1,0 +1,40 @@
+"""Has a training curve settled? One rule for every verdict that needs a converged run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .._checks import check_real
+
+__all__ = ["plateaued"]
+
+
+def plateaued(values: Sequence[float], *, tail: float = 0.2, rtol: float = 0.05, atol: float = 1e-4) -> bool:
+    """Whether a logged curve (e.g. the training loss, in step order) has settled.
+
+    The mean of the last ``tail`` fraction of the values is compared with the mean of the
+    ``tail`` fraction just before it: settled when they differ by at most
+    ``atol + rtol * |earlier mean|``. ``atol`` lets a curve that has reached (near) zero count as
+    settled although its relative change is large.
+
+    Raises
+    ------
+    ValueError
+        If fewer than 10 values are given (two windows of at least 5 are needed), a value is not
+        finite, or ``tail`` is not in (0, 0.5].
+    """
+    check_real("tail", tail, minimum=0, maximum=0.5, include_minimum=False)
+    check_real("rtol", rtol, minimum=0)
+    check_real("atol", atol, minimum=0)
+    v = [float(x) for x in values]
+    if len(v) < 10:
+        raise ValueError(f"values has {len(v)} entries; plateaued needs at least 10 logged values (two windows of 5).")
+    bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
+    if bad:
+        raise ValueError(f"values[{bad[0]}] is {v[bad[0]]}: a curve with NaN/Inf has not converged; look at the run.")
+    w = max(5, int(round(tail * len(v))))
+    w = min(w, len(v) // 2)
+    last, before = v[-w:], v[-2 * w:-w]
+    a, b = sum(last) / w, sum(before) / w
+    return abs(a - b) <= atol + rtol * abs(b)
