@@ -118,6 +118,8 @@ class ToyScale:
     """Widths M of the width sweep (the paper does not state the toy's width)."""
     sweep_topk: tuple[int, ...] = ()
     """K values of the TopK sweep (the paper reports K = 20, 30, 50)."""
+    long_steps: int = 0
+    """Length of the TopK convergence runs (the paper's K = 20, 30, 50, tied and untied); 0: none."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,7 @@ _QUICK = dict(
     ),
     toy=ToyScale(n_latents=512, steps=2000, batch_size=256, n_samples=200_000,
                  frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03),
-                 widths=(512, 1024, 2048, 4096), sweep_topk=(3, 5, 10, 15, 20, 30, 50)),
+                 widths=(512, 1024, 2048, 4096), sweep_topk=(3, 5, 10, 15, 20, 30, 50), long_steps=15_000),
     mp=MPScale(n=256, d=64, s=6, n_latents=512, k=8, steps=2000, batch_size=256, n_samples=100_000,
                theory_inputs=200, theory_steps=64, inference_k_max_multiple=4),
     hierarchy=HierarchyScale(steps=3000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=(0,),
@@ -268,7 +270,7 @@ _FULL = dict(
     ),
     toy=ToyScale(n_latents=512, steps=30_000, batch_size=512, n_samples=2_000_000,
                  frontier_topk=(3, 5, 10, 15, 20, 30, 50), frontier_l1=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003),
-                 widths=(512, 1024, 2048, 4096), sweep_topk=(3, 5, 10, 15, 20, 30, 50)),
+                 widths=(512, 1024, 2048, 4096), sweep_topk=(3, 5, 10, 15, 20, 30, 50), long_steps=60_000),
     mp=MPScale(n=4096, d=256, s=16, n_latents=16384, k=32, steps=20_000, batch_size=1024, n_samples=2_000_000,
                theory_inputs=2000, theory_steps=256, inference_k_max_multiple=4),
     hierarchy=HierarchyScale(steps=15_000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=tuple(range(10)),

@@ -82,7 +82,7 @@ def test_readme__results_table_is_generated_from_the_registry():
 def _values(c: claims.Claim, rng: np.random.Generator) -> dict:
     out = {}
     for k in c.measures:
-        if k in ("tied", "falls_with_d", "gba_trains"):
+        if k in ("tied", "falls_with_d"):
             out[k] = bool(rng.integers(2))
         elif k in ("steps", "longest_steps", "width", "best_width", "first_width", "last_width", "smallest_d", "largest_d", "best_k", "s_max", "rhos"):
             out[k] = float(rng.integers(2, 5000))

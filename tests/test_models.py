@@ -27,6 +27,7 @@ BUILDERS: dict[str, Callable[[torch.dtype, int], SAE]] = {
     "tied_jumprelu_biased": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="jumprelu_biased", theta=0.1),
     "tied_relu": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="relu"),
     "topk": lambda dt, s: TopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
+    "topk_tied": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="topk", k=3),
     "relu": lambda dt, s: ReLUSAE(d=D, n_latents=M, l1_coefficient=0.1, dtype=dt, seed=s),
     "mp": lambda dt, s: MPSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
     "batchtopk": lambda dt, s: BatchTopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
@@ -338,6 +339,7 @@ SWITCH_DEFAULTS = {
     "tied_jumprelu_threshold": (True, True),
     "tied_jumprelu_biased": (True, True),
     "tied_relu": (True, True),
+    "topk_tied": (True, True),
     "topk": (True, True),
     "relu": (False, True),
     "mp": (True, False),
@@ -542,6 +544,23 @@ def test_tied_sae__relu_through_the_mask_equals_torch_relu_with_its_gradient():
     assert torch.equal(u.grad, u2.grad)
 
 
+def test_tied_sae__topk_keeps_the_k_largest_pre_activations_by_hand():
+    sae = TiedSAE(d=2, n_latents=4, dtype=torch.float64, activation="topk", k=2)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.tensor([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0], [0.8, -0.6]], dtype=torch.float64))
+        sae.output_scale.copy_(torch.tensor([2.0, 0.5, 1.0, 3.0], dtype=torch.float64))
+        sae.b_dec.copy_(torch.tensor([0.5, 0.25], dtype=torch.float64))
+    x = torch.tensor(HAND_X, dtype=torch.float64)
+    # y = u = W (x - b_dec) = [1.4, 1.0, -1.0, 0.2] (b = 0): the two largest are neurons 0 and 1
+    # x^ = 2 * 1.4 [0.6, 0.8] + 0.5 * 1.0 [1, 0] + b_dec = [1.68 + 0.5 + 0.5, 2.24 + 0.25] = [2.68, 2.49]
+    assert_close(sae.encode(x), [[1.4, 1.0, 0.0, 0.0]])
+    assert_close(sae(x), [[2.68, 2.49]])
+    # a negative pre-activation among the top k is zeroed (ReLU), so L0 can be below k
+    sae3 = TiedSAE(d=2, n_latents=4, dtype=torch.float64, activation="topk", k=4)
+    sae3.load_state_dict(sae.state_dict())
+    assert_close(sae3.encode(x), [[1.4, 1.0, 0.0, 0.2]])
+
+
 def test_tied_sae__init_b_dec_sets_the_data_mean():
     sae = TiedSAE(d=2, n_latents=3, dtype=torch.float64)
     x = torch.tensor([[1.0, 2.0], [3.0, -4.0]], dtype=torch.float64)
@@ -561,6 +580,10 @@ BAD_CONFIGS = [
     (TopKSAE, dict(d=4, n_latents=3, k=4), "k must"),
     (TopKSAE, dict(d=4, n_latents=3, k=0), "k must"),
     (TiedSAE, dict(d=4, n_latents=4, activation="gelu"), "activation"),
+    (TiedSAE, dict(d=4, n_latents=4, activation="topk"), "needs k"),
+    (TiedSAE, dict(d=4, n_latents=4, activation="topk", k=5), "k must"),
+    (TiedSAE, dict(d=4, n_latents=4, activation="topk", k=0), "k must"),
+    (TiedSAE, dict(d=4, n_latents=4, k=2), "only used by"),
     (TiedSAE, dict(d=4, n_latents=4, activation="jumprelu_biased", theta=-0.1), "theta"),
     (TiedSAE, dict(d=4, n_latents=4, theta=float("nan")), "theta"),
     (TiedSAE, dict(d=4, n_latents=4, output_scale_init=0.0), "output_scale_init"),

@@ -352,6 +352,28 @@ def _feature_model_frames():
     return freq, cond, h3, band
 
 
+def _topk_convergence_frames():
+    tc = pd.DataFrame([dict(k=k, tied=t, steps=n, seed=0, tau=tau, frr=0.5, fvu=0.1, settled=n > 100)
+                       for k in (20, 30) for t in (True, False) for n in (100, 1000) for tau in (0.8, 0.9)])
+    sweep = pd.DataFrame([dict(k=k, seed=0, tau=tau, frr=1 / k, l2_loss=0.1, fraction_active=k / 64, tied=True)
+                          for k in (3, 5, 20) for tau in (0.8, 0.9)])
+    return tc, sweep
+
+
+def _toy_controls_frames():
+    base = pd.DataFrame([dict(family=f, value=v, tied=t, method=("Tied " if t else "") + (f"TopK K={v}" if f == "TopK" else f"L1 lambda={v}"),
+                              seed=0, tau=tau, frr=0.5, fvu=0.1, fraction_active=0.05, settled=False)
+                         for f, v in (("TopK", 20), ("L1", 0.03)) for t in (False, True) for tau in (0.8, 0.9)])
+    methods = ("GBA", "TopK K=20", "Tied TopK K=20")
+    truth = pd.DataFrame([dict(method=m, step=s, seed=0, tau=tau, frr=1.0 - s / 40, fvu=0.1 + 1 / (1 + s), fraction_active=0.1)
+                          for m in methods for s in (0, 10, 20) for tau in (0.8, 0.9)])
+    laws = pd.DataFrame([dict(law=law, method=m, seed=0, tau=tau, frr=0.4, fvu=0.1, settled=True)
+                         for law in ("constant 1", "uniform [0.5, 1.5]") for m in methods for tau in (0.8, 0.9)])
+    curves = pd.DataFrame([dict(method=m, steps=n, seed=0, tau=tau, frr=n / 40, fvu=0.1, settled=False)
+                           for m in methods for n in (10, 20, 40) for tau in (0.8, 0.9)])
+    return base, truth, laws, curves
+
+
 def _resonance_frame():
     rows = [dict(kind="phase", n=256, s=3, f=3 / 256, d=d, M=1024, p_over_f=pf, seed=0, frr=0.5, frr_08=0.6, frr_init=0.1,
                  in_band=pf < 1) for d in (8, 16) for pf in (0.25, 1.0, 4.0)]
@@ -396,6 +418,9 @@ def _figure_calls():
         "hierarchy_heatmaps": lambda: plotting.hierarchy_heatmaps(_heatmap_fits(), title="t"),
         "cross_paper_figure": lambda: plotting.cross_paper_figure(*_cross_paper_frames()),
         "toy_sensitivity_figure": lambda: plotting.toy_sensitivity_figure(*_sensitivity_frames()),
+        "topk_convergence_figure": lambda: plotting.topk_convergence_figure(*_topk_convergence_frames()),
+        "topk_convergence_figure without K sweep": lambda: plotting.topk_convergence_figure(_topk_convergence_frames()[0]),
+        "toy_controls_figure": lambda: plotting.toy_controls_figure(*_toy_controls_frames()),
         "training_curves_figure": lambda: plotting.training_curves_figure(_curves_frame(), target_l0=1.36),
         "steps_sweep_figure": lambda: plotting.steps_sweep_figure(_sweep_frame(), target_l0=1.36, profile_steps=20),
     }

@@ -21,7 +21,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import check_bool, check_int
 from ..data import SparseFeatureModel
+from ..data.laws import Constant, LogNormal, Uniform
 from ..metrics import feature_recovery_rate, fvu, fraction_active, max_cosine_similarity, mse
 from ..models import TiedSAE
 from ..profiles import Profile
@@ -35,6 +37,7 @@ __all__ = [
     "REGIMES",
     "Regime",
     "TOY_METHODS",
+    "COEFFICIENT_LAWS", "coefficient_laws", "recovery_curves", "tied_baseline_spec", "tied_baselines", "truth_init",
     "algorithm2_buffer",
     "consistency",
     "consistency_specs",
@@ -47,6 +50,9 @@ __all__ = [
     "toy_spec",
     "topk_spec",
     "topk_sweep",
+    "tied_topk_spec",
+    "toy_loss_settled",
+    "topk_convergence",
     "recovering_groups",
     "training_set",
     "width_sweep",
@@ -160,6 +166,16 @@ def topk_spec(k: int) -> MethodSpec:
     return MethodSpec.make(f"TopK K={k}", "TopK", k=k, train=dict(lr=1e-3, input_norm="unit"))
 
 
+def tied_topk_spec(k: int) -> MethodSpec:
+    """The paper's TopK baseline on its own tied model (docs/papers.md#gba-architecture): the
+    deployed tied SAE (a = 1 trained, pre-bias trained, unit-norm rows) with the k largest
+    pre-activations kept, no bias adaptation; Adam 1e-3 on unit-norm rows, like the untied TopK."""
+    R = REGIMES["deployed"]
+    return MethodSpec.make(f"TopK K={k} (tied)", "TiedSAE", activation="topk", k=k, output_scale_init=R.output_scale,
+                           train_output_scale=R.train_output_scale, train_b_dec=R.train_b_dec,
+                           train=dict(lr=1e-3, optimizer="adam", input_norm="unit"))
+
+
 def l1_spec(l1_coefficient: float) -> MethodSpec:
     """The ReLU SAE with a fixed decoder-norm-weighted L1 coefficient on the toy (untied, Adam 1e-3)."""
     return MethodSpec.make(f"L1 lambda={l1_coefficient}", "ReLU", l1_coefficient=l1_coefficient,
@@ -195,6 +211,22 @@ def _fit_toy(spec: MethodSpec, scale, seed: int, device: str):
         codes = sae.encode(X_test)
         x_hat = sae.decode(codes)
     return (sae.dictionary.detach().double().cpu(), mse(X_test, x_hat), fraction_active(codes), fvu(X_test, x_hat))
+
+
+def toy_loss_settled(spec: MethodSpec, profile: Profile, seed: int, *, width: int | None = None) -> bool:
+    """Whether the training loss of a toy run (from the run cache, trained if absent) has settled
+    (:func:`~sae_theory.metrics.plateaued`): the convergence evidence a negative verdict needs.
+    False when the run logged fewer than 10 steps (too short to show anything)."""
+    from ..metrics import plateaued
+
+    scale = profile.toy if width is None else dataclasses.replace(profile.toy, n_latents=width)
+    data = SparseFeatureModel.imbalanced_toy(seed=0, device=profile.device)
+    run = train_cached(spec, lambda: data.sample(scale.n_samples, h_layout="sparse")[0],
+                       data_key=dict(model="SparseFeatureModel.imbalanced_toy", seed=0, rows=scale.n_samples),
+                       d=42, n_latents=scale.n_latents, seed=seed,
+                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=profile.device)
+    losses = [row["loss"] for row in run.history.rows]
+    return len(losses) >= 10 and plateaued(losses)  # fewer than 10 logged steps: convergence not shown
 
 
 _TOY_TOPK = {f"TopK K={k}": k for k in (20, 30, 50)}
@@ -300,23 +332,54 @@ def width_sweep(profile: Profile, *, widths: tuple[int, ...] | None = None,
 
 
 def topk_sweep(profile: Profile, *, ks: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None,
-               progress: bool = True) -> pd.DataFrame:
+               tied: bool = False, progress: bool = True) -> pd.DataFrame:
     """FRR of TopK on the toy against K (default ``profile.toy.sweep_topk``) at the profile's
     width, the first seed by default; with held-out L2 loss and fraction of active neurons.
+    ``tied=True`` trains the paper's tied TopK (:func:`tied_topk_spec`) instead of the untied one.
 
     Returns
     -------
-    DataFrame with ``k, seed, tau, frr, l2_loss, fraction_active``.
+    DataFrame with ``k, seed, tau, frr, l2_loss, fraction_active, tied``.
     """
+    check_bool("tied", tied)
     S = profile.toy
     ks = S.sweep_topk if ks is None else tuple(ks)
     seeds = profile.seeds[:1] if seeds is None else tuple(seeds)
     V = SparseFeatureModel.imbalanced_toy(seed=0).features.double()
     rows = []
     for k, seed in tqdm(list(itertools.product(ks, seeds)), desc="TopK sweep", disable=not progress):
-        W, l2, frac, _ = _fit_toy(topk_spec(k), S, seed, profile.device)
+        W, l2, frac, _ = _fit_toy(tied_topk_spec(k) if tied else topk_spec(k), S, seed, profile.device)
         for tau in (0.8, 0.9):
-            rows.append(dict(k=k, seed=seed, tau=tau, frr=feature_recovery_rate(W, V, tau), l2_loss=l2, fraction_active=frac))
+            rows.append(dict(k=k, seed=seed, tau=tau, frr=feature_recovery_rate(W, V, tau), l2_loss=l2, fraction_active=frac, tied=tied))
+    return pd.DataFrame(rows)
+
+
+def topk_convergence(profile: Profile, *, ks: tuple[int, ...] = (20, 30, 50), seed: int | None = None,
+                     progress: bool = True) -> pd.DataFrame:
+    """The paper's TopK on the toy, tied (:func:`tied_topk_spec`; every K) and untied
+    (:func:`topk_spec`; the first K),
+    at the profile's steps and at ``profile.toy.long_steps`` (first seed by default): FRR, held-out
+    FVU, and whether the training loss settled (:func:`toy_loss_settled`). A TopK verdict needs
+    the longer runs: at the profile's steps neither has converged.
+
+    Returns
+    -------
+    DataFrame with ``k, tied, steps, seed, tau, frr, fvu, settled``.
+    """
+    S = profile.toy
+    seed = profile.seeds[0] if seed is None else seed
+    lengths = sorted({S.steps, S.long_steps} - {0})
+    V = SparseFeatureModel.imbalanced_toy(seed=0).features.double()
+    rows = []
+    # tied at every K; untied at the first K only (the contrast; the untied K sweep is topk_sweep's)
+    jobs = [(k, True, n) for k in ks for n in lengths] + [(ks[0], False, n) for n in lengths]
+    for k, tied, steps in tqdm(jobs, desc="TopK convergence", disable=not progress):
+        spec = tied_topk_spec(k) if tied else topk_spec(k)
+        P = dataclasses.replace(profile, toy=dataclasses.replace(S, steps=steps))
+        W, _, _, fv = _fit_toy(spec, P.toy, seed, profile.device)
+        settled = toy_loss_settled(spec, P, seed)
+        for tau in (0.8, 0.9):
+            rows.append(dict(k=k, tied=tied, steps=steps, seed=seed, tau=tau, frr=feature_recovery_rate(W, V, tau), fvu=fv, settled=settled))
     return pd.DataFrame(rows)
 
 
@@ -347,3 +410,208 @@ def recovering_groups(profile: Profile, *, width: int | None = None, method: str
     return pd.DataFrame(dict(feature=range(V.shape[0]), neuron=neuron.tolist(), cosine=best.values.tolist(),
                              recovered=(best.values >= tau).tolist(), group=groups[neuron].tolist(),
                              target=targets[groups[neuron]].tolist()))
+
+
+# --------------------------------------------------------------------------------------------
+# the paper's tied baselines, and controls of what the toy leaves unstated
+# --------------------------------------------------------------------------------------------
+
+#: Laws of the toy's non-zero coefficients swept by :func:`coefficient_laws`. The paper does not
+#: state its law (docs/papers.md#gba-imbalanced-toy); the analysis asks for positive Theta(1)
+#: coefficients. The first is the toy's default, the one every other study here uses.
+COEFFICIENT_LAWS = {"constant 1": Constant(1.0), "uniform [0.5, 1.5]": Uniform(0.5, 1.5), "lognormal (0, 0.5)": LogNormal(0.0, 0.5)}
+
+#: The K of the paper's TopK rows and the lambda of the L1 baseline that :func:`tied_baselines`
+#: trains tied and untied (lambda = 0.03 is the consistency study's L1).
+TIED_BASELINE_K = (20, 30, 50)
+TIED_BASELINE_L1 = 0.03
+
+
+def tied_baseline_spec(family: str, value: float) -> MethodSpec:
+    """The GBA paper's baseline on its own tied model (:mod:`sae_theory.models.tied_baselines`):
+    ``family`` "TopK" (``value`` = K) or "L1" (``value`` = lambda); trained exactly as the untied
+    :func:`topk_spec` / :func:`l1_spec` (Adam 1e-3, unit-norm rows of X), with the tied model's
+    defaults: unit-norm W, output scale a = 1 trained, neuron bias and pre-bias trained."""
+    if family == "TopK":
+        return MethodSpec.make(f"Tied TopK K={int(value)}", "Tied TopK", k=int(value), train=dict(lr=1e-3, input_norm="unit"))
+    if family == "L1":
+        return MethodSpec.make(f"Tied L1 lambda={value}", "Tied L1", l1_coefficient=float(value), train=dict(lr=1e-3, input_norm="unit"))
+    raise ValueError(f"family must be 'TopK' or 'L1', got {family!r}.")
+
+
+def _toy_model(coefficients: str, device: str) -> tuple[SparseFeatureModel, dict]:
+    """The imbalanced toy with the coefficient law ``COEFFICIENT_LAWS[coefficients]`` and the run
+    cache's data key (the default law's key is :func:`_fit_toy`'s, so those runs are shared)."""
+    if coefficients not in COEFFICIENT_LAWS:
+        raise ValueError(f"coefficients must be one of {sorted(COEFFICIENT_LAWS)}, got {coefficients!r}.")
+    law = COEFFICIENT_LAWS[coefficients]
+    key = dict(model="SparseFeatureModel.imbalanced_toy", seed=0)
+    if coefficients != "constant 1":
+        key["coefficients"] = repr(law)
+    return SparseFeatureModel.imbalanced_toy(seed=0, coefficients=law, device=device), key
+
+
+def _held_out(data: SparseFeatureModel, seed: int, device: str) -> torch.Tensor:
+    """20,000 held-out rows of ``data`` for run ``seed``, scaled to unit norm (as training sees them)."""
+    X = data.sample(20_000, eval_generator(seed, device), h_layout="sparse")[0]
+    return X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+
+
+def _evaluate(sae, X_test: torch.Tensor, V: torch.Tensor) -> dict:
+    """FRR at tau = 0.8 / 0.9 of the SAE's dictionary against V, and its held-out FVU and
+    fraction of active neurons."""
+    with torch.no_grad():
+        codes = sae.encode(X_test)
+        x_hat = sae.decode(codes)
+    W = sae.dictionary.detach().double().cpu()
+    return dict(frr_08=feature_recovery_rate(W, V, 0.8), frr_09=feature_recovery_rate(W, V, 0.9), fvu=fvu(X_test, x_hat),
+                fraction_active=fraction_active(codes))
+
+
+def _toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1"):
+    """One toy run from the run cache (trained if absent) under a coefficient law; returns
+    (CachedRun, its evaluation :func:`_evaluate` on held-out rows, settled) where ``settled`` says
+    whether the training loss plateaued (:func:`~sae_theory.metrics.plateaued`; False with fewer
+    than 10 logged steps)."""
+    from ..metrics import plateaued
+
+    data, key = _toy_model(coefficients, device)
+    run = train_cached(spec, lambda: data.sample(scale.n_samples, h_layout="sparse")[0], data_key=dict(key, rows=scale.n_samples),
+                       d=42, n_latents=scale.n_latents, seed=seed,
+                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=device)
+    ev = _evaluate(run.model, _held_out(data, seed, device), data.features.double().cpu())
+    losses = [row["loss"] for row in run.history.rows]
+    return run, ev, len(losses) >= 10 and plateaued(losses)
+
+
+def tied_baselines(profile: Profile, *, ks: tuple[int, ...] = TIED_BASELINE_K, l1_coefficients: tuple[float, ...] = (TIED_BASELINE_L1,),
+                   seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """FRR on the toy of the paper's TopK (K in ``ks``) and L1 (lambda in ``l1_coefficients``)
+    baselines, tied (:func:`tied_baseline_spec`, the paper's model) and untied (:func:`topk_spec`,
+    :func:`l1_spec`, ours elsewhere), at the profile's width and steps, the first seed by default.
+    The untied runs are the cached runs of :func:`gba_vs_topk` and :func:`frontier`.
+
+    Returns
+    -------
+    DataFrame with ``family`` ("TopK" | "L1"), ``value`` (K or lambda), ``tied``, ``method``,
+    ``seed``, ``tau``, ``frr``, ``fvu``, ``fraction_active``, ``settled`` (training loss plateaued).
+    """
+    seeds = profile.seeds[:1] if seeds is None else tuple(seeds)
+    jobs = [("TopK", k) for k in ks] + [("L1", lam) for lam in l1_coefficients]
+    rows = []
+    for (family, value), tied, seed in tqdm(list(itertools.product(jobs, (False, True), seeds)), desc="tied baselines", disable=not progress):
+        spec = tied_baseline_spec(family, value) if tied else (topk_spec(int(value)) if family == "TopK" else l1_spec(value))
+        _, ev, settled = _toy_run(spec, profile.toy, seed, profile.device)
+        for tau in (0.8, 0.9):
+            rows.append(dict(family=family, value=value, tied=tied, method=spec.label, seed=seed, tau=tau,
+                             frr=ev["frr_08" if tau == 0.8 else "frr_09"], fvu=ev["fvu"], fraction_active=ev["fraction_active"],
+                             settled=settled))
+    return pd.DataFrame(rows)
+
+
+def _control_specs(scale, regime: str) -> dict[str, MethodSpec]:
+    """The runs of the controls: GBA covering f (``regime``), the untied and the tied TopK K=20."""
+    return {"GBA": toy_spec("GBA", scale, regime), "TopK K=20": topk_spec(20), "Tied TopK K=20": tied_baseline_spec("TopK", 20)}
+
+
+class _Recorder:
+    """Training hook: evaluates the SAE (:func:`_evaluate`) at the given steps, into ``rows``."""
+
+    def __init__(self, steps, X_test: torch.Tensor, V: torch.Tensor):
+        self.steps, self.X_test, self.V, self.rows = set(steps), X_test, V, []
+
+    def record(self, model, step: int) -> None:
+        self.rows.append(dict(step=step, **_evaluate(model, self.X_test, self.V)))
+
+    def __call__(self, model, step: int, out) -> None:
+        if step in self.steps:
+            self.record(model, step)
+
+
+def truth_init(profile: Profile, *, regime: str = "analysed", eval_every: int | None = None, seed: int | None = None,
+               progress: bool = True) -> pd.DataFrame:
+    """The truth-initialised control: GBA covering f (``regime``), the untied and the tied TopK K=20
+    started with their dictionary at the true features V (width M = n = 128: the truth and
+    nothing else; the untied TopK's encoder at V^T, biases 0, output scales at their initial
+    value), trained at the profile's steps on the toy. FRR and held-out FVU every ``eval_every``
+    steps (default steps / 8) and at step 0: does training keep the truth, or drift away?
+
+    Not cached (the run cache keys a spec, and a spec has no initial dictionary); each run costs
+    the profile's steps at width 128.
+
+    Returns
+    -------
+    DataFrame with ``method, step, seed, tau, frr, fvu, fraction_active``.
+    """
+    S = profile.toy
+    seed = profile.seeds[0] if seed is None else seed
+    eval_every = max(1, S.steps // 8) if eval_every is None else check_int("eval_every", eval_every, minimum=1)
+    data, _ = _toy_model("constant 1", profile.device)
+    V = data.features.double().cpu()
+    X_test = _held_out(data, seed, profile.device)
+    X = data.sample(S.n_samples, h_layout="sparse")[0]
+    rows = []
+    for label, spec in tqdm(_control_specs(S, regime).items(), desc="truth init", disable=not progress):
+        sae, hooks = spec.build(d=42, n_latents=V.shape[0], seed=seed, device=profile.device)
+        with torch.no_grad():
+            sae.dictionary.copy_(V.to(sae.dictionary))
+            if isinstance(sae.W_enc, torch.nn.Parameter):  # untied; a tied W_enc is the view W_dec.T
+                sae.W_enc.copy_(V.T.to(sae.W_enc))
+        rec = _Recorder(range(eval_every, S.steps + 1, eval_every), X_test, V)
+        rec.record(sae, 0)
+        train(sae, X, spec.train_config(steps=S.steps, batch_size=S.batch_size, seed=seed, progress=False), hooks=[*hooks, rec])
+        if rec.rows[-1]["step"] != S.steps:
+            rec.record(sae, S.steps)
+        for r in rec.rows:
+            for tau in (0.8, 0.9):
+                rows.append(dict(method=label, step=r["step"], seed=seed, tau=tau, frr=r["frr_08" if tau == 0.8 else "frr_09"],
+                                 fvu=r["fvu"], fraction_active=r["fraction_active"]))
+    return pd.DataFrame(rows)
+
+
+def coefficient_laws(profile: Profile, *, laws: tuple[str, ...] | None = None, regime: str = "analysed", seed: int | None = None,
+                     progress: bool = True) -> pd.DataFrame:
+    """FRR of GBA covering f (``regime``) and the untied and tied TopK K=20 on the toy under each
+    law of its non-zero coefficients (``COEFFICIENT_LAWS``, all by default; the paper leaves it
+    unstated), at the profile's width and steps, first seed by default. The constant-1 runs are
+    the cached runs of the other studies.
+
+    Returns
+    -------
+    DataFrame with ``law, method, seed, tau, frr, fvu, settled``.
+    """
+    laws = tuple(COEFFICIENT_LAWS) if laws is None else tuple(laws)
+    seed = profile.seeds[0] if seed is None else seed
+    rows = []
+    for law, (label, spec) in tqdm(list(itertools.product(laws, _control_specs(profile.toy, regime).items())), desc="coefficient laws",
+                                   disable=not progress):
+        _, ev, settled = _toy_run(spec, profile.toy, seed, profile.device, coefficients=law)
+        for tau in (0.8, 0.9):
+            rows.append(dict(law=law, method=label, seed=seed, tau=tau, frr=ev["frr_08" if tau == 0.8 else "frr_09"], fvu=ev["fvu"],
+                             settled=settled))
+    return pd.DataFrame(rows)
+
+
+def recovery_curves(profile: Profile, *, lengths: tuple[int, ...] | None = None, regime: str = "analysed", seed: int | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """FRR against training steps of GBA covering f (``regime``) and the untied and tied TopK K=20
+    on the toy, at the profile's width: each point is the cached run of that length (default
+    steps / 8, / 4, / 2 and the profile's steps; the learning rate is constant, so a shorter run
+    is the same trajectory stopped earlier), first seed by default. ``settled`` says whether that
+    run's training loss plateaued.
+
+    Returns
+    -------
+    DataFrame with ``method, steps, seed, tau, frr, fvu, settled``.
+    """
+    S = profile.toy
+    lengths = tuple(sorted({max(1, S.steps // 8), max(1, S.steps // 4), max(1, S.steps // 2), S.steps})) if lengths is None else tuple(lengths)
+    seed = profile.seeds[0] if seed is None else seed
+    rows = []
+    for n, (label, spec) in tqdm(list(itertools.product(lengths, _control_specs(S, regime).items())), desc="recovery curves",
+                                 disable=not progress):
+        _, ev, settled = _toy_run(spec, dataclasses.replace(S, steps=check_int("lengths", n, minimum=1)), seed, profile.device)
+        for tau in (0.8, 0.9):
+            rows.append(dict(method=label, steps=n, seed=seed, tau=tau, frr=ev["frr_08" if tau == 0.8 else "frr_09"], fvu=ev["fvu"],
+                             settled=settled))
+    return pd.DataFrame(rows)

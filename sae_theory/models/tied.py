@@ -23,6 +23,9 @@ docs/papers.md#gba-author-code leave two JumpReLU readings):
 * ``"jumprelu_biased"``: z = y * 1[y > theta] on the biased pre-activation with a fixed
   ``theta >= 0`` (the first author's library's JumpReLU; theta = 0 is ReLU).
 * ``"relu"``: z = max(y, 0), the analysed model's activation (up to smoothing).
+* ``"topk"``: z = ReLU of the ``k`` largest y, zero elsewhere: the paper's TopK baseline on its
+  own tied model ("no regulariser; only the K largest pre-activations y_m are kept",
+  docs/papers.md#gba-architecture). Trained without bias adaptation, b stays 0.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool
+from .._checks import check_bool, check_int
 from .base import SAEConfig, TiedWeightSAE, TrainOutput, reconstruction_loss, unit_rows_
 from .registry import register_sae
 
 __all__ = ["TiedSAE", "TiedSAEConfig", "ACTIVATIONS"]
 
-ACTIVATIONS = ("jumprelu_threshold", "jumprelu_biased", "relu")
+ACTIVATIONS = ("jumprelu_threshold", "jumprelu_biased", "relu", "topk")
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,11 @@ class TiedSAEConfig(SAEConfig):
     """Renormalise the rows of W to unit norm after every optimiser step (the spherical constraint
     of the analysis; the default here)."""
     activation: str = "jumprelu_threshold"
-    """``"jumprelu_threshold"`` (default), ``"jumprelu_biased"`` or ``"relu"``; see the module docstring."""
+    """``"jumprelu_threshold"`` (default), ``"jumprelu_biased"``, ``"relu"`` or ``"topk"``; see the module docstring."""
     theta: float = 0.0
     """Fixed threshold of ``"jumprelu_biased"`` (>= 0); unused otherwise."""
+    k: int | None = None
+    """Active neurons per input of ``"topk"`` (1 <= k <= n_latents); must be None otherwise."""
     output_scale_init: float = 1.0
     """Initial per-neuron output scale a. The analysed algorithm takes a -> 0
     (docs/papers.md#gba-recovery-theorem), which decouples the neurons: each one then follows its
@@ -71,6 +76,14 @@ class TiedSAEConfig(SAEConfig):
         if not self.theta >= 0:
             raise ValueError(f"theta must be >= 0, got {self.theta}.")
         check_bool("train_output_scale", self.train_output_scale)
+        if self.activation == "topk":
+            if self.k is None:
+                raise ValueError("activation='topk' needs k (the active neurons per input); pass k=...")
+            object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
+            if self.k > self.n_latents:
+                raise ValueError(f"k must be <= n_latents={self.n_latents}, got {self.k}; lower k or raise n_latents.")
+        elif self.k is not None:
+            raise ValueError(f"k is only used by activation='topk'; got k={self.k} with activation={self.activation!r}.")
 
 
 @register_sae("GBA", config=TiedSAEConfig, aliases=("BA", "Tied"))
@@ -111,6 +124,9 @@ class TiedSAE(TiedWeightSAE):
         act = self.config.activation
         if act == "jumprelu_biased":
             return y * (y > self.config.theta), y, None
+        if act == "topk":
+            top = y.topk(self.config.k, dim=-1)
+            return torch.zeros_like(y).scatter(-1, top.indices, torch.relu(top.values)), y, None
         fired = (y > 0).to(u.dtype)
         # relu(y) = y * 1[y > 0], with the same gradient (1[y > 0]; torch's relu also takes 0 at y = 0)
         return (u if act == "jumprelu_threshold" else y) * fired, y, fired

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..models.registry import method_order
 from .core import hue_kwargs, method_colors, use_style
 
-__all__ = ["resonance_figure", "toy_figure", "toy_sensitivity_figure"]
+__all__ = ["resonance_figure", "topk_convergence_figure", "toy_controls_figure", "toy_figure", "toy_sensitivity_figure"]
 
 
 def resonance_figure(df):
@@ -121,5 +121,92 @@ def toy_sensitivity_figure(widths, ks, groups, *, feature_frequency: float = 11.
         axes[2].annotate(f"f = {feature_frequency:.3f}", (pos, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize=7)
     axes[2].set(xlabel="target frequency of the best neuron's group", ylabel="features recovered at cos >= 0.9",
                 title="which GBA groups recover")
+    fig.tight_layout()
+    return fig
+
+
+def topk_convergence_figure(tc, tied_sweep=None):
+    """The paper's TopK on the toy against training length (``experiments.gba.topk_convergence``):
+    FRR at tau = 0.8 and 0.9 per K, tied (solid) and untied (dashed); and, when given, the tied
+    TopK's FRR against K at the profile's steps (``topk_sweep(..., tied=True)``)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    n = 3 if tied_sweep is not None else 2
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.8))
+    d = tc.assign(model=tc["tied"].map({True: "tied", False: "untied"}), K=tc["k"].astype(str))
+    for ax, tau in zip(axes, (0.8, 0.9)):
+        sns.lineplot(d[d.tau == tau], x="steps", y="frr", hue="K", style="model", style_order=["tied", "untied"],
+                     markers=True, ax=ax, legend=ax is axes[0])
+        ax.set(xlabel="training steps", ylabel=f"FRR at tau = {tau}", ylim=(-0.03, 1.03), xscale="log",
+               title=f"TopK on the toy: recovery at tau = {tau}")
+    if tied_sweep is not None:
+        sns.lineplot(tied_sweep, x="k", y="frr", hue="tau", marker="o", ax=axes[2])
+        axes[2].set(xlabel="K", ylabel="FRR", ylim=(-0.03, 1.03), title="tied TopK against K (profile steps)")
+    fig.tight_layout()
+    return fig
+
+
+def toy_controls_figure(baselines, truth, laws, curves):
+    """The paper's tied baselines and the controls of what the toy leaves unstated
+    (:mod:`sae_theory.experiments.gba`): FRR (tau = 0.8 circles, 0.9 crosses) and held-out FVU of
+    each baseline tied and untied (``tied_baselines``); FRR under each coefficient law
+    (``coefficient_laws``); FRR and FVU over training from the true features (``truth_init``,
+    solid tau = 0.9, dashed 0.8); FRR against the run length (``recovery_curves``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    use_style()
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
+    base = baselines.assign(baseline=baselines["method"].str.removeprefix("Tied "), model=baselines["tied"].map({True: "tied", False: "untied"}))
+    order = list(dict.fromkeys(base.sort_values(["family", "value"], ascending=[False, True])["baseline"]))
+    x = {b: i for i, b in enumerate(order)}
+    for (model, tau), g in base.groupby(["model", "tau"]):
+        g = g.groupby("baseline").frr.mean()
+        shift = -0.12 if model == "untied" else 0.12
+        axes[0, 0].scatter([x[b] + shift for b in g.index], 100 * g.values, marker="o" if tau == 0.8 else "x",
+                           color="C0" if model == "untied" else "C3", label=f"{model}, tau = {tau}")
+    axes[0, 0].set_xticks(range(len(order)), order, rotation=20)
+    axes[0, 0].set(ylabel="features recovered (%)", ylim=(-3, 103), title="the paper's baselines: tied vs untied")
+    axes[0, 0].legend(fontsize=7)
+    fv = base.drop_duplicates(["method", "seed"])
+    sns.barplot(fv, x="baseline", y="fvu", hue="model", order=order, hue_order=["untied", "tied"], palette=["C0", "C3"],
+                ax=axes[0, 1], errorbar=None)
+    axes[0, 1].tick_params(axis="x", rotation=20)
+    axes[0, 1].set(xlabel="", ylabel="held-out FVU", title="reconstruction at the same K / lambda")
+    colors = method_colors(laws["method"])
+    lw = laws.groupby(["law", "method", "tau"], sort=False).frr.mean().reset_index()
+    law_order = list(dict.fromkeys(laws["law"]))
+    methods = method_order(laws["method"])
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        for tau, alpha in ((0.8, 0.45), (0.9, 1.0)):
+            g = lw[(lw["method"] == method) & (lw["tau"] == tau)].set_index("law").reindex(law_order)
+            axes[0, 2].bar(np.arange(len(law_order)) + (i - (len(methods) - 1) / 2) * width, 100 * g["frr"].values, width * 0.95,
+                           color=colors[method], alpha=alpha, label=f"{method}, tau = {tau}")
+    axes[0, 2].set_xticks(range(len(law_order)), law_order)
+    axes[0, 2].set(ylabel="features recovered (%)", ylim=(0, 103), title="coefficient law (pale: tau = 0.8)")
+    axes[0, 2].legend(fontsize=7)
+    colors = method_colors(truth["method"])
+    for method in method_order(truth["method"]):
+        for tau, style in ((0.9, "-"), (0.8, "--")):
+            g = truth[(truth["method"] == method) & (truth["tau"] == tau)].sort_values("step")
+            axes[1, 0].plot(g["step"], 100 * g["frr"], style, marker="o", ms=3, color=colors[method], label=f"{method}, tau = {tau}")
+        g = truth[(truth["method"] == method) & (truth["tau"] == 0.9)].sort_values("step")
+        axes[1, 1].plot(g["step"], g["fvu"], "-o", ms=3, color=colors[method], label=method)
+    axes[1, 0].set(xlabel="training step", ylabel="features recovered (%)", ylim=(-3, 103), title="started at the true features (M = n)")
+    axes[1, 0].legend(fontsize=7)
+    axes[1, 1].set(xlabel="training step", ylabel="held-out FVU", yscale="log", title="started at the true features: FVU")
+    axes[1, 1].legend(fontsize=7)
+    colors = method_colors(curves["method"])
+    for method in method_order(curves["method"]):
+        for tau, style in ((0.9, "-"), (0.8, "--")):
+            g = curves[(curves["method"] == method) & (curves["tau"] == tau)].groupby("steps").frr.mean()
+            axes[1, 2].plot(g.index, 100 * g.values, style, marker="o", ms=4, color=colors[method], label=f"{method}, tau = {tau}")
+    axes[1, 2].set(xscale="log", xlabel="run length (steps)", ylabel="features recovered (%)", ylim=(-3, 103),
+                   title="recovery against training length")
+    axes[1, 2].legend(fontsize=7)
     fig.tight_layout()
     return fig
