@@ -99,12 +99,14 @@ def test_truth_init__starts_every_method_at_the_true_features(tiny):
 def test_coefficient_laws__one_row_per_law_method_tau_and_unknown_laws_refused(tiny):
     laws = ("constant 1", "lognormal (0, 0.5)")
     df = gba.coefficient_laws(tiny, laws=laws, progress=False)
-    assert len(df) == 2 * 3 * 2 and set(df.law) == set(laws) and df.frr.between(0, 1).all()
+    assert len(df) == 2 * 2 * 2 and set(df.law) == set(laws) and set(df.method) == {"GBA", "TopK K=20"} and df.frr.between(0, 1).all()
     # the two laws are different data: the same method trains to different dictionaries
     fv = df.groupby(["method", "law"]).fvu.first().unstack()
     assert (fv[laws[0]] != fv[laws[1]]).all()
     with pytest.raises(ValueError, match="coefficients must be one of"):
         gba.coefficient_laws(tiny, laws=("gamma",), progress=False)
+    with pytest.raises(ValueError, match="unknown methods"):
+        gba.coefficient_laws(tiny, methods=("TopK K=30",), progress=False)
 
 
 def test_recovery_curves__one_run_per_length_and_the_longest_is_the_tables_run(tiny):

@@ -569,12 +569,12 @@ def truth_init(profile: Profile, *, regime: str = "analysed", eval_every: int | 
     return pd.DataFrame(rows)
 
 
-def coefficient_laws(profile: Profile, *, laws: tuple[str, ...] | None = None, regime: str = "analysed", seed: int | None = None,
-                     progress: bool = True) -> pd.DataFrame:
-    """FRR of GBA covering f (``regime``) and the untied and tied TopK K=20 on the toy under each
-    law of its non-zero coefficients (``COEFFICIENT_LAWS``, all by default; the paper leaves it
-    unstated), at the profile's width and steps, first seed by default. The constant-1 runs are
-    the cached runs of the other studies.
+def coefficient_laws(profile: Profile, *, laws: tuple[str, ...] | None = None, methods: tuple[str, ...] = ("GBA", "TopK K=20"),
+                     regime: str = "analysed", seed: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """FRR on the toy under each law of its non-zero coefficients (``COEFFICIENT_LAWS``, all by
+    default; the paper leaves it unstated) of ``methods``: "GBA" (covering f, ``regime``),
+    "TopK K=20" (untied) and "Tied TopK K=20", at the profile's width and steps, first seed by
+    default. The constant-1 runs are the cached runs of the other studies.
 
     Returns
     -------
@@ -582,9 +582,13 @@ def coefficient_laws(profile: Profile, *, laws: tuple[str, ...] | None = None, r
     """
     laws = tuple(COEFFICIENT_LAWS) if laws is None else tuple(laws)
     seed = profile.seeds[0] if seed is None else seed
+    specs = _control_specs(profile.toy, regime)
+    unknown = set(methods) - set(specs)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(specs)}.")
     rows = []
-    for law, (label, spec) in tqdm(list(itertools.product(laws, _control_specs(profile.toy, regime).items())), desc="coefficient laws",
-                                   disable=not progress):
+    for law, label in tqdm(list(itertools.product(laws, methods)), desc="coefficient laws", disable=not progress):
+        spec = specs[label]
         _, ev, settled = _toy_run(spec, profile.toy, seed, profile.device, coefficients=law)
         for tau in (0.8, 0.9):
             rows.append(dict(law=law, method=label, seed=seed, tau=tau, frr=ev["frr_08" if tau == 0.8 else "frr_09"], fvu=ev["fvu"],

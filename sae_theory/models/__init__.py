@@ -18,6 +18,7 @@ from .batchtopk import BatchTopKSAE, BatchTopKSAEConfig
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matryoshka import MatryoshkaSAE, MatryoshkaSAEConfig
 from .tied import TiedSAE, TiedSAEConfig
+from .tied_baselines import TiedReLUSAE, TiedReLUSAEConfig, TiedTopKSAE, TiedTopKSAEConfig
 from .registry import RegisteredSAE, build_sae, family_of, get_sae, method_order, register_sae, registered_saes
 
 for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
@@ -38,8 +39,12 @@ __all__ = [
     "ReLUSAEConfig",
     "SAE",
     "SAEConfig",
+    "TiedReLUSAE",
+    "TiedReLUSAEConfig",
     "TiedSAE",
     "TiedSAEConfig",
+    "TiedTopKSAE",
+    "TiedTopKSAEConfig",
     "TopKSAE",
     "TopKSAEConfig",
     "TrainOutput",
