@@ -25,6 +25,7 @@ from ._json import to_jsonable
 
 __all__ = [
     "FeatureModelScale",
+    "GBAReadingsScale",
     "HierarchyScale",
     "MPScale",
     "Profile",
@@ -177,6 +178,39 @@ class HierarchyScale:
 
 
 @dataclass(frozen=True)
+class GBAReadingsScale:
+    """Scale of the deployed-GBA readings study (:func:`sae_theory.experiments.gba_readings.deployed_readings`):
+    readings of Algorithm 2 and of the deployed tied SAE on the imbalanced toy and on Zipf data."""
+
+    readings: tuple[str, ...]
+    """Readings trained (keys of ``gba_readings.READINGS``)."""
+    matched: tuple[str, ...]
+    """Readings whose final L0 a TopK run is matched to (K = round(L0))."""
+    n_latents: int
+    """Width M of every SAE, on both data sets."""
+    steps: int
+    """Optimiser steps per run."""
+    batch_size: int
+    """Rows per step."""
+    n_samples: int
+    """Rows of the fixed training set of each data set."""
+    log_every: int
+    """Steps between two logged training losses (the convergence curve)."""
+    n_seeds: int
+    """Seeds used: the first ``n_seeds`` of ``Profile.seeds``."""
+    zipf_n: int = 256
+    """Features of the Zipf data."""
+    zipf_d: int = 64
+    """Dimension of the Zipf data."""
+    zipf_mean_support: float = 4.0
+    """Expected active features per Zipf row (its true mean L0)."""
+    zipf_max_frequency: float = 0.3
+    """Frequency of the most frequent Zipf feature (sets the exponent)."""
+    eval_samples: int = 20_000
+    """Held-out rows for FVU and L0."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything an experiment needs besides the science.
 
@@ -204,6 +238,8 @@ class Profile:
     """Scale of the MP-SAE studies."""
     hierarchy: HierarchyScale = field(default=None)  # type: ignore[assignment]
     """Scale of the hierarchy studies."""
+    gba_readings: GBAReadingsScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the deployed-GBA readings study."""
     cpu_threads: int | None = 1
     """torch's intra-op threads on CPU (:func:`set_threads`); None: torch's default (one per
     physical core). ``quick`` uses 1: its problems are small, and on a busy 2-core machine a
@@ -246,6 +282,9 @@ _QUICK = dict(
     hierarchy=HierarchyScale(steps=3000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=(0,),
                              absorption_cells=((0.1, 1 / 40), (0.5, 1 / 40), (1.0, 1 / 40)), absorption_seeds=(0,),
                              eval_samples=2000, mp_max_steps=8, convergence_steps=(1000, 3000, 6000)),
+    gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "small a", "small a + target init"),
+                                  matched=("small a + target init",), n_latents=512, steps=3000, batch_size=256,
+                                  n_samples=200_000, log_every=100, n_seeds=1),
 )
 
 _FULL = dict(
@@ -278,6 +317,9 @@ _FULL = dict(
                                                (1.0, 1 / 400), (1.0, 1 / 40), (1.0, 1 / 8), (1.0, 1 / 4)),
                              absorption_seeds=tuple(range(15)), eval_samples=2000, mp_max_steps=8,
                              convergence_steps=(1500, 3000, 7500, 15_000)),
+    gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "target init", "small a", "small a + target init"),
+                                  matched=("printed", "small a", "small a + target init"), n_latents=512, steps=20_000,
+                                  batch_size=256, n_samples=1_000_000, log_every=250, n_seeds=3),
 )
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}

@@ -29,6 +29,7 @@ from sae_theory.training import (
     target_frequencies,
     train,
 )
+from sae_theory.training.bias_adaptation import quantile_bias, quantile_bias_reference
 
 F64 = torch.float64
 
@@ -187,6 +188,143 @@ def test_bias_update__vectorised_equals_per_neuron_reference(seed):
     assert_close(new, ref)
     assert bool(torch.isfinite(new).all())
     assert bool((new >= -1).all() and (new <= 0).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# reading: two-sided control (GBAConfig.raise_below_target)
+# ---------------------------------------------------------------------------------------------
+def _two_sided(b, q, r, groups, targets, gm, gp, eps):
+    new = bias_update(t64(b), t64(q), t64(r), torch.tensor(groups), t64(targets), gm, gp, eps, raise_below_target=True)
+    ref = bias_update_reference(b, q, r, groups, targets, gm, gp, eps, raise_below_target=True)
+    assert_close(new, ref)
+    return new
+
+
+def test_two_sided__hand_case():
+    # one group, p = 0.5, eps = 0.1, gamma_minus = 0.5, gamma_plus = 0.25; peaks r = [0.4, 0, 0.8, 0.6, 0.8]
+    # r̄ = (0.4 + 0.8 + 0.6 + 0.8) / 4 = 0.65
+    # n0: q = 0.3 in [eps, p): raised by its own peak, -0.5 + 0.25 * 0.4 = -0.4
+    # n1: q = 0 dead: raised by the group mean, -0.5 + 0.25 * 0.65 = -0.3375
+    # n2: q = 0.5 == p: unchanged -0.2
+    # n3: q = 0.7 > p: lowered, -0.2 - 0.5 * 0.6 = -0.5
+    # n4: q = 0.1 == eps, below target: -0.1 + 0.25 * 0.8 = 0.1, clamped to 0
+    new = _two_sided([-0.5, -0.5, -0.2, -0.2, -0.1], [0.3, 0.0, 0.5, 0.7, 0.1], [0.4, 0.0, 0.8, 0.6, 0.8], [0] * 5, [0.5], 0.5, 0.25, 0.1)
+    assert_close(new, [-0.4, -0.3375, -0.2, -0.5, 0.0])
+
+
+def test_two_sided__off_is_the_printed_algorithm():
+    # the same neurons with the reading off: n0 and n4 (between eps and p) stay where they are
+    new = bias_update(t64([-0.5, -0.5, -0.2, -0.2, -0.1]), t64([0.3, 0.0, 0.5, 0.7, 0.1]), t64([0.4, 0.0, 0.8, 0.6, 0.8]),
+                      torch.tensor([0] * 5), t64([0.5]), 0.5, 0.25, 0.1)
+    assert_close(new, [-0.5, -0.3375, -0.2, -0.5, -0.1])
+
+
+def test_two_sided__all_dead_network_still_leaves_b_unchanged():
+    b = [-0.5, -0.2]
+    new = _two_sided(b, [0.0, 0.0], [0.0, 0.0], [0, 0], [0.5], 0.5, 0.5, 0.01)
+    assert torch.equal(new, t64(b))
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_two_sided__vectorised_equals_per_neuron_reference(seed):
+    b, q, r, groups, targets, gm, gp, eps = _random_case(seed)
+    new = _two_sided(b, q, r, groups, targets, gm, gp, eps)
+    assert bool(torch.isfinite(new).all())
+    assert bool((new >= -1).all() and (new <= 0).all())
+
+
+def test_hook__two_sided_reading_reaches_the_update():
+    # one neuron, p = 0.5 (BA), eps = 0.1, buffer 4: fires on 1 of 4 tokens (q = 0.25 in [eps, p)),
+    # peak 0.4: b = -0.3 + 0.5 * 0.4 = -0.1 with the reading, unchanged without it
+    for two_sided, expected in ((True, -0.1), (False, -0.3)):
+        cfg = GBAConfig.bias_adaptation(0.5, gamma_plus=0.5, dead_eps=0.1, buffer_size=4, raise_below_target=two_sided)
+        sae = tiny_sae([-0.3])
+        GroupBiasAdaptation(cfg)(sae, 1, out_of([[0.4], [-0.1], [-0.2], [-0.3]]))
+        assert_close(sae.b_enc, [expected])
+
+
+# ---------------------------------------------------------------------------------------------
+# reading: bias initialised at the target frequency (GBAConfig.bias_init = "target_quantile")
+# ---------------------------------------------------------------------------------------------
+def test_quantile_bias__hand_case():
+    # B = 5 tokens; column 0 sorted = [0.1, 0.2, 0.3, 0.4, 0.5]
+    #   p = 0.25: h = 0.75 * 4 = 3 -> Q = s[3] = 0.4 -> b = -0.4
+    #   p = 0.1 (column 1, the same values): h = 3.6 -> Q = 0.4 + 0.6 * 0.1 = 0.46 -> b = -0.46
+    # column 2 all negative: Q = -0.1 at p = 0.25 (h = 3 -> sorted [-0.5, -0.4, -0.3, -0.1, -0.05][3]) -> b = 0.1 -> clamped 0
+    # column 3 large: sorted [1, 2, 3, 4, 5], p = 0.5: h = 2 -> Q = 3 -> b = -3 -> clamped -1
+    col = [0.1, 0.4, 0.2, 0.3, 0.5]
+    neg = [-0.5, -0.05, -0.3, -0.1, -0.4]
+    big = [5.0, 1.0, 3.0, 2.0, 4.0]
+    u = [[col[i], col[i], neg[i], big[i]] for i in range(5)]
+    p = [0.25, 0.1, 0.25, 0.5]
+    expected = [-0.4, -0.46, 0.0, -1.0]
+    assert_close(quantile_bias_reference(u, p), expected)
+    got = quantile_bias(t64(u), t64(p))
+    assert got.dtype == F64
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantile_bias__equals_reference_and_torch_quantile(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, M = int(torch.randint(1, 40, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+    u = 0.3 * torch.randn(B, M, generator=g, dtype=F64)
+    p = torch.rand(M, generator=g, dtype=F64) * 0.98 + 0.01
+    got = quantile_bias(u, p)
+    assert_close(got, quantile_bias_reference(u.tolist(), p.tolist()))
+    by_torch = torch.stack([torch.quantile(u[:, m], 1 - p[m]) for m in range(M)])
+    assert_close(got, (-by_torch).clamp(-1, 0))
+
+
+def test_quantile_bias__fires_at_the_target_on_its_batch():
+    g = torch.Generator().manual_seed(0)
+    u = 0.2 * torch.randn(1000, 3, generator=g, dtype=F64)
+    p = t64([0.5, 0.1, 0.01])
+    q = ((u + quantile_bias(u, p)) > 0).to(F64).mean(0)
+    assert float((q - p).abs().max()) <= 1 / 1000  # one token of a thousand at most (continuous u: no ties)
+
+
+def test_quantile_bias__bad_shapes_raise():
+    with pytest.raises(ValueError, match=r"need u \(B, M\) and p \(M,\)"):
+        quantile_bias(torch.zeros(4, 3, dtype=F64), torch.full((2,), 0.1, dtype=F64))
+    with pytest.raises(ValueError, match="at least one token"):
+        quantile_bias(torch.zeros(0, 3, dtype=F64), torch.full((3,), 0.1, dtype=F64))
+
+
+def test_hook__target_quantile_init_sets_b_at_the_first_call_and_counts_nothing():
+    # BA with p = 0.25 on 4 tokens; b starts at 0, so u = y: column sorted [-0.1, 0.2, 0.4, 0.8]
+    # h = 0.75 * 3 = 2.25 -> Q = 0.4 + 0.25 * (0.8 - 0.4) = 0.5 -> b = -0.5
+    cfg = GBAConfig.bias_adaptation(0.25, buffer_size=4, bias_init="target_quantile")
+    hook, sae = GroupBiasAdaptation(cfg), tiny_sae([0.0])
+    assert not hook.bias_initialised
+    hook(sae, 1, out_of([[0.8], [0.2], [-0.1], [0.4]]))
+    assert_close(sae.b_enc, [-0.5])
+    assert hook.bias_initialised and hook._tokens == 0 and hook.n_updates == 0  # the step was not counted
+    # from then on Algorithm 2 as usual: 4 tokens with q = 1/4 (not above p): unchanged
+    hook(sae, 2, out_of([[0.1], [-0.2], [-0.3], [-0.4]]))
+    assert hook.n_updates == 1
+    assert_close(sae.b_enc, [-0.5])
+
+
+def test_hook__target_quantile_state_round_trip():
+    cfg = GBAConfig.bias_adaptation(0.25, buffer_size=8, bias_init="target_quantile")
+    hook, sae = GroupBiasAdaptation(cfg), tiny_sae([0.0])
+    hook(sae, 1, out_of([[0.8], [0.2], [-0.1], [0.4]]))
+    fresh = GroupBiasAdaptation(cfg)
+    fresh.load_state_dict(hook.state_dict())
+    assert fresh.bias_initialised
+
+
+def test_hook__state_saved_before_the_readings_existed_loads():
+    hook = GroupBiasAdaptation(GBAConfig.bias_adaptation(0.25, buffer_size=8))
+    hook(tiny_sae([0.0]), 1, out_of([[0.8], [0.2]]))
+    state = hook.state_dict()
+    state.pop("bias_initialised")
+    for name in ("bias_init", "raise_below_target"):
+        state["config"].pop(name)
+    fresh = GroupBiasAdaptation(GBAConfig.bias_adaptation(0.25, buffer_size=8))
+    fresh.load_state_dict(state)
+    assert fresh.bias_initialised and fresh._tokens == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +585,7 @@ BAD_GBA = [
     (dict(gamma_plus=-0.01), r"gamma_plus must be > 0"),
     (dict(buffer_size=0), r"buffer_size \(tokens between updates\) must be >= 1"),
     (dict(assignment="interleaved"), r"assignment must be 'contiguous' or 'random'"),
+    (dict(bias_init="negative"), r"bias_init must be one of \('zero', 'target_quantile'\)"),
 ]
 
 
@@ -457,7 +596,8 @@ def test_gba_config__bad_values_raise_with_the_fix(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(n_groups=2.0), r"n_groups \(K\) must be an integer"),
-                                             (dict(buffer_size=True), r"buffer_size .* must be an integer")])
+                                             (dict(buffer_size=True), r"buffer_size .* must be an integer"),
+                                             (dict(raise_below_target=1), r"raise_below_target must be True or False")])
 def test_gba_config__non_integer_counts_are_type_errors(kwargs, message):
     with pytest.raises(TypeError, match=message):
         GBAConfig(**kwargs)
@@ -466,6 +606,7 @@ def test_gba_config__non_integer_counts_are_type_errors(kwargs, message):
 def test_gba_config__defaults_follow_the_paper():
     cfg = GBAConfig()
     assert (cfg.gamma_minus, cfg.gamma_plus, cfg.buffer_size) == (0.01, 0.01, 25_600)  # docs/papers.md#gba-constants
+    assert (cfg.bias_init, cfg.raise_below_target) == ("zero", False)  # the readings are off: Algorithm 2 as printed
     assert GBAConfig(**cfg.to_dict()) == cfg
 
 

@@ -26,6 +26,20 @@ The target frequencies are geometric from HTF down to LTF over K groups,
 p_k = HTF * (LTF / HTF)^((k-1)/(K-1)), k = 1..K. Groups are contiguous equal blocks of neurons,
 as in the first author's library (docs/papers.md#gba-author-code), or a seeded random assignment. BA
 is the one-group case with a single target p: :meth:`GBAConfig.bias_adaptation`.
+
+**Readings beyond the printed algorithm** (both off by default, so the defaults are Algorithms 1-2
+as printed; ``sae_theory.experiments.gba_readings`` measures them):
+
+* ``GBAConfig.bias_init = "target_quantile"``: instead of starting at b = 0, every bias is set at
+  the hook's first call so that its neuron fires on a fraction p_k of that step's batch,
+  b_m = clamp(-Q_{1-p_k}(u_m), -1, 0) with u = y - b the unbiased projections and Q the linearly
+  interpolated quantile (:func:`quantile_bias`). The analysed algorithm's bias is "fixed or set to
+  realise frequency p" (docs/papers.md#gba-recovery-theorem; the digest's §4.1); b = 0 is our
+  inference (docs/papers.md#gba-constants).
+* ``GBAConfig.raise_below_target = True``: two-sided control. A neuron with eps <= q_m < p_k is
+  raised too, b_m <- min(b_m + gamma_plus * r_m, 0), by its own peak as the lowering rule uses. The
+  authors describe the bias as "shifted until the neuron reaches its TAF" (the digest's §3.4); the
+  printed Algorithm 2 moves only neurons above target or dead (docs/papers.md#gba-algorithms).
 """
 
 from __future__ import annotations
@@ -37,9 +51,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_bool, check_int
 
-__all__ = ["GBAConfig", "GroupBiasAdaptation", "bias_update", "bias_update_reference", "group_assignment", "target_frequencies"]
+__all__ = ["BIAS_INITS", "GBAConfig", "GroupBiasAdaptation", "bias_update", "bias_update_reference", "group_assignment",
+           "quantile_bias", "quantile_bias_reference", "target_frequencies"]
+
+#: How the neuron bias starts (``GBAConfig.bias_init``).
+BIAS_INITS = ("zero", "target_quantile")
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,15 @@ class GBAConfig:
     """``"contiguous"`` equal blocks (the authors' library) or ``"random"`` (seeded)."""
     seed: int = 0
     """Seed of the random assignment."""
+    bias_init: str = "zero"
+    """How the bias starts: ``"zero"`` (b = 0 as the model builds it; docs/papers.md#gba-constants,
+    inferred) or ``"target_quantile"`` (at the hook's first call b_m = clamp(-Q_{1-p_k}(u_m), -1, 0)
+    on that step's batch, so each neuron starts at its target frequency: the analysed algorithm's
+    bias "set to realise frequency p", docs/papers.md#gba-recovery-theorem; module docstring)."""
+    raise_below_target: bool = False
+    """Two-sided control: also raise a neuron with eps <= q_m < p_k by gamma_plus * r_m (clamped at
+    0). The printed Algorithm 2 leaves it alone (docs/papers.md#gba-algorithms); the authors' prose
+    has the bias "shifted until the neuron reaches its TAF" (module docstring)."""
 
     def __post_init__(self):
         check_int("n_groups (K)", self.n_groups, minimum=1)
@@ -84,6 +111,9 @@ class GBAConfig:
         check_int("buffer_size (tokens between updates)", self.buffer_size, minimum=1)
         if self.assignment not in ("contiguous", "random"):
             raise ValueError(f"assignment must be 'contiguous' or 'random', got {self.assignment!r}.")
+        if self.bias_init not in BIAS_INITS:
+            raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {self.bias_init!r}.")
+        check_bool("raise_below_target", self.raise_below_target)
 
     @classmethod
     def bias_adaptation(cls, p: float, **kwargs: Any) -> "GBAConfig":
@@ -115,11 +145,12 @@ def group_assignment(n_latents: int, cfg: GBAConfig) -> Tensor:
     return groups
 
 
-def bias_update_reference(b, q, r, groups, targets, gamma_minus, gamma_plus, eps):
+def bias_update_reference(b, q, r, groups, targets, gamma_minus, gamma_plus, eps, raise_below_target=False):
     """Algorithm 2 line by line, one neuron at a time, in float64 Python (the oracle).
 
     Parameters are sequences: b, q, r of length M, groups (group index per neuron), targets
-    (p_k per group). Returns the new b as a list.
+    (p_k per group). ``raise_below_target``: the two-sided reading (module docstring). Returns the
+    new b as a list.
     """
     M, K = len(b), len(targets)
     r_all = [x for x in r if x > 0]
@@ -137,14 +168,18 @@ def bias_update_reference(b, q, r, groups, targets, gamma_minus, gamma_plus, eps
             new_b[m] = max(b[m] - gamma_minus * r[m], -1.0)
         if q[m] < eps and r_bar[k] is not None:
             new_b[m] = min(b[m] + gamma_plus * r_bar[k], 0.0)
+        elif raise_below_target and eps <= q[m] < targets[k]:
+            new_b[m] = min(b[m] + gamma_plus * r[m], 0.0)
     return new_b
 
 
-def bias_update(b: Tensor, q: Tensor, r: Tensor, groups: Tensor, targets: Tensor, gamma_minus: float, gamma_plus: float, eps: float) -> Tensor:
+def bias_update(b: Tensor, q: Tensor, r: Tensor, groups: Tensor, targets: Tensor, gamma_minus: float, gamma_plus: float, eps: float,
+                raise_below_target: bool = False) -> Tensor:
     """Algorithm 2, vectorised: the new bias (M,) from the statistics of one buffer.
 
     b, q, r: (M,) current bias, firing frequency, peak positive pre-activation; groups (M,) long;
-    targets (K,) float. Same semantics as :func:`bias_update_reference`, in b's dtype.
+    targets (K,) float; ``raise_below_target``: the two-sided reading (module docstring). Same
+    semantics as :func:`bias_update_reference`, in b's dtype.
     """
     K = targets.numel()
     r = r.to(b.dtype)
@@ -159,7 +194,51 @@ def bias_update(b: Tensor, q: Tensor, r: Tensor, groups: Tensor, targets: Tensor
     lowered = torch.clamp(b - gamma_minus * r, min=-1.0)
     raised = torch.clamp(b + gamma_plus * r_bar[groups], max=0.0)
     revive = (q < eps) & ((den[groups] > 0) | (total > 0))
-    return torch.where(q > p, lowered, torch.where(revive, raised, b))
+    kept = b
+    if raise_below_target:
+        kept = torch.where((q >= eps) & (q < p), torch.clamp(b + gamma_plus * r, max=0.0), b)
+    return torch.where(q > p, lowered, torch.where(revive, raised, torch.where(q < eps, b, kept)))
+
+
+def quantile_bias_reference(u, p):
+    """``bias_init="target_quantile"`` one neuron at a time in float64 Python (the oracle).
+
+    u: a list of B rows of M unbiased projections; p: M target frequencies. Neuron m gets
+    b_m = clamp(-Q, -1, 0) with Q the (1 - p_m) quantile of its column, linearly interpolated
+    between order statistics: position h = (1 - p_m)(B - 1), Q = s[floor h] + (h - floor h)
+    (s[floor h + 1] - s[floor h]) on the sorted column s (numpy's and torch's default). Returns b
+    as a list.
+    """
+    B, M = len(u), len(p)
+    out = []
+    for m in range(M):
+        col = sorted(row[m] for row in u)
+        h = (1.0 - p[m]) * (B - 1)
+        lo = math.floor(h)
+        hi = min(lo + 1, B - 1)
+        Q = col[lo] + (h - lo) * (col[hi] - col[lo])
+        out.append(min(max(-Q, -1.0), 0.0))
+    return out
+
+
+def quantile_bias(u: Tensor, p: Tensor) -> Tensor:
+    """The bias (M,) that makes each neuron fire on a fraction p_m of the batch u (B, M):
+    b_m = clamp(-Q_{1-p_m}(u_m), -1, 0), Q linearly interpolated (:func:`quantile_bias_reference`),
+    in u's dtype. u: unbiased projections W (x - b_dec); p: (M,) targets in (0, 1)."""
+    if u.dim() != 2 or p.dim() != 1 or p.numel() != u.shape[1]:
+        raise ValueError(f"need u (B, M) and p (M,), got shapes {tuple(u.shape)} and {tuple(p.shape)}.")
+    if u.shape[0] < 1:
+        raise ValueError("u has no rows; the quantile needs at least one token.")
+    B = u.shape[0]
+    s = u.sort(dim=0).values
+    h = (1.0 - p.to(torch.float64)) * (B - 1)
+    lo = h.floor()
+    frac = (h - lo).to(u.dtype)
+    lo = lo.long().clamp(max=B - 1)
+    hi = (lo + 1).clamp(max=B - 1)
+    s_lo = s.gather(0, lo.to(u.device)[None]).squeeze(0)
+    s_hi = s.gather(0, hi.to(u.device)[None]).squeeze(0)
+    return torch.clamp(-(s_lo + frac.to(u.device) * (s_hi - s_lo)), -1.0, 0.0)
 
 
 class GroupBiasAdaptation:
@@ -181,6 +260,7 @@ class GroupBiasAdaptation:
         self._peak: Tensor | None = None
         self._tokens = 0
         self.n_updates = 0
+        self.bias_initialised = self.config.bias_init == "zero"  # "target_quantile": set at the first call
 
     def _setup(self, b: Tensor) -> None:
         M = b.numel()
@@ -240,11 +320,19 @@ class GroupBiasAdaptation:
             self.groups, self.targets = self.groups.to(b.device), self.targets.to(b.device)
         if out.pre_acts.shape[-1] != b.numel():
             raise ValueError(f"pre_acts has {out.pre_acts.shape[-1]} neurons but model.b_enc has {b.numel()}.")
+        if not self.bias_initialised:
+            # bias_init="target_quantile": this step's projections u = y - b set b, and the step is
+            # not counted (its firing was decided by the bias before)
+            u = out.pre_acts.detach().reshape(-1, b.numel()) - b
+            b.copy_(quantile_bias(u, self.targets[self.groups]).to(b.dtype))
+            self.bias_initialised = True
+            return
         self._observe(out.pre_acts, getattr(out, "fired", None))
         if self._tokens >= self.config.buffer_size:
             q = self._fires.to(torch.float64) / self._tokens
             c = self.config
-            b.copy_(bias_update(b, q, self._peak, self.groups, self.targets, c.gamma_minus, c.gamma_plus, c.dead_eps))
+            b.copy_(bias_update(b, q, self._peak, self.groups, self.targets, c.gamma_minus, c.gamma_plus, c.dead_eps,
+                                raise_below_target=c.raise_below_target))
             self.n_updates += 1
             self.reset_statistics()
 
@@ -254,13 +342,17 @@ class GroupBiasAdaptation:
             peak=None if self._peak is None else self._peak.clone(),
             tokens=self._tokens,
             n_updates=self.n_updates,
+            bias_initialised=self.bias_initialised,
             config=self.config.to_dict(),
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.config.to_dict():
+        # a state saved before a field existed has that field's default
+        if {**self.config.to_dict(), **state["config"]} != self.config.to_dict():
             raise ValueError("this checkpoint's bias adaptation config differs from the hook's; build the hook with the saved config.")
         self._tokens, self.n_updates = int(state["tokens"]), int(state["n_updates"])
+        # states saved before bias_init existed: the zero init needs nothing; otherwise the first call set b
+        self.bias_initialised = bool(state.get("bias_initialised", self.config.bias_init == "zero" or state["fires"] is not None))
         if state["fires"] is not None:
             self._fires, self._peak = state["fires"].clone(), state["peak"].clone()
             self.groups = group_assignment(self._fires.numel(), self.config).to(self._fires.device)

@@ -1,0 +1,97 @@
+"""Tests of the deployed-GBA readings study, sae_theory/experiments/gba_readings.py: the Zipf
+exponent by hand, the readings' specs, and the tidy table of a tiny run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from _helpers import assert_close
+from sae_theory.experiments import deployed_readings
+from sae_theory.experiments.gba import REGIMES
+from sae_theory.experiments.gba_readings import READINGS, reading_spec, zipf_exponent, zipf_model
+from sae_theory.profiles import GBAReadingsScale, get_profile
+
+
+def test_zipf_exponent__hand_case():
+    # n = 2, mean support 1, f_1 = 0.75: 1 / (1 + 2^-a) = 0.75 -> 2^-a = 1/3 -> a = log2(3)
+    assert_close(zipf_exponent(2, 1.0, 0.75), math.log2(3))
+
+
+def test_zipf_model__frequencies_have_the_asked_maximum_and_mean_support():
+    scale = get_profile("quick", device="cpu").gba_readings
+    model, key = zipf_model(scale)
+    f = model.frequencies
+    assert_close(f.max(), scale.zipf_max_frequency)
+    assert_close(f.sum(), scale.zipf_mean_support)
+    assert (model.n, model.d) == (scale.zipf_n, scale.zipf_d) and key["exponent"] > 0
+
+
+@pytest.mark.parametrize("args, message", [((1, 1.0, 0.5), r"n must be >= 2"),
+                                           ((4, 2.0, 0.4), r"max_frequency must lie in \(mean_support / n = 0\.5, 1\]"),
+                                           ((4, 1.0, 1.5), r"max_frequency must lie in"),
+                                           ((4, -1.0, 0.5), r"mean_support must be a finite number > 0")])
+def test_zipf_exponent__bad_inputs_raise(args, message):
+    with pytest.raises(ValueError, match=message):
+        zipf_exponent(*args)
+
+
+def test_reading_spec__printed_is_the_deployed_regime_with_algorithm_2_as_printed():
+    spec = reading_spec("printed", 256)
+    D = REGIMES["deployed"]
+    cfg = dict(spec.sae_config)
+    assert (cfg["output_scale_init"], cfg["train_output_scale"], cfg["train_b_dec"]) == (D.output_scale, True, True)
+    assert dict(spec.train) == dict(lr=D.lr, optimizer=D.optimizer, input_norm="unit")
+    gba = dict(spec.hooks[0].config)
+    assert (gba["bias_init"], gba["raise_below_target"], gba["buffer_size"]) == ("zero", False, 2560)
+
+
+def test_reading_spec__each_reading_sets_its_options():
+    for name, R in READINGS.items():
+        spec = reading_spec(name, 128)
+        gba = dict(spec.hooks[0].config)
+        assert dict(spec.sae_config)["output_scale_init"] == R.output_scale_init
+        assert (gba["bias_init"], gba["raise_below_target"]) == (R.bias_init, R.raise_below_target)
+
+
+def test_reading_spec__unknown_reading_raises():
+    with pytest.raises(ValueError, match="unknown reading 'tiny a'"):
+        reading_spec("tiny a", 256)
+
+
+def _tiny_profile(**changes):
+    P = get_profile("quick", device="cpu")
+    scale = GBAReadingsScale(readings=("printed", "small a + target init"), matched=("small a + target init",), n_latents=32,
+                             steps=20, batch_size=64, n_samples=2_000, log_every=2, n_seeds=1, zipf_n=32, zipf_d=16,
+                             zipf_mean_support=2.0, zipf_max_frequency=0.3, eval_samples=500)
+    return dataclasses.replace(P, gba_readings=dataclasses.replace(scale, **changes))
+
+
+def test_deployed_readings__tidy_table_with_topk_at_the_matched_l0():
+    torch.set_num_threads(1)
+    df = deployed_readings(_tiny_profile(), progress=False)
+    final = df[df.final]
+    # 2 data sets x (2 readings + 1 TopK)
+    assert len(final) == 6
+    assert set(final.data) == {"toy", "zipf"} and set(final.method) == {"GBA", "TopK"}
+    assert not final[["l0", "fvu", "frr_08", "frr_09", "loss"]].isna().any().any()
+    for data in ("toy", "zipf"):
+        gba = final[(final.data == data) & (final.method == "GBA") & (final.reading == "small a + target init")]
+        topk = final[(final.data == data) & (final.method == "TopK")]
+        assert len(topk) == 1 and topk.reading.iloc[0] == "small a + target init"
+        assert topk.k.iloc[0] == max(1, round(gba.l0.iloc[0]))
+        assert topk.l0.iloc[0] <= topk.k.iloc[0]  # TopK never exceeds its K
+    curve = df[~df.final]
+    assert len(curve) == 6 * 10  # 20 steps logged every 2
+    assert curve.fvu.isna().all() and not curve.loss.isna().any()
+    assert ((final.frr_09 <= final.frr_08) & (final.frr_08 <= 1)).all()
+
+
+def test_deployed_readings__unknown_or_unmatched_readings_raise():
+    with pytest.raises(ValueError, match="unknown readings"):
+        deployed_readings(_tiny_profile(readings=("printed", "bogus"), matched=()), progress=False)
+    with pytest.raises(ValueError, match="must be among its readings"):
+        deployed_readings(_tiny_profile(readings=("printed",), matched=("small a",)), progress=False)
