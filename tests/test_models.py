@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from _helpers import assert_close
-from sae_theory.models import MPSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TiedSAE, TopKSAE
+from sae_theory.models import MPSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, TiedReLUSAE, TiedSAE, TiedTopKSAE, TopKSAE
 from sae_theory.models.base import SAE, unit_rows_
 
 D, M = 6, 10
@@ -21,13 +21,16 @@ DTYPES = [torch.float32, torch.float64]
 
 
 
-#: name -> builder(dtype, seed) of every SAE in the package (TiedSAE once per activation).
+#: name -> builder(dtype, seed) of every SAE in the package (TiedSAE once per activation; the paper's
+#: tied TopK and L1 baselines of models/tied_baselines.py, whose b_enc is a trained parameter, not in TIED).
 BUILDERS: dict[str, Callable[[torch.dtype, int], SAE]] = {
     "tied_jumprelu_threshold": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s),
     "tied_jumprelu_biased": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="jumprelu_biased", theta=0.1),
     "tied_relu": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="relu"),
     "topk": lambda dt, s: TopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
     "topk_tied": lambda dt, s: TiedSAE(d=D, n_latents=M, dtype=dt, seed=s, activation="topk", k=3),
+    "topk_tied_baseline": lambda dt, s: TiedTopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
+    "l1_tied_baseline": lambda dt, s: TiedReLUSAE(d=D, n_latents=M, l1_coefficient=0.1, dtype=dt, seed=s),
     "relu": lambda dt, s: ReLUSAE(d=D, n_latents=M, l1_coefficient=0.1, dtype=dt, seed=s),
     "mp": lambda dt, s: MPSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
     "batchtopk": lambda dt, s: BatchTopKSAE(d=D, n_latents=M, k=3, dtype=dt, seed=s),
@@ -340,6 +343,8 @@ SWITCH_DEFAULTS = {
     "tied_jumprelu_biased": (True, True),
     "tied_relu": (True, True),
     "topk_tied": (True, True),
+    "topk_tied_baseline": (True, True),
+    "l1_tied_baseline": (True, True),
     "topk": (True, True),
     "relu": (False, True),
     "mp": (True, False),
