@@ -12,7 +12,7 @@ import torch
 from _helpers import assert_close
 from sae_theory.experiments import deployed_readings
 from sae_theory.experiments.gba import REGIMES
-from sae_theory.experiments.gba_readings import READINGS, reading_spec, zipf_exponent, zipf_model
+from sae_theory.experiments.gba_readings import READINGS, reading_spec, training_rows, zipf_exponent, zipf_model
 from sae_theory.profiles import GBAReadingsScale, get_profile
 
 
@@ -37,6 +37,13 @@ def test_zipf_model__frequencies_have_the_asked_maximum_and_mean_support():
 def test_zipf_exponent__bad_inputs_raise(args, message):
     with pytest.raises(ValueError, match=message):
         zipf_exponent(*args)
+
+
+def test_training_rows__do_not_depend_on_what_was_drawn_before():
+    model, _ = zipf_model(get_profile("quick", device="cpu").gba_readings)
+    first = training_rows(model, 300)
+    model.sample(50)  # another run's draw from the same stream
+    assert torch.equal(training_rows(model, 300), first)
 
 
 def test_reading_spec__printed_is_the_deployed_regime_with_algorithm_2_as_printed():
@@ -88,6 +95,15 @@ def test_deployed_readings__tidy_table_with_topk_at_the_matched_l0():
     assert len(curve) == 6 * 10  # 20 steps logged every 2
     assert curve.fvu.isna().all() and not curve.loss.isna().any()
     assert ((final.frr_09 <= final.frr_08) & (final.frr_08 <= 1)).all()
+
+
+def test_deployed_readings__a_run_does_not_depend_on_the_runs_before_it(monkeypatch):
+    monkeypatch.setenv("SAE_THEORY_CACHE", "off")  # train both times: a cached run would hide the dependence
+    one = deployed_readings(_tiny_profile(readings=("small a + target init",)), progress=False)
+    two = deployed_readings(_tiny_profile(readings=("printed", "small a + target init")), progress=False)
+    cols = ["data", "method", "l0", "fvu", "frr_08", "frr_09", "loss"]
+    pick = lambda df: df[df.final & (df.reading == "small a + target init")][cols].reset_index(drop=True)  # noqa: E731
+    assert pick(one).equals(pick(two))
 
 
 def test_deployed_readings__unknown_or_unmatched_readings_raise():

@@ -46,7 +46,7 @@ from .cache import train_cached
 from .gba import REGIMES, TOY_GBA, algorithm2_buffer, topk_spec
 from .specs import HookSpec, MethodSpec, eval_generator
 
-__all__ = ["DATA_SETS", "READINGS", "Reading", "deployed_readings", "reading_spec", "zipf_exponent", "zipf_model"]
+__all__ = ["DATA_SETS", "READINGS", "Reading", "deployed_readings", "reading_spec", "training_rows", "zipf_exponent", "zipf_model"]
 
 DATA_SETS = ("toy", "zipf")
 
@@ -129,8 +129,15 @@ def _unit_rows(X: torch.Tensor) -> torch.Tensor:
     return X / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
+def training_rows(model: SparseFeatureModel, n_samples: int) -> torch.Tensor:
+    """The first ``n_samples`` rows of ``model``'s own stream (restarted first), so every run of a
+    data set trains on the same rows whatever ran before it: what its cache key says."""
+    model.reset()
+    return model.sample(n_samples, h_layout="sparse")[0]
+
+
 def _fit(spec: MethodSpec, model: SparseFeatureModel, key: dict, scale, seed: int, device: str, X_test: torch.Tensor):
-    run = train_cached(spec, lambda: model.sample(scale.n_samples, h_layout="sparse")[0], data_key=key, d=model.d,
+    run = train_cached(spec, lambda: training_rows(model, scale.n_samples), data_key=key, d=model.d,
                        n_latents=scale.n_latents, seed=seed,
                        run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, log_every=scale.log_every, progress=False),
                        device=device)
