@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_int
 
-__all__ = ["SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "reconstruction_loss", "unit_rows_"]
+__all__ = ["PreActivationCodes", "SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "check_k", "reconstruction_loss",
+           "topk_relu", "unit_rows_"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,41 @@ def unit_rows_(W: Tensor) -> None:
     W.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
 
 
+def check_k(k: Any, n_latents: int) -> int:
+    """``k`` (active latents per input of a TopK-style SAE) as an int in [1, n_latents], or raise
+    naming it."""
+    k = check_int("k", k, minimum=1)
+    if k > n_latents:
+        raise ValueError(f"k must be <= n_latents={n_latents}, got {k}; lower k or raise n_latents.")
+    return k
+
+
+def topk_relu(pre_acts: Tensor, k: int) -> Tensor:
+    """ReLU of the ``k`` largest entries of every row, zero elsewhere (at most k non-zeros; fewer
+    when some of the k largest are negative)."""
+    top = pre_acts.topk(k, dim=-1)
+    return torch.zeros_like(pre_acts).scatter(-1, top.indices, torch.relu(top.values))
+
+
+class PreActivationCodes:
+    """Mixin (before the SAE base in the bases) of the SAEs whose codes are
+    ``activate(pre_activations(x))`` and whose training loss is the reconstruction alone, with the
+    pre-activations reported to hooks. Subclasses give ``pre_activations`` and ``activate``."""
+
+    def activate(self, pre_acts: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.activate(self.pre_activations(x))
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        pre = self.pre_activations(x)
+        codes = self.activate(pre)
+        x_hat = self.decode(codes)
+        loss = reconstruction_loss(x, x_hat)
+        return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})
+
+
 class TiedWeightSAE(SAE):
     """Shared body of the SAEs with one weight that both encodes and decodes (the GBA tied SAE,
     MP-SAE): ``W_dec`` (M, d) is the parameter, its rows are the atoms, and ``W_enc`` is its
@@ -213,7 +249,7 @@ class TiedWeightSAE(SAE):
         return self.W_dec
 
 
-class UntiedSAE(SAE):
+class UntiedSAE(PreActivationCodes, SAE):
     """Shared body of the untied SAEs: ``pre_acts = (x - b_dec) W_enc + b_enc``,
     ``x_hat = codes W_dec + b_dec``. Atoms (rows of ``W_dec``) start unit-norm and ``W_enc``
     starts as ``W_dec.T`` (the common initialisation); ``b_dec`` starts at zero and is trained
@@ -236,18 +272,5 @@ class UntiedSAE(SAE):
         """(x - b_dec) W_enc + b_enc, (B, M)."""
         return (self._check_input(x) - self.b_dec) @ self.W_enc + self.b_enc
 
-    def activate(self, pre_acts: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.activate(self.pre_activations(x))
-
     def decode(self, codes: Tensor) -> Tensor:
         return self._check_codes(codes) @ self.W_dec + self.b_dec
-
-    def training_forward(self, x: Tensor) -> TrainOutput:
-        pre = self.pre_activations(x)
-        codes = self.activate(pre)
-        x_hat = self.decode(codes)
-        loss = reconstruction_loss(x, x_hat)
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})

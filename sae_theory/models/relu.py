@@ -21,7 +21,7 @@ from torch import Tensor
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
-__all__ = ["ReLUSAE", "ReLUSAEConfig"]
+__all__ = ["ReLUSAE", "ReLUSAEConfig", "l1_training_forward"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,18 @@ class ReLUSAE(UntiedSAE):
         return torch.relu(pre_acts)
 
     def training_forward(self, x: Tensor) -> TrainOutput:
-        pre = self.pre_activations(x)
-        codes = torch.relu(pre)
-        x_hat = self.decode(codes)
-        mse = reconstruction_loss(x, x_hat)
-        l1 = (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
-        loss = mse + self.l1_coefficient * l1
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": mse.detach(), "l1": l1.detach()})
+        return l1_training_forward(self, x)
+
+
+def l1_training_forward(sae, x: Tensor) -> TrainOutput:
+    """The forward pass of a ReLU SAE trained on reconstruction + lambda * decoder-norm-weighted L1:
+    codes z = ReLU(pre_activations(x)), loss = ||x^ - x||^2 + lambda * mean_b sum_m ||W_dec[m]|| z_bm,
+    lambda the SAE's ``l1_coefficient`` buffer (so a SparsityController can steer it). Shared by
+    the untied :class:`ReLUSAE` and the tied L1 baseline."""
+    pre = sae.pre_activations(x)
+    codes = torch.relu(pre)
+    x_hat = sae.decode(codes)
+    mse = reconstruction_loss(x, x_hat)
+    l1 = (codes * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    loss = mse + sae.l1_coefficient * l1
+    return TrainOutput(loss, x_hat, codes, pre, {"mse": mse.detach(), "l1": l1.detach()})

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_int
-from .base import SAEConfig, TiedWeightSAE, TrainOutput, reconstruction_loss, unit_rows_
+from .._checks import check_bool
+from .base import SAEConfig, TiedWeightSAE, TrainOutput, check_k, reconstruction_loss, topk_relu, unit_rows_
 from .registry import register_sae
 
 __all__ = ["TiedSAE", "TiedSAEConfig", "ACTIVATIONS"]
@@ -79,9 +79,7 @@ class TiedSAEConfig(SAEConfig):
         if self.activation == "topk":
             if self.k is None:
                 raise ValueError("activation='topk' needs k (the active neurons per input); pass k=...")
-            object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
-            if self.k > self.n_latents:
-                raise ValueError(f"k must be <= n_latents={self.n_latents}, got {self.k}; lower k or raise n_latents.")
+            object.__setattr__(self, "k", check_k(self.k, self.n_latents))
         elif self.k is not None:
             raise ValueError(f"k is only used by activation='topk'; got k={self.k} with activation={self.activation!r}.")
 
@@ -125,8 +123,7 @@ class TiedSAE(TiedWeightSAE):
         if act == "jumprelu_biased":
             return y * (y > self.config.theta), y, None
         if act == "topk":
-            top = y.topk(self.config.k, dim=-1)
-            return torch.zeros_like(y).scatter(-1, top.indices, torch.relu(top.values)), y, None
+            return topk_relu(y, self.config.k), y, None
         fired = (y > 0).to(u.dtype)
         # relu(y) = y * 1[y > 0], with the same gradient (1[y > 0]; torch's relu also takes 0 at y = 0)
         return (u if act == "jumprelu_threshold" else y) * fired, y, fired

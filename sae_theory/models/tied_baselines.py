@@ -43,8 +43,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_int, check_real
-from .base import SAEConfig, TiedWeightSAE, TrainOutput, reconstruction_loss, unit_rows_
+from .._checks import check_bool, check_real
+from .base import PreActivationCodes, SAEConfig, TiedWeightSAE, TrainOutput, check_k, topk_relu, unit_rows_
+from .relu import l1_training_forward
 from .registry import register_sae
 
 __all__ = ["TiedReLUSAE", "TiedReLUSAEConfig", "TiedTopKSAE", "TiedTopKSAEConfig"]
@@ -70,7 +71,7 @@ class _TiedBaselineConfig(SAEConfig):
             check_bool(name, getattr(self, name))
 
 
-class _TiedBaseline(TiedWeightSAE):
+class _TiedBaseline(PreActivationCodes, TiedWeightSAE):
     """Shared body: parameters, pre-activations and decoding of the tied baselines.
 
     Parameters (SAELens names): ``W_dec`` (M, d) the tied weight W (``W_enc`` = ``W_dec.T``, a
@@ -94,23 +95,9 @@ class _TiedBaseline(TiedWeightSAE):
         """y = W (x - b_dec) + b_enc, (B, M)."""
         return (self._check_input(x) - self.b_dec) @ self.W_dec.T + self.b_enc
 
-    def activate(self, pre_acts: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Codes z (B, M) of x (B, d)."""
-        return self.activate(self.pre_activations(x))
-
     def decode(self, codes: Tensor) -> Tensor:
         """x^ = (a * z) W + b_dec, (B, d)."""
         return (self._check_codes(codes) * self.output_scale) @ self.W_dec + self.b_dec
-
-    def training_forward(self, x: Tensor) -> TrainOutput:
-        pre = self.pre_activations(x)
-        codes = self.activate(pre)
-        x_hat = self.decode(codes)
-        loss = reconstruction_loss(x, x_hat)
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})
 
 
 @dataclass(frozen=True)
@@ -122,9 +109,7 @@ class TiedTopKSAEConfig(_TiedBaselineConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
-        if self.k > self.n_latents:
-            raise ValueError(f"k must be <= n_latents={self.n_latents}, got {self.k}; lower k or raise n_latents.")
+        object.__setattr__(self, "k", check_k(self.k, self.n_latents))
 
 
 @register_sae("Tied TopK", config=TiedTopKSAEConfig)
@@ -140,8 +125,7 @@ class TiedTopKSAE(_TiedBaseline):
         self.k = self.config.k
 
     def activate(self, pre_acts: Tensor) -> Tensor:
-        top = pre_acts.topk(self.k, dim=-1)
-        return torch.zeros_like(pre_acts).scatter(-1, top.indices, torch.relu(top.values))
+        return topk_relu(pre_acts, self.k)
 
 
 @dataclass(frozen=True)
@@ -177,10 +161,4 @@ class TiedReLUSAE(_TiedBaseline):
         return torch.relu(pre_acts)
 
     def training_forward(self, x: Tensor) -> TrainOutput:
-        pre = self.pre_activations(x)
-        codes = torch.relu(pre)
-        x_hat = self.decode(codes)
-        mse = reconstruction_loss(x, x_hat)
-        l1 = (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
-        loss = mse + self.l1_coefficient * l1
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": mse.detach(), "l1": l1.detach()})
+        return l1_training_forward(self, x)

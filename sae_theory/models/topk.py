@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from .._checks import check_int
-from .base import SAEConfig, UntiedSAE
+from .base import SAEConfig, UntiedSAE, check_k, topk_relu
 from .registry import register_sae
 
 __all__ = ["TopKSAE", "TopKSAEConfig"]
@@ -26,9 +24,7 @@ class TopKSAEConfig(SAEConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
-        if self.k > self.n_latents:
-            raise ValueError(f"k must be <= n_latents={self.n_latents}, got {self.k}; lower k or raise n_latents.")
+        object.__setattr__(self, "k", check_k(self.k, self.n_latents))
 
 
 @register_sae("TopK", config=TopKSAEConfig)
@@ -46,8 +42,7 @@ class TopKSAE(UntiedSAE):
         k = self.k if k is None else k
         if not 1 <= k <= self.n_latents:
             raise ValueError(f"k must lie in [1, n_latents={self.n_latents}], got {k}.")
-        top = pre_acts.topk(k, dim=-1)
-        return torch.zeros_like(pre_acts).scatter(-1, top.indices, torch.relu(top.values))
+        return topk_relu(pre_acts, k)
 
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:
         """Codes (B, M) keeping the top ``k`` (default: the trained k) pre-activations."""
