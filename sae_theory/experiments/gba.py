@@ -196,17 +196,9 @@ def _fit_toy(spec: MethodSpec, scale, seed: int, device: str):
     the FRR table, the consistency study and the frontier share runs, and a stopped study resumes.
 
     Returns (dictionary (M, d) float64 CPU, l2 loss, fraction active, fvu) on held-out rows."""
-    data = SparseFeatureModel.imbalanced_toy(seed=0, device=device)
-
-    def training_rows():
-        return data.sample(scale.n_samples, h_layout="sparse")[0]
-
-    run = train_cached(spec, training_rows, data_key=dict(model="SparseFeatureModel.imbalanced_toy", seed=0, rows=scale.n_samples),
-                       d=42, n_latents=scale.n_latents, seed=seed,
-                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=device)
+    run, data = _cached_toy_run(spec, scale, seed, device)
     sae = run.model
-    X_test, _ = data.sample(20_000, eval_generator(seed, device), h_layout="sparse")
-    X_test = X_test / X_test.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X_test.dtype).tiny)
+    X_test = _held_out(data, seed, device)
     with torch.no_grad():
         codes = sae.encode(X_test)
         x_hat = sae.decode(codes)
@@ -217,16 +209,17 @@ def toy_loss_settled(spec: MethodSpec, profile: Profile, seed: int, *, width: in
     """Whether the training loss of a toy run (from the run cache, trained if absent) has settled
     (:func:`~sae_theory.metrics.plateaued`): the convergence evidence a negative verdict needs.
     False when the run logged fewer than 10 steps (too short to show anything)."""
+    scale = profile.toy if width is None else dataclasses.replace(profile.toy, n_latents=width)
+    return _loss_settled(_cached_toy_run(spec, scale, seed, profile.device)[0].history)
+
+
+def _loss_settled(history) -> bool:
+    """:func:`~sae_theory.metrics.plateaued` on a run's logged losses; False with fewer than 10
+    logged steps (too short to show anything)."""
     from ..metrics import plateaued
 
-    scale = profile.toy if width is None else dataclasses.replace(profile.toy, n_latents=width)
-    data = SparseFeatureModel.imbalanced_toy(seed=0, device=profile.device)
-    run = train_cached(spec, lambda: data.sample(scale.n_samples, h_layout="sparse")[0],
-                       data_key=dict(model="SparseFeatureModel.imbalanced_toy", seed=0, rows=scale.n_samples),
-                       d=42, n_latents=scale.n_latents, seed=seed,
-                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=profile.device)
-    losses = [row["loss"] for row in run.history.rows]
-    return len(losses) >= 10 and plateaued(losses)  # fewer than 10 logged steps: convergence not shown
+    losses = [row["loss"] for row in history.rows]
+    return len(losses) >= 10 and plateaued(losses)
 
 
 _TOY_TOPK = {f"TopK K={k}": k for k in (20, 30, 50)}
@@ -369,17 +362,15 @@ def topk_convergence(profile: Profile, *, ks: tuple[int, ...] = (20, 30, 50), se
     S = profile.toy
     seed = profile.seeds[0] if seed is None else seed
     lengths = sorted({S.steps, S.long_steps} - {0})
-    V = SparseFeatureModel.imbalanced_toy(seed=0).features.double()
     rows = []
     # tied at every K; untied at the first K only (the contrast; the untied K sweep is topk_sweep's)
     jobs = [(k, True, n) for k in ks for n in lengths] + [(ks[0], False, n) for n in lengths]
     for k, tied, steps in tqdm(jobs, desc="TopK convergence", disable=not progress):
         spec = tied_topk_spec(k) if tied else topk_spec(k)
         P = dataclasses.replace(profile, toy=dataclasses.replace(S, steps=steps))
-        W, _, _, fv = _fit_toy(spec, P.toy, seed, profile.device)
-        settled = toy_loss_settled(spec, P, seed)
-        for tau in (0.8, 0.9):
-            rows.append(dict(k=k, tied=tied, steps=steps, seed=seed, tau=tau, frr=feature_recovery_rate(W, V, tau), fvu=fv, settled=settled))
+        _, ev, settled = _toy_run(spec, P.toy, seed, profile.device)  # one cache load for the numbers and the loss curve
+        for tau, frr in ((0.8, ev["frr_08"]), (0.9, ev["frr_09"])):
+            rows.append(dict(k=k, tied=tied, steps=steps, seed=seed, tau=tau, frr=frr, fvu=ev["fvu"], settled=settled))
     return pd.DataFrame(rows)
 
 
@@ -468,20 +459,23 @@ def _evaluate(sae, X_test: torch.Tensor, V: torch.Tensor) -> dict:
                 fraction_active=fraction_active(codes))
 
 
-def _toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1"):
-    """One toy run from the run cache (trained if absent) under a coefficient law; returns
-    (CachedRun, its evaluation :func:`_evaluate` on held-out rows, settled) where ``settled`` says
-    whether the training loss plateaued (:func:`~sae_theory.metrics.plateaued`; False with fewer
-    than 10 logged steps)."""
-    from ..metrics import plateaued
-
+def _cached_toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1"):
+    """One toy run from the run cache (trained if absent) under a coefficient law: (CachedRun,
+    the data model it trained on)."""
     data, key = _toy_model(coefficients, device)
     run = train_cached(spec, lambda: data.sample(scale.n_samples, h_layout="sparse")[0], data_key=dict(key, rows=scale.n_samples),
                        d=42, n_latents=scale.n_latents, seed=seed,
                        run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=device)
+    return run, data
+
+
+def _toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1"):
+    """One toy run from the run cache (trained if absent) under a coefficient law; returns
+    (CachedRun, its evaluation :func:`_evaluate` on held-out rows, settled) where ``settled`` says
+    whether the training loss plateaued (:func:`_loss_settled`)."""
+    run, data = _cached_toy_run(spec, scale, seed, device, coefficients)
     ev = _evaluate(run.model, _held_out(data, seed, device), data.features.double().cpu())
-    losses = [row["loss"] for row in run.history.rows]
-    return run, ev, len(losses) >= 10 and plateaued(losses)
+    return run, ev, _loss_settled(run.history)
 
 
 def tied_baselines(profile: Profile, *, ks: tuple[int, ...] = TIED_BASELINE_K, l1_coefficients: tuple[float, ...] = (TIED_BASELINE_L1,),
