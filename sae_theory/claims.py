@@ -219,12 +219,18 @@ def _judge_consistency(m):
 
 
 def _judge_frontier(m):
-    g, t = m["gba_fvu"], m["topk_fvu"]
-    text = (f"deployed GBA FVU {g:.3f} at L0 {m['gba_l0']:.3g}; TopK {t:.3f} at L0 {m['topk_l0']:.3g}")
-    if g > 2 * t:
-        return "not testable here", text + ": our deployed GBA does not learn to reconstruct, so this run says nothing about GBA"
-    if g <= 1.1 * t:
+    rp = m["printed_fvu"] / m["printed_topk_fvu"]
+    rb = m["best_fvu"] / m["best_topk_fvu"]
+    best = m.get("best_reading", "best reading")
+    text = (f"Zipf data: Algorithm 2 as printed FVU {m['printed_fvu']:.3f} at L0 {m['printed_l0']:.3g} vs TopK {m['printed_topk_fvu']:.3f} "
+            f"at K = round(L0) ({rp:.2f}x, loss settled: {'yes' if m['printed_settled'] else 'no'}); "
+            f"{best} {m['best_fvu']:.3f} at L0 {m['best_l0']:.3g} vs TopK {m['best_topk_fvu']:.3f} ({rb:.2f}x, settled: {'yes' if m['best_settled'] else 'no'})")
+    if rp <= 1.1 and m["printed_settled"]:
         return "reproduces", text
+    if rb <= 1.1 and m["best_settled"]:
+        return "reproduces", text + f": on the frontier under the reading '{best}', not as printed"
+    if min(rp, rb) <= 1.5:
+        return "partly", text + ": near TopK's frontier (within 50%), not on it (10%)"
     return "does not reproduce", text
 
 
@@ -394,12 +400,14 @@ _CLAIMS = (
        "experiments.gba.consistency", "03_gba_vs_topk",
        "reproduces when GBA has the largest share of neurons at MCS >= 0.8; partly when it beats TopK only",
        ("gba_mcs08", "topk_mcs08", "l1_mcs08"), _judge_consistency),
-    _c("gba.frontier", "GBA", "loss-sparsity frontier (LLMs); checked on the toy", "docs/papers.md#gba-metrics",
+    _c("gba.frontier", "GBA", "loss-sparsity frontier (LLMs); checked on Zipf-frequency data", "docs/papers.md#gba-metrics",
        "The deployed GBA sits on TopK's reconstruction-sparsity frontier.",
        "GBA on the TopK post-act frontier on every LLM panel (e.g. Github L26: fraction 5e-3, L2 loss 0.155)",
-       "experiments.gba.frontier", "03_gba_vs_topk",
-       "reproduces when GBA's held-out FVU is within 10% of TopK's at the nearest L0; not testable here when it is more than twice TopK's (our deployed GBA then does not train)",
-       ("gba_fvu", "gba_l0", "topk_fvu", "topk_l0"), _judge_frontier),
+       "experiments.gba_readings.deployed_readings", "03_gba_vs_topk",
+       "reproduces when a reading of the deployed GBA whose training loss settled has held-out FVU within 10% of TopK's at the "
+       "same L0 (K = round(L0)) on the Zipf data; partly within 50%; a refutation needs every reading's loss settled",
+       ("printed_fvu", "printed_topk_fvu", "printed_l0", "printed_settled", "best_fvu", "best_topk_fvu", "best_l0", "best_settled"),
+       _judge_frontier),
     # ---- MP-SAE ------------------------------------------------------------------------------
     _c("mp.prop.c1", "MP-SAE", "Prop. 3.1 = C.1", "docs/papers.md#mp-sae-propositions",
        "With unit-norm atoms the new residual is orthogonal to the atom just selected.",

@@ -283,7 +283,7 @@ _QUICK = dict(
                              absorption_cells=((0.1, 1 / 40), (0.5, 1 / 40), (1.0, 1 / 40)), absorption_seeds=(0,),
                              eval_samples=2000, mp_max_steps=8, convergence_steps=(1000, 3000, 6000)),
     gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "small a", "small a + target init"),
-                                  matched=("small a", "small a + target init"), n_latents=512, steps=3000, batch_size=256,
+                                  matched=("printed", "small a", "small a + target init"), n_latents=512, steps=3000, batch_size=256,
                                   n_samples=200_000, log_every=100, n_seeds=1),
 )
 

@@ -101,3 +101,39 @@ def test_cache__a_damaged_run_is_trained_again_with_a_warning(cache_dir):
         again = _run()
     assert not again.cached and _same_state(first.model, again.model)
     assert _run().cached  # stored afresh
+
+
+def test_snapshots__a_snapshot_is_the_model_a_shorter_run_ends_with(cache_dir):
+    """With a constant learning rate the state after step s of a long run is, bit for bit, the
+    final state of a run of s steps (GBA hook included), on a fresh run and on a cached one."""
+    long = _run(snapshots=(5, 10))
+    assert sorted(long.snapshots) == [5, 10] and long.steps == RUN["steps"]
+    for s in (5, 10):
+        short = _run(run={**RUN, "steps": s})
+        assert _same_state(long.at(s), short.model), s
+    assert long.at(RUN["steps"]) is long.model
+    again = _run(snapshots=(5, 10))
+    assert again.cached and again.key == long.key
+    assert all(_same_state(again.at(s), long.at(s)) for s in (5, 10))
+    assert not long.at(5).training and _same_state(long.model, again.model)  # the snapshot model is a copy
+
+
+def test_snapshots__are_part_of_the_key_and_checked(cache_dir):
+    plain, snap = _run(), _run(snapshots=(5,))
+    assert plain.key != snap.key and _run(snapshots=(5, 5)).key == snap.key and _run(snapshots=(10,)).key != snap.key
+    with pytest.raises(KeyError, match="no snapshot at step 7"):
+        snap.at(7)
+    for bad in (0, RUN["steps"], 99):
+        with pytest.raises(ValueError, match=r"snapshots\[1\] must be (>= 1|<= 14)"):
+            _run(snapshots=(5, bad))
+    for bad in (2.5, True):
+        with pytest.raises(TypeError, match=r"snapshots\[0\] must be an integer"):
+            _run(snapshots=(bad,))
+
+
+def test_snapshots__a_missing_snapshot_file_trains_the_run_again(cache_dir):
+    first = _run(snapshots=(5,))
+    (cache_dir / first.key / "snapshots.safetensors").unlink()
+    with pytest.warns(UserWarning, match="cannot be read"):
+        again = _run(snapshots=(5,))
+    assert not again.cached and _same_state(again.at(5), first.at(5))

@@ -47,15 +47,23 @@ def test_tied_topk_sweep__is_the_tied_model_with_at_most_k_active(tiny):
         gba.topk_sweep(tiny, tied="yes", progress=False)
 
 
-def test_topk_convergence__tied_at_every_k_untied_at_the_first_both_lengths(tiny):
-    P = dataclasses.replace(tiny, toy=dataclasses.replace(tiny.toy, long_steps=40))
+def test_topk_convergence__one_long_run_each_read_along_the_way(tiny):
+    P = dataclasses.replace(tiny, toy=dataclasses.replace(tiny.toy, long_steps=90))
     df = gba.topk_convergence(P, ks=(3, 5), progress=False)
-    got = set(map(tuple, df[["k", "tied", "steps"]].drop_duplicates().to_numpy().tolist()))
-    assert got == {(3, True, 20), (3, True, 40), (5, True, 20), (5, True, 40), (3, False, 20), (3, False, 40)}
+    # snapshots at steps/4, steps/2, steps and its doublings below long_steps, then the end
+    assert sorted(set(df.steps)) == [5, 10, 20, 40, 80, 90]
+    got = set(map(tuple, df[["k", "tied"]].drop_duplicates().to_numpy().tolist()))
+    assert got == {(3, True), (5, True), (3, False)}
     assert df.frr.between(0, 1).all() and df.settled.isin([True, False]).all()
-    # the long run is the cached run of the same spec at that length: asking again trains nothing new
+    # the reading at the profile's steps is the profile-length run itself (constant learning rate)
+    short = gba.topk_sweep(tiny, ks=(3,), tied=True, progress=False).set_index("tau").frr
+    at = df[(df.k == 3) & df.tied & (df.steps == 20)].set_index("tau").frr
+    assert at.to_dict() == short.to_dict()
+    # cached: asking again trains nothing new
     again = gba.topk_convergence(P, ks=(3, 5), progress=False)
     pd.testing.assert_frame_equal(df, again)
+    with pytest.raises(ValueError, match="long_steps"):
+        gba.topk_convergence(dataclasses.replace(tiny, toy=dataclasses.replace(tiny.toy, long_steps=20)), ks=(3,), progress=False)
 
 
 def test_recovering_groups__traces_each_feature_to_its_best_neurons_group(tiny):
@@ -109,16 +117,27 @@ def test_coefficient_laws__one_row_per_law_method_tau_and_unknown_laws_refused(t
         gba.coefficient_laws(tiny, methods=("TopK K=30",), progress=False)
 
 
-def test_recovery_curves__one_run_per_length_and_the_longest_is_the_tables_run(tiny):
+def test_recovery_curves__read_from_the_snapshots_of_the_tables_runs(tiny):
     df = gba.recovery_curves(tiny, progress=False)
-    assert set(df.steps) == {2, 5, 10, 20} and set(df.method) == {"GBA", "TopK K=20", "Tied TopK K=20"}
-    assert df.frr.between(0, 1).all()
-    # the profile-length run of TopK K=20 is the run gba_vs_topk trains (same spec, data and length)
+    assert set(df.steps) == set(gba.curve_steps(20)) | {20} == {2, 5, 10, 15, 20}
+    assert set(df.method) == {"GBA", "TopK K=20", "Tied TopK K=20"} and df.frr.between(0, 1).all()
+    # the profile-length reading of TopK K=20 is the run gba_vs_topk trains (same spec, data and length)
     table = gba.gba_vs_topk(tiny, methods=("TopK K=20",), progress=False).set_index("tau").frr
     full = df[(df.steps == 20) & (df.method == "TopK K=20")].set_index("tau").frr
     assert full.to_dict() == table.to_dict()
-    with pytest.raises(ValueError, match="lengths"):
-        gba.recovery_curves(tiny, lengths=(0,), progress=False)
+
+
+def test_curve_steps__fractions_of_the_run_inside_it():
+    assert gba.curve_steps(2000) == (250, 500, 1000, 1500)
+    assert gba.curve_steps(3) == (1, 2) and gba.curve_steps(1) == ()
+    with pytest.raises(ValueError, match="steps"):
+        gba.curve_steps(0)
+
+
+def test_width_sweep__reports_whether_frr_settled_over_the_last_quarter(tiny):
+    df = gba.width_sweep(tiny, widths=(32,), methods=("TopK K=20",), progress=False)
+    assert set(df.columns) >= {"frr", "frr_three_quarters", "settled"}
+    assert (df.settled == ((df.frr - df.frr_three_quarters).abs() <= 0.03)).all()
 
 
 def test_gba_recovers_most_toy_features_at_sufficient_width_in_a_short_run(tiny, tmp_path, monkeypatch):
@@ -128,3 +147,12 @@ def test_gba_recovers_most_toy_features_at_sufficient_width_in_a_short_run(tiny,
     P = dataclasses.replace(tiny, toy=dataclasses.replace(tiny.toy, steps=2000, batch_size=256, n_samples=50_000))
     frr = gba.width_sweep(P, widths=(2048,), methods=("GBA",), progress=False).set_index("tau").frr
     assert frr[0.8] >= 0.9 and frr[0.9] >= 0.5, frr.to_dict()
+
+
+def test_resonance__reads_frr_at_three_quarters_and_says_whether_it_settled(tiny):
+    R = dataclasses.replace(tiny.resonance, grid_d=(8,), grid_p_over_f=(1.0,), width_multiples=(1,), width_d=8, steps=8,
+                            batch_size=32, n_samples=2000)
+    df = gba.resonance(dataclasses.replace(tiny, resonance=R), progress=False)
+    assert list(df.kind) == ["phase", "width"] and set(df.columns) >= {"frr", "frr_three_quarters", "settled"}
+    assert df.frr.between(0, 1).all() and df.frr_three_quarters.between(0, 1).all()
+    assert (df.settled == ((df.frr - df.frr_three_quarters).abs() <= 0.03)).all()

@@ -431,3 +431,18 @@ def test_metrics__cuda_inputs_match_cpu(cpu_generator):
     assert_close(metrics.max_cosine_similarity(learned.cuda(), learned.cuda()), torch.ones(40, dtype=F64))
     assert_close(metrics.ActivationStats().update(codes.cuda()).z_score, metrics.z_score(codes))
     assert_close(metrics.fvu(codes.cuda(), codes.cuda() * 0.5), metrics.fvu(codes, codes * 0.5))
+
+
+def test_metric_settled__compares_the_last_two_readings():
+    from sae_theory.metrics import metric_settled
+
+    assert metric_settled([0.0, 0.45, 0.97, 0.98])  # settled late: only the last two count
+    assert not metric_settled([0.9, 0.9, 0.5, 0.6])
+    assert metric_settled([0.25, 0.27]) and metric_settled([0.27, 0.25]) and not metric_settled([0.25, 0.29])
+    assert metric_settled([0.5, 0.6], atol=0.1) and not metric_settled([0.5, 0.61], atol=0.1)
+    with pytest.raises(ValueError, match="at least two"):
+        metric_settled([0.5])
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        metric_settled([0.5, float("nan")])
+    with pytest.raises(ValueError, match="atol"):
+        metric_settled([0.5, 0.5], atol=-1)

@@ -4,6 +4,8 @@ small synthetic frames with the experiments' columns."""
 
 from __future__ import annotations
 
+import warnings
+
 import subprocess
 import time
 
@@ -360,6 +362,17 @@ def _topk_convergence_frames():
     return tc, sweep
 
 
+def _readings_frame():
+    rows = []
+    for data in ("toy", "zipf"):
+        for reading, k in (("printed", 16), ("small a", 6)):
+            for method, kk in (("GBA", 0), ("TopK", k)):
+                base = dict(reading=reading, data=data, method=method, k=kk, seed=0, settled=True)
+                rows += [dict(base, step=s, loss=1 / s, l0=5.0, fvu=np.nan, frr_08=np.nan, frr_09=np.nan, final=False) for s in (10, 20, 30)]
+                rows.append(dict(base, step=30, loss=1 / 30, l0=float(k or 6), fvu=0.1, frr_08=0.9, frr_09=0.5, final=True))
+    return pd.DataFrame(rows)
+
+
 def _toy_controls_frames():
     base = pd.DataFrame([dict(family=f, value=v, tied=t, method=("Tied " if t else "") + (f"TopK K={v}" if f == "TopK" else f"L1 lambda={v}"),
                               seed=0, tau=tau, frr=0.5, fvu=0.1, fraction_active=0.05, settled=False)
@@ -421,6 +434,7 @@ def _figure_calls():
         "topk_convergence_figure": lambda: plotting.topk_convergence_figure(*_topk_convergence_frames()),
         "topk_convergence_figure without K sweep": lambda: plotting.topk_convergence_figure(_topk_convergence_frames()[0]),
         "toy_controls_figure": lambda: plotting.toy_controls_figure(*_toy_controls_frames()),
+        "deployed_readings_figure": lambda: plotting.deployed_readings_figure(_readings_frame()),
         "training_curves_figure": lambda: plotting.training_curves_figure(_curves_frame(), target_l0=1.36),
         "steps_sweep_figure": lambda: plotting.steps_sweep_figure(_sweep_frame(), target_l0=1.36, profile_steps=20),
     }
@@ -453,7 +467,9 @@ def test_every_figure_function_has_a_drawing_test():
 
 @pytest.mark.parametrize("name", list(_figure_calls()))
 def test_figure_function__draws_on_a_small_frame(name):
-    fig = _figure_calls()[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # none from our calls into matplotlib / seaborn
+        fig = _figure_calls()[name]()
     try:
         assert isinstance(fig, Figure) and fig.axes
         assert any(ax.has_data() for ax in fig.axes)

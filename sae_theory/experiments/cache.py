@@ -4,7 +4,9 @@ A run is (method spec, data, width, seed, dtype, train config). :func:`train_cac
 and stores, under a key of all of it, the trained SAE (a :func:`~sae_theory.io.save_sae` folder)
 and its training :class:`~sae_theory.training.History`; the next call with the same spec loads it
 (bit-identical weights and buffers), so an interrupted study resumes where it stopped, notebooks
-that share runs train them once, and figures redraw without retraining.
+that share runs train them once, and figures redraw without retraining. A run may also keep
+*snapshots*: the model's state at chosen steps along the way (``snapshots=``), from which a metric
+is read against training steps without training a run per length.
 
 Where: ``$SAE_THEORY_CACHE`` when set, else ``$XDG_CACHE_HOME/sae_theory/runs`` (by default
 ``~/.cache/sae_theory/runs``): outside the checkout. Clear it by deleting that folder;
@@ -18,6 +20,7 @@ runs of other code.
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import json
 import os
@@ -30,6 +33,7 @@ from typing import Any, Callable
 
 import torch
 
+from .._checks import check_int
 from ..io import load_sae, save_sae
 from ..models.base import SAE
 from ..training import History, train
@@ -41,6 +45,7 @@ CACHE_ENV = "SAE_THEORY_CACHE"
 #: Bump when the stored layout changes.
 CACHE_FORMAT = 1
 _RUN_FILE = "run.json"
+_SNAPSHOT_FILE = "snapshots.safetensors"
 
 
 def cache_dir() -> Path | None:
@@ -88,17 +93,71 @@ def run_key(payload: dict[str, Any]) -> str:
 
 class CachedRun:
     """A trained run: ``model`` (in eval mode), ``history``, ``seconds`` (training time of the
-    run that produced it), ``cached`` (loaded rather than trained now), ``key`` and ``summary``
-    (what ``summarize`` returned when the run was trained)."""
+    run that produced it), ``cached`` (loaded rather than trained now), ``key``, ``summary``
+    (what ``summarize`` returned when the run was trained) and ``snapshots`` (step -> the model's
+    state dict after that step, for the steps asked for; :meth:`at` builds the model)."""
 
-    def __init__(self, model: SAE, history: History, seconds: float, cached: bool, key: str, summary: dict | None = None):
+    def __init__(self, model: SAE, history: History, seconds: float, cached: bool, key: str, summary: dict | None = None,
+                 snapshots: dict[int, dict[str, torch.Tensor]] | None = None):
         self.model, self.history, self.seconds, self.cached, self.key = model, history, seconds, cached, key
         self.summary = summary or {}
+        self.snapshots = dict(sorted((snapshots or {}).items()))
+
+    @property
+    def steps(self) -> int:
+        """Steps the run trained for."""
+        return int(self.history.steps_run)
+
+    def at(self, step: int) -> SAE:
+        """The model as it was after ``step`` (a snapshot step, or the last step: ``model`` itself),
+        in eval mode. A constant learning rate makes it the model a run of ``step`` steps ends with."""
+        if step == self.steps:
+            return self.model
+        if step not in self.snapshots:
+            raise KeyError(f"no snapshot at step {step}; this run kept {sorted(self.snapshots)} and ended at {self.steps}. "
+                           "Ask train_cached for it with snapshots=.")
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.snapshots[step])
+        return model.eval()
+
+
+class _Snapshots:
+    """Training hook: a copy of the model's state dict after each of ``steps``."""
+
+    def __init__(self, steps):
+        self.steps, self.states = set(steps), {}
+
+    def __call__(self, model, step: int, out) -> None:
+        if step in self.steps:
+            self.states[step] = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+
+
+def _check_snapshots(snapshots, steps: int) -> tuple[int, ...]:
+    """Snapshot steps, sorted and unique; each an integer in [1, steps) (the last step is the run's model)."""
+    return tuple(sorted({check_int(f"snapshots[{i}]", s, minimum=1, maximum=steps - 1) for i, s in enumerate(snapshots)}))
+
+
+def _save_snapshots(states: dict[int, dict[str, torch.Tensor]], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({f"{step}/{name}": t for step, state in states.items() for name, t in state.items()}, str(path))
+
+
+def _load_snapshots(path: Path, steps: tuple[int, ...]) -> dict[int, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    for name, t in load_file(str(path)).items():
+        step, _, param = name.partition("/")
+        states.setdefault(int(step), {})[param] = t
+    if sorted(states) != list(steps):
+        raise ValueError(f"{path} holds snapshots at {sorted(states)}, the key says {list(steps)}")
+    return states
 
 
 def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: int, n_latents: int, seed: int,
                  run: dict[str, Any], device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 summarize: Callable[[SAE, History, list], dict] | None = None) -> CachedRun:
+                 summarize: Callable[[SAE, History, list], dict] | None = None, snapshots=()) -> CachedRun:
     """Train ``spec`` on ``data`` (anything :func:`~sae_theory.training.train` accepts) or load it.
 
     Parameters
@@ -120,11 +179,17 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
         ``summarize(model, history, hooks) -> dict`` (JSON-able) right after training, for what
         only the live hooks know (e.g. a controller's final coefficient); stored with the run and
         returned as ``CachedRun.summary``.
+    snapshots : sequence of int, optional
+        Steps in [1, steps) after which the model's state is kept (``CachedRun.snapshots``,
+        ``CachedRun.at(step)``): a metric against training steps from one run. Part of the key.
     """
     cfg = spec.train_config(**run)
+    snapshots = _check_snapshots(snapshots, cfg.steps)
     train_fields = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir")}
     payload = dict(format=CACHE_FORMAT, code=code_fingerprint(), spec=spec.to_dict(), data=data_key, d=d, n_latents=n_latents,
                    seed=seed, dtype=str(dtype), train=train_fields, log_every=cfg.log_every)
+    if snapshots:  # absent when none: the keys of runs without snapshots are those of before
+        payload["snapshots"] = list(snapshots)
     key = run_key(payload)
     root = cache_dir()
     folder = None if root is None else root / key
@@ -134,18 +199,20 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
             model = load_sae(folder, device=device)
             h = meta["history"]
             history = History(rows=h["rows"], steps_run=h["steps_run"], input_scale=h["input_scale"])
+            states = _load_snapshots(folder / _SNAPSHOT_FILE, snapshots) if snapshots else {}
         except Exception as exc:  # a damaged run (any read error, e.g. a truncated safetensors file) is trained again, never used
             warnings.warn(f"the cached run {folder} cannot be read ({type(exc).__name__}: {exc}); training it again.", stacklevel=2)
             shutil.rmtree(folder, ignore_errors=True)
         else:
             model.eval()
-            return CachedRun(model, history, float(meta["seconds"]), True, key, meta.get("summary"))
+            return CachedRun(model, history, float(meta["seconds"]), True, key, meta.get("summary"), states)
 
     if callable(data) and not isinstance(data, torch.Tensor) and not hasattr(data, "next_batch"):
         data = data()
     model, hooks = spec.build(d=d, n_latents=n_latents, seed=seed, device=device, dtype=dtype)
+    snap = _Snapshots(snapshots)
     t0 = time.perf_counter()
-    history = train(model, data, cfg, hooks=hooks)
+    history = train(model, data, cfg, hooks=[*hooks, snap] if snapshots else hooks)
     seconds = time.perf_counter() - t0
     model.eval()
     summary = {} if summarize is None else dict(summarize(model, history, hooks))
@@ -154,6 +221,8 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
         tmp = folder.with_name(f".{key}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_sae(model, tmp)
+        if snapshots:
+            _save_snapshots(snap.states, tmp / _SNAPSHOT_FILE)
         meta = dict(key=payload, seconds=seconds, summary=summary,
                     history=dict(rows=history.rows, steps_run=history.steps_run, input_scale=history.input_scale))
         (tmp / _RUN_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
@@ -161,4 +230,4 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
             os.replace(tmp, folder)
         except OSError:  # another process stored the same run first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
-    return CachedRun(model, history, seconds, False, key, summary)
+    return CachedRun(model, history, seconds, False, key, summary, snap.states)

@@ -37,7 +37,7 @@ __all__ = [
     "REGIMES",
     "Regime",
     "TOY_METHODS",
-    "COEFFICIENT_LAWS", "coefficient_laws", "recovery_curves", "tied_baseline_spec", "tied_baselines", "truth_init",
+    "COEFFICIENT_LAWS", "coefficient_laws", "curve_steps", "recovery_curves", "tied_baseline_spec", "tied_baselines", "truth_init",
     "algorithm2_buffer",
     "consistency",
     "consistency_specs",
@@ -53,6 +53,7 @@ __all__ = [
     "tied_topk_spec",
     "toy_loss_settled",
     "topk_convergence",
+    "toy_curve",
     "recovering_groups",
     "training_set",
     "width_sweep",
@@ -115,13 +116,17 @@ def resonance(profile: Profile, *, regime: str = "analysed", progress: bool = Tr
 
     Balanced s-sparse features (f = s/n), M = 4n neurons, one group with target p (BA). For each
     run: FRR at tau = 0.9 and 0.8, the FRR of the untrained dictionary (chance alignment), the
-    final L0, and whether p lies in the theorem's band (constants 1).
+    final L0, and whether p lies in the theorem's band (constants 1); FRR at tau = 0.9 at 3/4 of
+    the run and whether FRR has settled between there and the end
+    (:func:`~sae_theory.metrics.metric_settled`).
 
     Returns
     -------
     DataFrame with ``kind`` ("phase" | "width"), ``n, s, f, d, M, p, p_over_f, seed, frr,
-    frr_08, frr_init, l0, band_low, band_high, in_band, regime``.
+    frr_08, frr_three_quarters, settled, frr_init, l0, band_low, band_high, in_band, regime``.
     """
+    from ..metrics import metric_settled
+
     R = profile.resonance
     n, s = R.n, R.s
     f = s / n
@@ -135,11 +140,21 @@ def resonance(profile: Profile, *, regime: str = "analysed", progress: bool = Tr
         spec = gba_spec("BA", regime, GBAConfig.bias_adaptation(p, buffer_size=algorithm2_buffer(R.batch_size), dead_eps=min(1e-6, p / 10)))
         sae, hooks = spec.build(d=d, n_latents=M, seed=seed + 1, device=profile.device)
         frr_init = feature_recovery_rate(sae.dictionary.detach(), V, 0.9)
-        hist = train(sae, X, spec.train_config(steps=R.steps, batch_size=R.batch_size, seed=seed + 1, progress=False), hooks=hooks)
+        late = 3 * R.steps // 4
+        reading = {}  # FRR@0.9 at 3/4 of the run, read by a hook: the convergence evidence
+
+        def read(model, step, out, late=late, V=V, reading=reading):
+            if step == late:
+                reading["frr"] = feature_recovery_rate(model.dictionary.detach(), V, 0.9)
+
+        hist = train(sae, X, spec.train_config(steps=R.steps, batch_size=R.batch_size, seed=seed + 1, progress=False), hooks=[*hooks, read])
         W = sae.dictionary.detach()
         low, high = bounds.resonance_band(n, d, s)
+        frr = feature_recovery_rate(W, V, 0.9)
+        before = reading.get("frr", frr)  # a run of fewer than 4 steps has no earlier reading
         rows.append(dict(kind=kind, n=n, s=s, f=f, d=d, M=M, p=p, p_over_f=pf, seed=seed,
-                         frr=feature_recovery_rate(W, V, 0.9), frr_08=feature_recovery_rate(W, V, 0.8),
+                         frr=frr, frr_08=feature_recovery_rate(W, V, 0.8), frr_three_quarters=before,
+                         settled=metric_settled([before, frr]),
                          frr_init=frr_init, l0=hist.last("l0"), band_low=low, band_high=high,
                          in_band=low < p < high, regime=regime))
     return pd.DataFrame(rows)
@@ -305,22 +320,28 @@ def width_sweep(profile: Profile, *, widths: tuple[int, ...] | None = None,
                 methods: tuple[str, ...] = ("GBA", "GBA wrong range", "TopK K=20"), regime: str = "analysed",
                 seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
     """FRR on the toy against the width M (default ``profile.toy.widths``; the paper does not
-    state its width), for ``methods`` (labels of :data:`TOY_METHODS`), the first seed by default.
+    state its width), for ``methods`` (labels of :data:`TOY_METHODS`), the first seed by default;
+    with the FRR at 3/4 of the run (its snapshot, :func:`toy_curve`) and whether FRR has settled
+    between there and the end (:func:`~sae_theory.metrics.metric_settled`).
 
     Returns
     -------
-    DataFrame with ``method, width, seed, tau, frr``.
+    DataFrame with ``method, width, seed, tau, frr, frr_three_quarters, settled``.
     """
+    from ..metrics import metric_settled
+
     S = profile.toy
     widths = S.widths if widths is None else tuple(widths)
     seeds = profile.seeds[:1] if seeds is None else tuple(seeds)
-    V = SparseFeatureModel.imbalanced_toy(seed=0).features.double()
     rows = []
     for width, method, seed in tqdm(list(itertools.product(widths, methods, seeds)), desc="width sweep", disable=not progress):
         scale = dataclasses.replace(S, n_latents=width)
-        W = _fit_toy(toy_spec(method, scale, regime), scale, seed, profile.device)[0]
-        for tau in (0.8, 0.9):
-            rows.append(dict(method=method, width=width, seed=seed, tau=tau, frr=feature_recovery_rate(W, V, tau)))
+        curve = toy_curve(toy_spec(method, scale, regime), scale, seed, profile.device).set_index("step")
+        for tau, col in ((0.8, "frr_08"), (0.9, "frr_09")):
+            c = curve[col]
+            before = c.loc[3 * S.steps // 4] if 3 * S.steps // 4 in c.index else c.iloc[-2] if len(c) > 1 else c.iloc[-1]
+            rows.append(dict(method=method, width=width, seed=seed, tau=tau, frr=c.iloc[-1], frr_three_quarters=before,
+                             settled=metric_settled([before, c.iloc[-1]])))
     return pd.DataFrame(rows)
 
 
@@ -349,28 +370,35 @@ def topk_sweep(profile: Profile, *, ks: tuple[int, ...] | None = None, seeds: tu
 
 def topk_convergence(profile: Profile, *, ks: tuple[int, ...] = (20, 30, 50), seed: int | None = None,
                      progress: bool = True) -> pd.DataFrame:
-    """The paper's TopK on the toy, tied (:func:`tied_topk_spec`; every K) and untied
-    (:func:`topk_spec`; the first K),
-    at the profile's steps and at ``profile.toy.long_steps`` (first seed by default): FRR, held-out
-    FVU, and whether the training loss settled (:func:`toy_loss_settled`). A TopK verdict needs
-    the longer runs: at the profile's steps neither has converged.
+    """The paper's TopK on the toy against training steps, tied (:func:`tied_topk_spec`; every K)
+    and untied (:func:`topk_spec`; the first K): one run of ``profile.toy.long_steps`` each
+    (first seed by default), read at snapshots (:func:`toy_curve`) at 1/4 and 1/2 of the
+    profile's steps, at the profile's steps and at every doubling of it below ``long_steps``.
+    The reading at the profile's steps is the run of that length (constant learning rate). A
+    TopK verdict needs the long runs: at the profile's steps neither has converged.
 
     Returns
     -------
-    DataFrame with ``k, tied, steps, seed, tau, frr, fvu, settled``.
+    DataFrame with ``k, tied, steps, seed, tau, frr, fvu, settled`` (training loss plateaued by
+    that step), one row per reading and tau.
     """
     S = profile.toy
     seed = profile.seeds[0] if seed is None else seed
-    lengths = sorted({S.steps, S.long_steps} - {0})
+    if S.long_steps <= S.steps:
+        raise ValueError(f"profile.toy.long_steps ({S.long_steps}) must exceed profile.toy.steps ({S.steps}) for a convergence study.")
+    grid, n = {S.steps // 4, S.steps // 2}, S.steps
+    while n < S.long_steps:
+        grid.add(n)
+        n *= 2
+    grid = tuple(sorted(g for g in grid if g >= 1))
+    long = dataclasses.replace(S, steps=S.long_steps)
     rows = []
     # tied at every K; untied at the first K only (the contrast; the untied K sweep is topk_sweep's)
-    jobs = [(k, True, n) for k in ks for n in lengths] + [(ks[0], False, n) for n in lengths]
-    for k, tied, steps in tqdm(jobs, desc="TopK convergence", disable=not progress):
-        spec = tied_topk_spec(k) if tied else topk_spec(k)
-        P = dataclasses.replace(profile, toy=dataclasses.replace(S, steps=steps))
-        _, ev, settled = _toy_run(spec, P.toy, seed, profile.device)  # one cache load for the numbers and the loss curve
-        for tau, frr in ((0.8, ev["frr_08"]), (0.9, ev["frr_09"])):
-            rows.append(dict(k=k, tied=tied, steps=steps, seed=seed, tau=tau, frr=frr, fvu=ev["fvu"], settled=settled))
+    for k, tied in tqdm([(k, True) for k in ks] + [(ks[0], False)], desc="TopK convergence", disable=not progress):
+        curve = toy_curve(tied_topk_spec(k) if tied else topk_spec(k), long, seed, profile.device, snapshots=grid)
+        for r in curve.itertuples():
+            for tau, frr in ((0.8, r.frr_08), (0.9, r.frr_09)):
+                rows.append(dict(k=k, tied=tied, steps=r.step, seed=seed, tau=tau, frr=frr, fvu=r.fvu, settled=r.settled))
     return pd.DataFrame(rows)
 
 
@@ -459,14 +487,43 @@ def _evaluate(sae, X_test: torch.Tensor, V: torch.Tensor) -> dict:
                 fraction_active=fraction_active(codes))
 
 
-def _cached_toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1"):
-    """One toy run from the run cache (trained if absent) under a coefficient law: (CachedRun,
+def curve_steps(steps: int) -> tuple[int, ...]:
+    """The steps at which a toy run keeps a snapshot (:func:`~sae_theory.experiments.cache.train_cached`):
+    1/8, 1/4, 1/2 and 3/4 of its length (those in [1, steps)); with the last step they give its
+    metrics against training steps (:func:`toy_curve`)."""
+    steps = check_int("steps", steps, minimum=1)
+    return tuple(sorted({s for s in (steps // 8, steps // 4, steps // 2, 3 * steps // 4) if 1 <= s < steps}))
+
+
+def _cached_toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1", snapshots=None):
+    """One toy run from the run cache (trained if absent) under a coefficient law, with snapshots
+    at ``snapshots`` (default :func:`curve_steps`, so every study reads the same runs): (CachedRun,
     the data model it trained on)."""
     data, key = _toy_model(coefficients, device)
     run = train_cached(spec, lambda: data.sample(scale.n_samples, h_layout="sparse")[0], data_key=dict(key, rows=scale.n_samples),
                        d=42, n_latents=scale.n_latents, seed=seed,
-                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=device)
+                       run=dict(steps=scale.steps, batch_size=scale.batch_size, seed=seed, progress=False), device=device,
+                       snapshots=curve_steps(scale.steps) if snapshots is None else snapshots)
     return run, data
+
+
+def toy_curve(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1", snapshots=None) -> pd.DataFrame:
+    """A toy run's held-out metrics against training steps, read from its snapshots (one run, not
+    one run per length): FRR at tau = 0.8 / 0.9, FVU, fraction active, and whether the training
+    loss had settled by that step (:func:`_loss_settled` on the losses logged up to it).
+
+    Returns
+    -------
+    DataFrame with ``step, frr_08, frr_09, fvu, fraction_active, settled``, one row per snapshot
+    and one for the last step.
+    """
+    run, data = _cached_toy_run(spec, scale, seed, device, coefficients, snapshots)
+    X_test, V = _held_out(data, seed, device), data.features.double().cpu()
+    rows = []
+    for step in [*run.snapshots, run.steps]:
+        history = dataclasses.replace(run.history, rows=[r for r in run.history.rows if r["step"] <= step])
+        rows.append(dict(step=step, **_evaluate(run.at(step), X_test, V), settled=_loss_settled(history)))
+    return pd.DataFrame(rows)
 
 
 def _toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1"):
@@ -590,26 +647,21 @@ def coefficient_laws(profile: Profile, *, laws: tuple[str, ...] | None = None, m
     return pd.DataFrame(rows)
 
 
-def recovery_curves(profile: Profile, *, lengths: tuple[int, ...] | None = None, regime: str = "analysed", seed: int | None = None,
-                    progress: bool = True) -> pd.DataFrame:
+def recovery_curves(profile: Profile, *, regime: str = "analysed", seed: int | None = None, progress: bool = True) -> pd.DataFrame:
     """FRR against training steps of GBA covering f (``regime``) and the untied and tied TopK K=20
-    on the toy, at the profile's width: each point is the cached run of that length (default
-    steps / 8, / 4, / 2 and the profile's steps; the learning rate is constant, so a shorter run
-    is the same trajectory stopped earlier), first seed by default. ``settled`` says whether that
-    run's training loss plateaued.
+    on the toy, at the profile's width: the snapshots (:func:`toy_curve`, at 1/8, 1/4, 1/2, 3/4 of
+    the run) and the end of the very runs the other studies read, first seed by default.
+    ``settled`` says whether the training loss had plateaued by that step.
 
     Returns
     -------
     DataFrame with ``method, steps, seed, tau, frr, fvu, settled``.
     """
     S = profile.toy
-    lengths = tuple(sorted({max(1, S.steps // 8), max(1, S.steps // 4), max(1, S.steps // 2), S.steps})) if lengths is None else tuple(lengths)
     seed = profile.seeds[0] if seed is None else seed
     rows = []
-    for n, (label, spec) in tqdm(list(itertools.product(lengths, _control_specs(S, regime).items())), desc="recovery curves",
-                                 disable=not progress):
-        _, ev, settled = _toy_run(spec, dataclasses.replace(S, steps=check_int("lengths", n, minimum=1)), seed, profile.device)
-        for tau in (0.8, 0.9):
-            rows.append(dict(method=label, steps=n, seed=seed, tau=tau, frr=ev["frr_08" if tau == 0.8 else "frr_09"], fvu=ev["fvu"],
-                             settled=settled))
+    for label, spec in tqdm(list(_control_specs(S, regime).items()), desc="recovery curves", disable=not progress):
+        for r in toy_curve(spec, S, seed, profile.device).itertuples():
+            for tau, frr in ((0.8, r.frr_08), (0.9, r.frr_09)):
+                rows.append(dict(method=label, steps=r.step, seed=seed, tau=tau, frr=frr, fvu=r.fvu, settled=r.settled))
     return pd.DataFrame(rows)

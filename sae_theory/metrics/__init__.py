@@ -17,7 +17,7 @@ from .reconstruction import (
     mse,
     z_score,
 )
-from .convergence import plateaued
+from .convergence import metric_settled, plateaued
 from .hierarchy import absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
 from .recovery import best_cosine, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
 
@@ -41,6 +41,7 @@ __all__ = [
     "max_cosine_similarity",
     "mcs_fraction",
     "mse",
+    "metric_settled",
     "plateaued",
     "top_fraction",
     "z_score",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from .._checks import check_real
 
-__all__ = ["plateaued"]
+__all__ = ["metric_settled", "plateaued"]
 
 
 def plateaued(values: Sequence[float], *, tail: float = 0.2, rtol: float = 0.05, atol: float = 1e-4) -> bool:
@@ -38,3 +38,27 @@ def plateaued(values: Sequence[float], *, tail: float = 0.2, rtol: float = 0.05,
     last, before = v[-w:], v[-2 * w:-w]
     a, b = sum(last) / w, sum(before) / w
     return abs(a - b) <= atol + rtol * abs(b)
+
+
+def metric_settled(values: Sequence[float], *, atol: float = 0.03) -> bool:
+    """Whether a metric read at a few points along one run (in step order, e.g. FRR at 1/2 and 3/4
+    of a run and at its end) has stopped moving: its last two readings differ by at most ``atol``
+    (0.03 of FRR: four of the toy's 128 features).
+
+    A coarser test than :func:`plateaued`, for metrics that cost an evaluation per reading (a
+    handful of snapshots, not a logged curve). A metric can settle while the loss still falls
+    and the other way round; a verdict on a metric needs the metric settled.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two values, or a value that is not finite.
+    """
+    check_real("atol", atol, minimum=0)
+    v = [float(x) for x in values]
+    if len(v) < 2:
+        raise ValueError(f"values has {len(v)} entries; metric_settled needs at least two readings.")
+    bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
+    if bad:
+        raise ValueError(f"values[{bad[0]}] is {v[bad[0]]}: a curve with NaN/Inf has not converged; look at the run.")
+    return abs(v[-1] - v[-2]) <= atol

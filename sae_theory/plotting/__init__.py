@@ -35,7 +35,7 @@ from .core import (
     written_figures,
 )
 from .feature_model import band_figure, conditions_figure, feature_frequency_figure, h3_sample_size_figure
-from .gba import resonance_figure, topk_convergence_figure, toy_controls_figure, toy_figure, toy_sensitivity_figure
+from .gba import deployed_readings_figure, resonance_figure, topk_convergence_figure, toy_controls_figure, toy_figure, toy_sensitivity_figure
 from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps, steps_sweep_figure, training_curves_figure
 from .mp import adaptive_sparsity_figure, mp_theory_figure
 

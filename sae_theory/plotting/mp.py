@@ -4,9 +4,21 @@
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 from .core import hue_kwargs, method_colors, use_style
 
 __all__ = ["adaptive_sparsity_figure", "mp_theory_figure"]
+
+
+@contextmanager
+def _seaborn_boxplot():
+    """seaborn's boxplot passes matplotlib's deprecated ``vert=`` itself (matplotlib >= 3.11):
+    that warning is about seaborn's call, not ours, so it is silenced around the call only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"vert: bool was deprecated", category=DeprecationWarning)
+        yield
 
 
 def mp_theory_figure(props, earlier, conv):
@@ -20,15 +32,17 @@ def mp_theory_figure(props, earlier, conv):
     use_style()
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     tiny = 1e-18  # floor so exact zeros show on a log axis
-    for ax, col, title in ((axes[0], "last_inner", "C.1: |<D_j(t), r(t)>|"), (axes[1], "norm_drop_error", "C.2: |drop of ||r||^2 - alpha^2|")):
+    for ax, col, title, what in ((axes[0], "last_inner", "C.1: |<D_j(t), r(t)>|", "inner product of the residual with the atom just selected"),
+                                 (axes[1], "norm_drop_error", "C.2: |drop of ||r||^2 - alpha^2|", "error of the squared-residual drop")):
         d = props.assign(value=np.log10(props[col].clip(lower=tiny)))
         sns.histplot(d, x="value", hue="dictionary", element="step", stat="probability", common_norm=False, bins=60, ax=ax)
-        ax.axvline(-12, color="k", ls="--", lw=1)
-        ax.set(xlabel=f"log10 {col} (exact 0 shown at -18)", title=title)
+        ax.axvline(-12, color="k", ls="--", lw=1, label="pass mark 1e-12")
+        ax.set(xlabel=f"log10 |{what}|\n(exact 0 drawn at -18)", ylabel="fraction of MP steps", title=title)
     e = earlier.copy()
     e["group"] = np.where(e["kind"] == "unselected atom", "unselected", "lag " + e["lag"].clip(upper=4).astype(str).str.replace("4", "4+"))
     order = ["lag 0", "lag 1", "lag 2", "lag 3", "lag 4+", "unselected"]
-    sns.boxplot(e, x="group", y="cosine", hue="dictionary", order=order, ax=axes[2], showfliers=False)
+    with _seaborn_boxplot():
+        sns.boxplot(e, x="group", y="cosine", hue="dictionary", order=order, ax=axes[2], showfliers=False)
     axes[2].set(xlabel="atom selected t - s steps before (lag) / never selected", ylabel="|cos(r(t), atom)|",
                 title="residual vs earlier atoms")
     sns.lineplot(conv, x="step", y="distance_to_projection", hue="dictionary", style="selection", marker="o", ax=axes[3])
@@ -63,8 +77,9 @@ def adaptive_sparsity_figure(err_df, l0_df, tradeoff_df=None):
 
     d = l0_df.assign(target_label=l0_df["target_nmse"].map(lambda v: f"{v:.3g}"))
     order_t = [f"{v:.3g}" for v in sorted(d["target_nmse"].unique(), reverse=True)]
-    sns.boxplot(d, x="target_label", y="l0", hue="true_s", order=order_t, ax=axes[1], fliersize=1.5, linewidth=0.8,
-                palette="viridis")
+    with _seaborn_boxplot():
+        sns.boxplot(d, x="target_label", y="l0", hue="true_s", order=order_t, ax=axes[1], fliersize=1.5, linewidth=0.8,
+                    palette="viridis")
     axes[1].axhline(train_k, color="k", ls="--", lw=0.8)
     cap = int(d["cap"].iloc[0])
     axes[1].set(xlabel=rf"target nmse $\tau^2$ (threshold mode, cap {cap} steps)", ylabel="per-input L0",
