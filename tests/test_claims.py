@@ -140,6 +140,22 @@ def test_rule__the_gba_toy_verdicts_that_an_outside_check_measured():
     assert v[0] == "partly" and "width effect" in v[1]
 
 
+
+def test_rule__the_frontier_is_judged_at_matched_l0_and_needs_settled_runs():
+    c = claims.CLAIMS["gba.frontier"]
+    base = dict(printed_fvu=0.20, printed_topk_fvu=0.04, printed_l0=19.0, printed_settled=True,
+                best_fvu=0.116, best_topk_fvu=0.058, best_l0=7.5, best_settled=True, best_reading="small a")
+    # every reading settled, best 2x TopK: a refutation (with the converged flag)
+    assert claims.evaluate(c, {**base, "converged": True})[0] == "does not reproduce"
+    assert claims.evaluate(c, {**base, "converged": False})[0] == "not converged"
+    # within 50%: partly; within 10% under a settled reading: reproduces, naming the reading
+    assert claims.evaluate(c, {**base, "best_fvu": 0.080})[0] == "partly"
+    status, reason = claims.evaluate(c, {**base, "best_fvu": 0.060})
+    assert status == "reproduces" and "small a" in reason and "not as printed" in reason
+    # a reading within 10% whose loss is still falling does not count as on the frontier
+    assert claims.evaluate(c, {**base, "best_fvu": 0.060, "best_settled": False})[0] == "partly"
+    assert claims.evaluate(c, {**base, "printed_fvu": 0.042})[0] == "reproduces"
+
 # ---- record ----------------------------------------------------------------------------------
 
 
