@@ -138,3 +138,16 @@ def test_mp_on_feature_model__truth_row_and_cached_runs_give_the_same_table(tiny
     assert truth.frr == 1.0 and truth.l0 == tiny.resonance.s and 0 < truth.babel_1 < 1
     again = experiments.mp_on_feature_model(tiny, progress=False)  # every run from the cache
     pd.testing.assert_frame_equal(again.reset_index(drop=True), first[first.method != "truth"].reset_index(drop=True))
+
+
+def test_method_specs__offer_gbas_tied_model_with_the_baselines_sparsity_rules():
+    from sae_theory.models import TiedReLUSAE, TiedTopKSAE
+    from sae_theory.training import SparsityController
+
+    specs = hx.method_specs(get_profile("quick").hierarchy)
+    assert hx.TIED_RELU not in hx.METHODS and hx.TIED_TOPK not in hx.METHODS  # extras, not Fig 4's methods
+    relu, relu_hooks = specs[hx.TIED_RELU].build(d=20, n_latents=20, seed=0)
+    topk, topk_hooks = specs[hx.TIED_TOPK].build(d=20, n_latents=20, seed=0)
+    assert isinstance(relu, TiedReLUSAE) and [type(h) for h in relu_hooks] == [SparsityController]
+    assert isinstance(topk, TiedTopKSAE) and topk.config.k == 2 and topk_hooks == []
+    assert relu.W_enc.data_ptr() == relu.W_dec.data_ptr()  # one weight encodes and decodes

@@ -34,6 +34,11 @@ clip 1, warmup-stable-decay (100 warmup steps, the last 20% decaying linearly to
   groups with target frequencies from 0.2 (the internal parents' frequency) down to 0.02 (below
   the children's 0.04), updated every 10 batches. No loss penalty, same optimiser.
 
+Every method but GBA is untied (a separate encoder), as in the MP-SAE paper. :data:`TIED_RELU` and
+:data:`TIED_TOPK` are GBA's tied model (one weight per neuron encodes and decodes, output scale
+and biases trained) with ReLU's controller-steered L1 and with TopK's k = 2: the GBA paper's own
+baselines, to separate the effect of tying from that of bias adaptation.
+
 Evaluation on ``eval_samples`` held-out rows: latents are matched to the true concepts by
 activation similarity and the Hungarian algorithm
 (:func:`~sae_theory.metrics.match_latents`); flat and hierarchical MSE, absorption, Babel and
@@ -76,6 +81,8 @@ __all__ = [
     "train_fields",
     "training_curves",
     "MP_UNIT_NORM",
+    "TIED_RELU",
+    "TIED_TOPK",
 ]
 
 METHODS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
@@ -84,6 +91,11 @@ TARGET_L0 = 1.36
 #: MP-SAE with its atoms renormalised after every step (overcomplete's rule; the official toy
 #: code does not renormalise): a method of :func:`method_specs` outside :data:`METHODS`.
 MP_UNIT_NORM = "MP-SAE unit-norm"
+#: GBA's tied model with an L1 penalty steered to L0 1.36 like "ReLU" / with k = 2 like "TopK"
+#: (:class:`~sae_theory.models.TiedReLUSAE`, :class:`~sae_theory.models.TiedTopKSAE`): methods of
+#: :func:`method_specs` outside :data:`METHODS`.
+TIED_RELU = "Tied ReLU"
+TIED_TOPK = "Tied TopK"
 PAPER_STEPS = 15_000
 
 #: Parent magnitudes of the Table 1 study, N(1, 1/4^2); the child's come from the cell.
@@ -149,6 +161,10 @@ def method_specs(scale: HierarchyScale) -> dict[str, MethodSpec]:
     ]
     # not in METHODS: the switch the official toy code leaves off, for the sensitivity study
     specs.append(MethodSpec.make(MP_UNIT_NORM, "MP-SAE", k=scale.mp_max_steps, threshold=0.05, stop_on_repeat=True, unit_norm_decoder=True))
+    # not in METHODS: GBA's tied model with the standard SAEs' sparsity rules (the GBA paper's own
+    # baselines), so that tying and bias adaptation can be told apart (notebook 07)
+    specs.append(MethodSpec.make(TIED_RELU, "Tied L1", l1_coefficient=0.0, hooks=[controller()]))
+    specs.append(MethodSpec.make(TIED_TOPK, "Tied TopK", k=2))
     return {spec.label: spec for spec in specs}
 
 
