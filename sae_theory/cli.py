@@ -5,18 +5,26 @@ profile, never writing into the source notebooks, and ends with a table of what 
 took and which figures each notebook wrote, then the verdict of every registered claim of those
 notebooks (:mod:`sae_theory.claims`). ``sae-theory claims`` prints the verdicts of a profile, or
 the README's generated results table. This module is the only place in the package that prints.
+
+Every invalid argument is a usage error (exit status 2, argparse's ``usage:`` line and a message
+naming the option and what to give instead) found before anything runs: no kernel starts and
+nothing is written (the output folders are created, and test-written, only once every other
+argument has passed).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from sae_theory import plotting
 
@@ -40,7 +48,9 @@ class NotebookResult:
     figures: list[str] = field(default_factory=list)
     """PNG files (relative to the figure folder) that the notebook created or rewrote."""
     error: str = ""
-    """Last line of the error when ``status == "failed"``."""
+    """One line on the error when ``status == "failed"``: ``ename: evalue`` (its last line) for a
+    cell that raised, else the exception's name and the first line of its message (nbclient's own
+    for a timed-out cell or a dead kernel)."""
 
 
 def default_notebooks_dir() -> Path:
@@ -87,22 +97,23 @@ def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
     return snap
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in _ANSI_RE.sub("", text).splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in _ANSI_RE.sub("", text).splitlines() if ln.strip()]
 
 
 def _error_line(exc: BaseException) -> str:
     ename = getattr(exc, "ename", None)
-    if ename:  # nbclient.exceptions.CellExecutionError
-        evalue = _last_line(str(getattr(exc, "evalue", "")))
-        return f"{ename}: {evalue}" if evalue else str(ename)
-    line = _last_line(str(exc))
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    if ename:  # nbclient.exceptions.CellExecutionError: the cell's own exception
+        evalue = _lines(str(getattr(exc, "evalue", "")))
+        return f"{ename}: {evalue[-1]}" if evalue else str(ename)
+    # nbclient's own errors (CellTimeoutError, DeadKernelError, ...) say what happened on their
+    # first line; the rest is a preview of the cell.
+    lines = _lines(str(exc))
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _execute(
-    path: Path, *, timeout: float | None, save_dir: Path | None
+    path: Path, *, timeout: int | None, save_dir: Path | None
 ) -> tuple[str, str]:
     """Run one notebook in a fresh ``python3`` kernel with cwd = its folder; (status, error)."""
     import nbformat
@@ -145,8 +156,80 @@ def _format_table(results: Sequence[NotebookResult]) -> str:
     return "\n".join([fmt(header), rule, *(fmt(r) for r in rows)])
 
 
+# --------------------------------------------------------------------------------------------
+# Checks of the arguments, before anything runs
+# --------------------------------------------------------------------------------------------
+
+
+def _usage(args: argparse.Namespace, message: str) -> NoReturn:
+    """Exit with status 2: the subcommand's usage line and ``message`` on stderr (argparse's form)."""
+    args.parser.error(message)
+
+
+def _timeout(raw: str) -> int | None:
+    """``--timeout``: whole seconds per cell (nbclient's limit is an integer); 0 for none."""
+    fix = "give the limit per cell in whole seconds, or 0 for none"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number; {fix}") from None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        what = ("negative" if value < 0 else "not a whole number of seconds") if math.isfinite(value) else "not finite"
+        raise argparse.ArgumentTypeError(f"{raw!r} is {what}; {fix}")
+    return int(value) or None
+
+
+def _folder(args: argparse.Namespace, option: str, raw: str) -> Path:
+    """An existing folder given to ``option``."""
+    folder = Path(raw)
+    if not folder.exists():
+        _usage(args, f"argument {option}: {raw} does not exist; give an existing folder")
+    if not folder.is_dir():
+        _usage(args, f"argument {option}: {raw} is not a folder; give a folder")
+    return folder
+
+
+def _notebooks_folder(args: argparse.Namespace) -> Path:
+    if args.notebooks_dir is None:
+        return default_notebooks_dir()
+    return _folder(args, "--notebooks-dir", args.notebooks_dir)
+
+
+def _check_writable(args: argparse.Namespace, option: str, folder: Path) -> None:
+    """Create ``folder`` (with its parents) and write and remove a probe file in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sae-theory-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        _usage(args, f"{option}: cannot create or write the folder {folder} ({reason}); "
+                     "choose a folder you can write to")
+
+
+def _profile(args: argparse.Namespace) -> str:
+    """``--profile``, else ``$SAE_THEORY_PROFILE``, else quick; a name that is no profile is an error."""
+    from sae_theory.profiles import PROFILE_NAMES
+
+    choices = ", ".join(PROFILE_NAMES)
+    if args.profile is not None:
+        if args.profile not in PROFILE_NAMES:
+            _usage(args, f"argument --profile: unknown profile {args.profile!r}; choose one of {choices}")
+        return args.profile
+    env = os.environ.get(PROFILE_ENV)
+    if env and env not in PROFILE_NAMES:
+        _usage(args, f"${PROFILE_ENV} is {env!r}, which is no profile; set it to one of {choices}, "
+                     "unset it, or pass --profile")
+    return env or "quick"
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    folder = Path(args.notebooks_dir) if args.notebooks_dir else default_notebooks_dir()
+    folder = _notebooks_folder(args)
     notebooks = find_notebooks(folder)
     if not notebooks:
         print(f"no notebooks ({NOTEBOOK_GLOB}) in {folder}", file=sys.stderr)
@@ -157,35 +240,53 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import nbformat
     from tqdm.auto import tqdm
 
-    from sae_theory.profiles import PROFILE_NAMES, THREADS_ENV, parse_threads
+    from sae_theory.profiles import THREADS_ENV, parse_threads
 
-    profile = args.profile or os.environ.get(PROFILE_ENV) or "quick"
-    if profile not in PROFILE_NAMES:
-        print(f"error: unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}",
-              file=sys.stderr)
-        return 2
-    threads = args.threads if args.threads is not None else (os.environ.get(THREADS_ENV) or None)
-    if threads is not None:  # the kernels apply it through profiles.set_threads; check it before any starts
+    # Every check first; the two folder checks that create folders come last.
+    profile = _profile(args)
+    if args.threads is not None:  # the kernels apply it through profiles.set_threads
         try:
-            parse_threads(threads)
+            parse_threads(args.threads)
         except ValueError as exc:
-            print(f"error: --threads: {exc}", file=sys.stderr)
-            return 2
-    folder = Path(args.notebooks_dir) if args.notebooks_dir else default_notebooks_dir()
+            _usage(args, f"argument --threads: {exc}")
+        threads = args.threads
+    else:
+        threads = os.environ.get(THREADS_ENV) or None
+        if threads is not None:
+            try:
+                parse_threads(threads)
+            except ValueError as exc:
+                _usage(args, f"${THREADS_ENV}: {exc} Unset it, or pass --threads")
+    folder = _notebooks_folder(args)
     available = find_notebooks(folder)
     if not available:
-        print(f"error: no notebooks ({NOTEBOOK_GLOB}) in {folder}", file=sys.stderr)
-        return 2
+        option = "argument --notebooks-dir: " if args.notebooks_dir is not None else ""
+        _usage(args, f"{option}no notebooks ({NOTEBOOK_GLOB}) in {folder}; "
+                     "give the folder of the numbered notebooks with --notebooks-dir")
     try:
         notebooks = select_notebooks(available, args.names) if args.names else available
     except LookupError as exc:
+        if "ambiguous" in str(exc):
+            _usage(args, f"argument NAME: {exc}; give a longer prefix or the whole stem")
         names = "\n  ".join(nb.stem for nb in available)
-        print(f"error: {exc}. Available notebooks:\n  {names}", file=sys.stderr)
-        return 2
-    timeout = args.timeout if args.timeout and args.timeout > 0 else None
-    save_dir = Path(args.save_executed).resolve() if args.save_executed else None
+        _usage(args, f"argument NAME: {exc}; give a stem, stem prefix or file name of one of:\n  {names}")
+    for nb in notebooks:  # a notebook nbformat cannot read would stop the run half way
+        try:
+            nbformat.read(nb, as_version=4)
+        except Exception as exc:  # noqa: BLE001 - whatever stops nbformat, say which file
+            line = (_lines(str(exc)) or [type(exc).__name__])[0]
+            _usage(args, f"argument NAME: {nb} is not a readable notebook ({line}); fix or remove it")
+    timeout = args.timeout
+    save_dir = None
+    if args.save_executed is not None:
+        save_dir = Path(args.save_executed).resolve()
+        if save_dir == folder.resolve():
+            _usage(args, f"argument --save-executed: {args.save_executed} is the notebooks' own folder, "
+                         "and the executed copies would overwrite the sources; choose another folder")
+        _check_writable(args, "argument --save-executed", save_dir)
 
     # Kernels inherit the environment: the profile, and the figure folder resolved here, so the
     # runner watches exactly the folder the notebooks write to. Restored afterwards.
@@ -196,7 +297,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.update_figures:
         os.environ[plotting.UPDATE_FIGURES_ENV] = "1"
     try:
-        fig_dir = plotting.figure_dir(profile)
+        # The figure folder is not an option, but a run that cannot write it is no run: check it.
+        where = "the figure folder " + (
+            f"(${plotting.FIGURE_DIR_ENV})" if os.environ.get(plotting.FIGURE_DIR_ENV) else
+            f"(paper_figures/ under --update-figures or ${plotting.UPDATE_FIGURES_ENV}, else paper_figures/_latest/)")
+        try:
+            fig_dir = plotting.figure_dir(profile)
+        except OSError as exc:
+            _usage(args, f"{where}: cannot create {exc.filename or plotting.base_figure_dir()} "
+                         f"({exc.strerror or exc}); set ${plotting.FIGURE_DIR_ENV} to a folder you can write to")
+        _check_writable(args, where, fig_dir)
         os.environ[plotting.FIGURE_DIR_ENV] = str(fig_dir)
         results = [NotebookResult(nb.stem) for nb in notebooks]
         start = time.perf_counter()
@@ -265,27 +375,65 @@ def _claims_text(table) -> str:
     return "\n".join(lines)
 
 
+def _check_readme(args: argparse.Namespace) -> None:
+    """``--readme``: an existing file we can read and write, with the claims-table markers, each
+    once and in order."""
+    from sae_theory import claims
+
+    path = Path(args.readme)
+    if not path.is_file():
+        _usage(args, f"argument --readme: {args.readme} {'is not a file' if path.exists() else 'does not exist'}; "
+                     "give the README whose claims table to rewrite")
+    try:
+        with open(path, "r+", encoding="utf-8") as fh:  # r+: checks it is writable, changes nothing
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        _usage(args, f"argument --readme: cannot read and write {args.readme} ({getattr(exc, 'strerror', None) or exc})")
+    begin, end = text.count(claims.README_BEGIN), text.count(claims.README_END)
+    if begin != 1 or end != 1 or text.index(claims.README_BEGIN) > text.index(claims.README_END):
+        found = "has no claims-table markers" if begin == end == 0 else (
+            f"has the claims-table begin marker {begin} time(s) and the end marker {end} time(s)"
+            if begin != 1 or end != 1 else "has the claims-table end marker before the begin marker")
+        _usage(args, f"argument --readme: {args.readme} {found}; put the two lines\n"
+                     f"  {claims.README_BEGIN}\n  {claims.README_END}\n"
+                     "once each, in this order, where the table goes")
+
+
 def _cmd_claims(args: argparse.Namespace) -> int:
     from sae_theory import claims
 
-    folder = Path(args.folder) if args.folder else None
-    if args.readme:
+    table_mode = "--readme" if args.readme is not None else "--markdown" if args.markdown else None
+    if table_mode and args.profile is not None:
+        _usage(args, f"argument --profile: not allowed with {table_mode}, whose table shows both "
+                     "profiles (quick and full); drop --profile")
+    profiles = ("quick", "full") if table_mode else (_profile(args),)
+    folder = None
+    if args.folder is not None:
+        folder = _folder(args, "--folder", args.folder)
+        if not list(folder.glob("verdicts_*.json")):
+            _usage(args, f"argument --folder: {args.folder} holds no verdicts_<profile>.json; give the folder "
+                         "the notebooks wrote their figures and verdicts to")
+    # The folder each mode reads (claims.readme_table's default for the tables, else figure_dir's).
+    read_from = folder if folder is not None else plotting.base_figure_dir() if table_mode else None
+    for p in profiles:  # a damaged verdict file is found before anything is printed or written
+        try:
+            claims.load_verdicts(p, read_from)
+        except (OSError, ValueError) as exc:
+            option = "argument --folder: " if folder is not None else ""
+            _usage(args, f"{option}{exc}")
+    if args.readme is not None:
+        _check_readme(args)
         try:
             changed = claims.update_readme(args.readme, folder)
         except (OSError, ValueError) as exc:
-            print(f"error: --readme: {exc}", file=sys.stderr)
-            return 2
+            _usage(args, f"argument --readme: {exc}")
         print(f"{args.readme}: {'claims table updated' if changed else 'claims table already up to date'}")
         return 0
     if args.markdown:
         print(claims.readme_table(folder))
         return 0
-    profile = args.profile or os.environ.get(PROFILE_ENV) or "quick"
-    try:
-        table = claims.verdict_table(profile, folder)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    profile = profiles[0]
+    table = claims.verdict_table(profile, folder)
     print(f"verdicts ({profile}; {claims.verdicts_path(profile, folder)}):")
     print(_claims_text(table))
     return 0
@@ -305,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb_dir_help = "folder of NN_*.ipynb notebooks (default: notebooks/ of the checkout)"
     p_list = sub.add_parser("list", help="list the notebooks, in the order they run")
     p_list.add_argument("--notebooks-dir", metavar="DIR", help=nb_dir_help)
-    p_list.set_defaults(func=_cmd_list)
+    p_list.set_defaults(func=_cmd_list, parser=p_list)
 
     p_rep = sub.add_parser(
         "reproduce",
@@ -322,12 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_rep.add_argument("--notebooks-dir", metavar="DIR", help=nb_dir_help)
     p_rep.add_argument(
-        "--timeout", type=float, default=3600.0, metavar="SECONDS",
-        help="time limit per cell (default: 3600; 0 for none)",
+        "--timeout", type=_timeout, default=3600, metavar="SECONDS",
+        help="time limit per cell in whole seconds (default: 3600; 0 for none)",
     )
     p_rep.add_argument(
         "--save-executed", metavar="DIR",
-        help="also write the executed notebooks (with outputs) to DIR",
+        help="also write the executed notebooks (with outputs) to DIR (created if missing; "
+             "not the notebooks' own folder)",
     )
     p_rep.add_argument(
         "--threads", metavar="N|all",
@@ -341,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_rep.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p_rep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p_rep.set_defaults(func=_cmd_reproduce)
+    p_rep.set_defaults(func=_cmd_reproduce, parser=p_rep)
 
     p_cl = sub.add_parser(
         "claims",
@@ -353,14 +502,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_cl.add_argument("--folder", metavar="DIR",
                       help="folder of verdicts_<profile>.json (default: where figures go; for --markdown/--readme "
                            "the committed paper_figures/)")
-    p_cl.add_argument("--markdown", action="store_true", help="print the README's results table (Markdown)")
-    p_cl.add_argument("--readme", metavar="PATH", help="rewrite the generated results table in the README at PATH")
-    p_cl.set_defaults(func=_cmd_claims)
+    table = p_cl.add_mutually_exclusive_group()
+    table.add_argument("--markdown", action="store_true", help="print the README's results table (Markdown)")
+    table.add_argument("--readme", metavar="PATH",
+                       help="rewrite the generated results table in the README at PATH (between its "
+                            "claims-table markers)")
+    p_cl.set_defaults(func=_cmd_claims, parser=p_cl)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sae-theory`` and ``python -m sae_theory``; returns the exit code."""
+    """Entry point of ``sae-theory`` and ``python -m sae_theory``; returns the exit code.
+
+    An invalid argument raises ``SystemExit(2)`` (argparse's usage error) before anything runs.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `sae-theory`: say what there is to do

@@ -1,7 +1,8 @@
-"""Tests of the sae-theory CLI. Three notebook executions in all (about 2 s each)."""
+"""Tests of the sae-theory CLI. Seven notebook executions in all (about 2 s each)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from sae_theory import cli, plotting
+from sae_theory import claims, cli, plotting
 
 SAVE_FIGURE_CELL = """\
 from matplotlib.figure import Figure
@@ -30,6 +31,14 @@ def _write_notebook(path: Path, *sources: str) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
+
+
+def _exit_code(argv) -> int:
+    """cli.main's exit status, whether it returns it or exits (argparse's usage errors)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
 
 
 @pytest.fixture
@@ -62,18 +71,136 @@ def test_reproduce__unknown_name_exits_2_listing_available(env, capsys):
     nb_dir = env / "nbs"
     nb_dir.mkdir()
     _write_notebook(nb_dir / "01_alpha.ipynb", "1")
-    rc = cli.main(["reproduce", "99_missing", "--notebooks-dir", str(nb_dir), "--no-progress"])
+    rc = _exit_code(["reproduce", "99_missing", "--notebooks-dir", str(nb_dir), "--no-progress"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "99_missing" in err and "01_alpha" in err
 
 
-def test_reproduce__unknown_profile_exits_2(env, capsys):
-    nb_dir = env / "nbs"
-    nb_dir.mkdir()
-    _write_notebook(nb_dir / "01_alpha.ipynb", "1")
-    assert cli.main(["reproduce", "--profile", "huge", "--notebooks-dir", str(nb_dir)]) == 2
-    assert "huge" in capsys.readouterr().err
+# --------------------------------------------------------------------------------------------
+# Invalid arguments: a usage error (exit 2, argparse's form, the option named) before anything runs
+# --------------------------------------------------------------------------------------------
+
+README_OK = f"# title\n\n{claims.README_BEGIN}\nold table\n{claims.README_END}\n\nrest\n"
+
+# (argv with {placeholders} filled from the layout below, environment, text stderr must contain)
+INVALID = {
+    "timeout negative": (["reproduce", "01", "--timeout", "-5"], {}, "--timeout"),
+    "timeout not whole": (["reproduce", "01", "--timeout", "1.5"], {}, "--timeout"),
+    "timeout nan": (["reproduce", "01", "--timeout", "nan"], {}, "--timeout"),
+    "timeout inf": (["reproduce", "01", "--timeout", "inf"], {}, "--timeout"),
+    "timeout word": (["reproduce", "01", "--timeout", "soon"], {}, "--timeout"),
+    "save-executed under /proc": (["reproduce", "01", "--save-executed", "/proc/x"], {}, "--save-executed"),
+    "save-executed under a file": (["reproduce", "01", "--save-executed", "{file}/executed"], {}, "--save-executed"),
+    "save-executed is a file": (["reproduce", "01", "--save-executed", "{file}"], {}, "--save-executed"),
+    "save-executed is the sources": (["reproduce", "01", "--save-executed", "{nbs}"], {}, "--save-executed"),
+    "notebooks-dir missing": (["reproduce", "--notebooks-dir", "{missing}"], {}, "--notebooks-dir"),
+    "notebooks-dir is a file": (["reproduce", "--notebooks-dir", "{file}"], {}, "--notebooks-dir"),
+    "notebooks-dir without notebooks": (["reproduce", "--notebooks-dir", "{empty}"], {}, "--notebooks-dir"),
+    "name unknown": (["reproduce", "99_missing"], {}, "01_alpha"),
+    "name ambiguous": (["reproduce", "0"], {}, "ambiguous"),
+    "notebook unreadable": (["reproduce", "03"], {}, "03_broken.ipynb"),
+    "profile unknown": (["reproduce", "--profile", "huge"], {}, "--profile"),
+    "profile empty": (["reproduce", "--profile", ""], {}, "--profile"),
+    "profile variable unknown": (["reproduce", "01"], {cli.PROFILE_ENV: "huge"}, cli.PROFILE_ENV),
+    "threads zero": (["reproduce", "01", "--threads", "0"], {}, "--threads"),
+    "threads word": (["reproduce", "01", "--threads", "two"], {}, "--threads"),
+    "threads variable": (["reproduce", "01"], {"SAE_THEORY_THREADS": "-1"}, "SAE_THEORY_THREADS"),
+    "figure folder unwritable": (["reproduce", "01"], {plotting.FIGURE_DIR_ENV: "{file}/figs"}, plotting.FIGURE_DIR_ENV),
+    "unknown option": (["reproduce", "01", "--dry-run"], {}, "--dry-run"),
+    "list notebooks-dir missing": (["list", "--notebooks-dir", "{missing}"], {}, "--notebooks-dir"),
+    "claims profile unknown": (["claims", "--profile", "huge"], {}, "--profile"),
+    "claims profile variable unknown": (["claims"], {cli.PROFILE_ENV: "huge"}, cli.PROFILE_ENV),
+    "claims folder missing": (["claims", "--folder", "{missing}"], {}, "--folder"),
+    "claims folder without verdicts": (["claims", "--folder", "{empty}"], {}, "--folder"),
+    "claims folder damaged verdicts": (["claims", "--markdown", "--folder", "{damaged}"], {}, "--folder"),
+    "claims readme missing": (["claims", "--readme", "{missing}", "--folder", "{verdicts}"], {}, "--readme"),
+    "claims readme is a folder": (["claims", "--readme", "{empty}", "--folder", "{verdicts}"], {}, "--readme"),
+    "claims readme without markers": (["claims", "--readme", "{file}", "--folder", "{verdicts}"], {}, "claims-table:begin"),
+    "claims readme markers reversed": (["claims", "--readme", "{reversed}", "--folder", "{verdicts}"], {}, "--readme"),
+    "claims readme and markdown": (["claims", "--readme", "{readme}", "--markdown"], {}, "--markdown"),
+    "claims profile with readme": (["claims", "--readme", "{readme}", "--profile", "full"], {}, "--profile"),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_invalid_arguments_are_usage_errors_before_anything_runs(case, monkeypatch, tmp_path, capsys):
+    argv, environ, named = INVALID[case]
+    if "/proc/" in " ".join(argv) and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    layout = {k: tmp_path / k for k in ("nbs", "empty", "verdicts", "damaged")}
+    for folder in layout.values():
+        folder.mkdir()
+    layout.update(missing=tmp_path / "missing", file=tmp_path / "plain.md",
+                  readme=tmp_path / "README.md", reversed=tmp_path / "REVERSED.md")
+    _write_notebook(layout["nbs"] / "01_alpha.ipynb", FAIL_CELL)
+    _write_notebook(layout["nbs"] / "02_beta.ipynb", FAIL_CELL)
+    (layout["nbs"] / "03_broken.ipynb").write_text("{not json")
+    (layout["verdicts"] / "verdicts_quick.json").write_text('{"profile": "quick", "verdicts": {}}')
+    (layout["damaged"] / "verdicts_quick.json").write_text("{not json")
+    layout["file"].write_text("# a README without the markers\n")
+    layout["readme"].write_text(README_OK)
+    layout["reversed"].write_text(f"{claims.README_END}\n{claims.README_BEGIN}\n")
+    fill = {k: str(v) for k, v in layout.items()}
+
+    monkeypatch.setenv(plotting.FIGURE_DIR_ENV, str(tmp_path / "figs"))
+    for key in (cli.PROFILE_ENV, "SAE_THEORY_THREADS", plotting.UPDATE_FIGURES_ENV):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value.format(**fill))
+    saved_env = dict(os.environ)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f"{case}: ran although the arguments are invalid")
+
+    monkeypatch.setattr(cli, "_execute", must_not_run)
+    for name in ("update_readme", "readme_table", "verdict_table"):
+        monkeypatch.setattr(claims, name, must_not_run)
+    before = sorted((p, p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
+
+    argv = [a.format(**fill) for a in argv]
+    if argv[0] == "reproduce":
+        argv[1:1] = ["--notebooks-dir", fill["nbs"], "--no-progress"]
+    rc = _exit_code(argv)
+    out, err = capsys.readouterr()
+
+    assert rc == 2, (case, out, err)
+    assert err.startswith("usage: sae-theory "), err
+    assert named in err, err
+    assert out == ""
+    assert sorted((p, p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")) == before
+    assert dict(os.environ) == saved_env
+
+
+def test_timeout_argument__whole_seconds_and_zero_for_none():
+    assert cli._timeout("600") == 600
+    assert cli._timeout("600.0") == 600
+    assert cli._timeout("0") is None
+    with pytest.raises(argparse.ArgumentTypeError, match="negative"):
+        cli._timeout("-5")
+
+
+def test_reproduce__timed_out_cell_reports_nbclients_first_line(env, capsys):
+    nb = _write_notebook(env / "01_sleep.ipynb", "import time\ntime.sleep(3)")
+    rc = cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--timeout", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert ("FAILED 01_sleep: CellTimeoutError: A cell timed out while it was being executed, "
+            "after 1 seconds.\n") in out, out
+
+
+def test_claims__readme_rewritten_between_markers_and_verdicts_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(cli.PROFILE_ENV, raising=False)
+    (tmp_path / "verdicts_quick.json").write_text('{"profile": "quick", "verdicts": {}}')
+    readme = tmp_path / "README.md"
+    readme.write_text(README_OK)
+    assert cli.main(["claims", "--readme", str(readme), "--folder", str(tmp_path)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# title") and text.endswith("rest\n")
+    assert claims.readme_table(tmp_path) in text
+    assert cli.main(["claims", "--folder", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "claims table updated" in out and "not recorded" in out
 
 
 def test_reproduce__reports_ok_and_failed_and_lists_figures(env, monkeypatch, capsys):
@@ -135,13 +262,6 @@ def test_version_and_bare_command(capsys):
     assert cli.main([]) == 0
     out = capsys.readouterr().out
     assert "usage: sae-theory" in out and "reproduce" in out
-
-
-@pytest.mark.parametrize("threads", ["0", "two"])
-def test_reproduce__bad_threads_is_a_usage_error_before_any_kernel(env, threads, capsys):
-    nb = _write_notebook(env / "01_fail.ipynb", FAIL_CELL)
-    assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--threads", threads, "--no-progress"]) == 2
-    assert "--threads" in capsys.readouterr().err
 
 
 def test_reproduce__threads_reach_the_kernel_and_the_environment_is_restored(env, monkeypatch):
