@@ -81,6 +81,11 @@ class TrainConfig:
     a checkpoint is also written at the last step and before raising on a non-finite loss."""
     progress: bool = True
     """Show a tqdm progress bar with the loss."""
+    overwrite_checkpoints: bool = False
+    """A fresh run (``train(..., resume=None)``) into a ``checkpoint_dir`` that already holds
+    ``step_XXXXXXXX`` folders (another run's checkpoints) is refused; True deletes those step
+    folders first. No effect when resuming. Like ``steps``, ``log_every``, ``progress`` and the
+    checkpoint cadence and folder, it may differ between a run and its resume."""
 
     def __post_init__(self):
         check_int("steps", self.steps, minimum=1)
@@ -133,6 +138,7 @@ class TrainConfig:
                 raise ValueError(f"checkpoint_dir must be a path or None, got {type(self.checkpoint_dir).__name__}.")
             object.__setattr__(self, "checkpoint_dir", os.fspath(self.checkpoint_dir))
         check_bool("progress", self.progress)
+        check_bool("overwrite_checkpoints", self.overwrite_checkpoints)
 
     @property
     def decay_steps(self) -> int:

@@ -35,7 +35,13 @@ Checkpoints
 
 So ``load_sae(step_folder)`` or ``load_sae(checkpoint_dir)`` (latest step) rebuilds the SAE. A
 folder is written under a temporary name and swapped in when complete, so a crash mid-save never
-leaves a half checkpoint that :func:`~sae_theory.training.latest_checkpoint` would pick.
+leaves a half checkpoint that :func:`~sae_theory.training.latest_checkpoint` would pick; the
+temporary folders a kill leaves are deleted at the next start.
+
+Before step 1, and before the model, optimizer or folder is changed, :func:`train` checks that a
+resume is the same run (model class and config, TrainConfig but for ``steps``, logging, progress
+and the checkpoint fields, hooks' kinds and configs), that a fresh run does not write into another
+run's checkpoints, and that ``checkpoint_dir`` can be written.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..metrics import l0
-from .checkpoint import Hook, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import Hook, _apply, _check_writable, _clean, _prepare, _refuse_other_runs, save_checkpoint
 from .config import TrainConfig, lr_at
 from .history import History
 from .sources import BatchSource, as_source
@@ -138,16 +144,31 @@ def train(
         A ``step_XXXXXXXX`` folder, a checkpoint folder (its latest step), or ``"latest"`` for
         ``cfg.checkpoint_dir``'s latest. Model, optimizer, data stream, hooks, History and input
         scale are restored and training continues from the next step up to ``cfg.steps``; the
-        result is bit-identical to an uninterrupted run with the same config. ValueError if the
-        saved model class or config differs from ``model``'s.
+        result is bit-identical to an uninterrupted run with the same config. The checkpoint must
+        be of this run: same model class and config (``device`` may differ), same TrainConfig but
+        for ``steps``, ``log_every``, ``progress``, ``checkpoint_every``, ``checkpoint_dir`` and
+        ``overwrite_checkpoints``, same hooks (number, kinds, configs); see
+        :func:`~sae_theory.training.load_checkpoint`. A damaged latest step is skipped, with a
+        warning, for the newest intact one. None: a fresh run, refused when ``cfg.checkpoint_dir``
+        already holds ``step_XXXXXXXX`` folders unless ``cfg.overwrite_checkpoints``.
 
     Raises
     ------
     ValueError
         A batch with NaN/inf or of the wrong width (naming the data and the step); a checkpoint
-        past ``cfg.steps`` or of another model.
+        past ``cfg.steps``, damaged (naming it), or of another run (naming every differing field,
+        with its saved and given value).
+    FileExistsError
+        A fresh run into a ``checkpoint_dir`` that holds checkpoints (resume, use a new folder, or
+        set ``overwrite_checkpoints=True``).
+    OSError
+        ``checkpoint_dir`` cannot be created or written (naming it), before step 1.
     FloatingPointError
         A non-finite loss; with ``checkpoint_dir`` set, the state before that step is saved first.
+
+    Every error before step 1 is raised before the model, the optimizer or ``checkpoint_dir`` is
+    changed; then the temporary folders of a killed save are deleted from ``checkpoint_dir`` (and,
+    for a fresh run with ``overwrite_checkpoints``, its step folders).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}.")
@@ -158,14 +179,24 @@ def train(
     source = as_source(data, cfg)
     params = list(model.optimizer_parameters())
     optimizer = _make_optimizer(params, cfg)
-    history, start = History(), 0
-    if resume is not None:
-        loaded = load_checkpoint(resolve_checkpoint(resume, cfg), model, optimizer=optimizer, source=source, hooks=hooks)
-        history, start = loaded["history"], loaded["step"]
-        if start > cfg.steps:
-            raise ValueError(f"the checkpoint is at step {start}, past steps={cfg.steps}; raise steps to continue training.")
-    batches = _Batches(source, model, cfg, history.input_scale)
     ckpt_dir = cfg.checkpoint_dir
+    # every check first (nothing changed yet), then load, then tidy the folder
+    prepared = None
+    if resume is not None:
+        prepared = _prepare(resume, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks)
+    elif ckpt_dir is not None and not cfg.overwrite_checkpoints:
+        _refuse_other_runs(Path(ckpt_dir))
+    if prepared is not None:  # the run's own source: data other than the saved run's raises here
+        source.load_state_dict(prepared["state"]["source"])
+    if ckpt_dir is not None:
+        _check_writable(Path(ckpt_dir))
+    history, start = History(), 0
+    if prepared is not None:
+        loaded = _apply(prepared, model, optimizer=optimizer, hooks=hooks)
+        history, start = loaded["history"], loaded["step"]
+    if ckpt_dir is not None:
+        _clean(Path(ckpt_dir), old_steps=resume is None and cfg.overwrite_checkpoints)
+    batches = _Batches(source, model, cfg, history.input_scale)
 
     def checkpoint(step: int) -> Path:
         history.input_scale = batches.input_scale
