@@ -67,6 +67,7 @@ def test_run_key__changes_with_every_field(change, cache_dir):
 def test_run_key__ignores_progress_and_folder_fields(cache_dir):
     _run()  # stores the run
     assert _run(run={**RUN, "progress": True}).cached
+    assert _run(run={**RUN, "overwrite_checkpoints": True}).cached  # says what to do with a folder, not what to train
 
 
 def test_cache__off_writes_nothing_and_half_written_runs_are_ignored(cache_dir, monkeypatch):

@@ -185,7 +185,7 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     """
     cfg = spec.train_config(**run)
     snapshots = _check_snapshots(snapshots, cfg.steps)
-    train_fields = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir")}
+    train_fields = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir", "overwrite_checkpoints")}
     payload = dict(format=CACHE_FORMAT, code=code_fingerprint(), spec=spec.to_dict(), data=data_key, d=d, n_latents=n_latents,
                    seed=seed, dtype=str(dtype), train=train_fields, log_every=cfg.log_every)
     if snapshots:  # absent when none: the keys of runs without snapshots are those of before
