@@ -237,7 +237,9 @@ def test_prop_c2__breaks_when_atoms_are_not_unit_norm():
 
 
 def test_prop_c3__full_rank_dictionary_reconstruction_converges_to_x():
-    D, x = _unit(32, 8), _data(20, 8)
+    # seed 1: _data(seed=0) draws the numbers of _unit(seed=0), inputs parallel to atoms, which
+    # one step represents (every later step only decomposes the rounding of that one)
+    D, x = _unit(32, 8), _data(20, 8, seed=1)
     errs = [float((matching_pursuit_reference(x, D, k)[0].residual).norm(dim=1).max()) for k in (5, 50, 400)]
     assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-6
 
@@ -474,6 +476,124 @@ def test_stop_on_repeat__each_atom_appears_at_most_once_except_the_last_step():
 
 
 # ---------------------------------------------------------------------------------------------
+# the stop at rounding level (float64)
+# ---------------------------------------------------------------------------------------------
+def _orthonormal(d=16, seed=21):
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=F64))
+    return Q.T.contiguous()  # rows: an orthonormal basis
+
+
+def _all_paths(D, x, k, **kw):
+    """L0-relevant results of every implementation on x: name -> (codes, steps or None)."""
+    ref, _ = matching_pursuit_reference(x, D, k, selection=kw.get("selection", "relu"))
+    out = {"reference": (ref.codes, ref.steps)}
+    for gram in ("always", "never"):
+        sae = MPSAE.from_dictionary(D, normalize=False, k=k, gram=gram, **kw)
+        fast = sae.pursuit(x)
+        out[f"{gram}: pursuit"] = (fast.codes, fast.steps)
+        out[f"{gram}: encode"] = (sae.encode(x), None)
+        out[f"{gram}: training_forward"] = (sae.training_forward(x).codes.detach(), None)
+    return out
+
+
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+def test_rounding_stop__an_input_equal_to_an_atom_takes_exactly_one_atom(selection):
+    # measured before the stop: most of these 64 inputs took 6-8 atoms, the 7 after the first
+    # with coefficients ~1e-16 (rounding of the first step), and each path took different ones
+    D = _unit(64, 16)
+    x = torch.cat([D, 2 * D])  # every atom, and twice every atom (exact in floating point)
+    for name, (codes, steps) in _all_paths(D, x, 8, selection=selection).items():
+        assert (codes != 0).sum(1).tolist() == [1] * 128, name
+        assert_close(codes.sum(1), torch.cat([torch.ones(64, dtype=F64), 2 * torch.ones(64, dtype=F64)]), msg=name)
+        assert torch.equal(codes.argmax(1), torch.arange(128) % 64), name
+        if steps is not None:
+            assert steps.tolist() == [1] * 128, name
+
+
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+def test_rounding_stop__a_sparse_combination_on_an_orthonormal_dictionary_gives_its_exact_codes(selection):
+    Q = _orthonormal()
+    g = torch.Generator().manual_seed(5)
+    Z = torch.zeros(40, 16, dtype=F64)
+    for b in range(40):  # 2 atoms in the first 20 rows, 3 in the others; distinct positive coefficients
+        s = 2 if b < 20 else 3
+        Z[b, torch.randperm(16, generator=g)[:s]] = torch.tensor([1.0, 0.6, 0.3][:s], dtype=F64) + 0.05 * torch.rand(s, generator=g, dtype=F64)
+    x = Z @ Q
+    for name, (codes, steps) in _all_paths(Q, x, 8, selection=selection).items():
+        assert torch.equal(codes != 0, Z != 0), name  # later codes are exactly 0
+        assert_close(codes, Z, msg=name)
+        if steps is not None:
+            assert steps.tolist() == [2] * 20 + [3] * 20, name
+
+
+@pytest.mark.parametrize("gram", ["always", "never"])
+def test_rounding_stop__a_row_at_rounding_level_stops_while_the_others_continue(gram, monkeypatch):
+    import sae_theory.models.mp.pursuit as fast
+
+    D = _unit(64, 16)
+    x = _data(30, seed=7)  # not seed 0: those are the numbers of _unit(64, 16), scaled atoms
+    x[::3] = D[:10]  # rows 0, 3, .., 27 are atoms: one step each; the others take all 12
+    sae = MPSAE.from_dictionary(D, normalize=False, k=12, gram=gram)
+    out = sae.pursuit(x)
+    ref, _ = matching_pursuit_reference(x, D, 12)
+    atom = torch.arange(30) % 3 == 0
+    assert out.steps[atom].tolist() == [1] * 10 and out.steps[~atom].tolist() == [12] * 20
+    assert torch.equal(out.steps, ref.steps) and torch.equal(out.indices, ref.indices)
+    assert_close(out.codes, ref.codes)
+    alone = sae.pursuit(x[~atom])  # the rows that continue do not notice the ones that stopped
+    assert torch.equal(alone.indices, out.indices[~atom])
+    assert_close(alone.codes, out.codes[~atom])
+    monkeypatch.setattr(fast, "BLOCK_BYTES", 7 * 64 * 8)  # blocks of 7 rows: the stops fall inside blocks
+    blocks = sae.pursuit(x)
+    for a, b in zip(out, blocks):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("selection", ["relu", "abs"])
+def test_rounding_stop__zero_rows_give_zero_codes_and_take_no_step(selection):
+    D = _unit(64, 16)
+    x = _data(6, seed=7)
+    x[[1, 4]] = 0
+    for name, (codes, steps) in _all_paths(D, x, 8, selection=selection).items():
+        assert bool(torch.isfinite(codes).all()), name
+        assert float(codes[[1, 4]].abs().sum()) == 0.0, name
+        assert bool((codes[[0, 2, 3, 5]] != 0).any(1).all()), name
+        if steps is not None:
+            assert steps.tolist() == [8, 0, 8, 8, 0, 8], name
+    # centred as the model centres it: an input equal to b_dec is a zero row
+    sae = MPSAE.from_dictionary(D, normalize=False, k=8, train_b_dec=True, selection=selection)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.linspace(-1, 1, 16, dtype=F64))
+    xb = torch.stack([sae.b_dec.detach().clone(), x[0]])
+    out = sae.training_forward(xb)
+    out.loss.backward()
+    assert sae.pursuit(xb).steps.tolist() == [0, 8]
+    assert float(out.codes.detach()[0].abs().sum()) == 0.0 and bool(torch.isfinite(sae.W_dec.grad).all())
+    assert bool(torch.isfinite(sae.b_dec.grad).all())
+
+
+@pytest.mark.parametrize("gram", ["always", "never"])
+def test_rounding_stop__only_removes_codes_below_the_tolerance_and_can_be_switched_off(gram):
+    from sae_theory.models.mp.reference import rounding_tolerance
+
+    assert rounding_tolerance(F64) == 32 * torch.finfo(F64).eps
+    assert rounding_tolerance(torch.float32) == 32 * torch.finfo(torch.float32).eps
+    D = _unit(64, 16)
+    x = torch.cat([D[:20], _data(20, seed=7)])
+    on = MPSAE.from_dictionary(D, normalize=False, k=8, gram=gram)
+    off = MPSAE.from_dictionary(D, normalize=False, k=8, gram=gram, stop_at_rounding=False)
+    a, b = on.pursuit(x), off.pursuit(x)
+    assert torch.equal(a.codes[20:], b.codes[20:]) and torch.equal(a.steps[20:], b.steps[20:])  # never near rounding
+    assert b.steps[:20].tolist() == [8] * 20 and int((b.codes[:20] != 0).sum(1).max()) > 1  # the plain loop goes on
+    # what the stop removes: the later steps of rows whose residual was already below tol ||x||
+    extra = (b.codes - a.codes)[:20].abs().max(1).values
+    assert bool((extra <= 8 * rounding_tolerance(F64) * x[:20].norm(dim=1)).all())
+    assert torch.equal(on.pursuit(x, stop_at_rounding=False).codes, b.codes)  # the per-call override
+    ref_off, _ = matching_pursuit_reference(x, D, 8, stop_at_rounding=False)
+    assert ref_off.steps.tolist() == [8] * 40
+
+
+# ---------------------------------------------------------------------------------------------
 # dropout and the auxiliary loss
 # ---------------------------------------------------------------------------------------------
 def test_atom_dropout__dropped_atoms_are_never_selected_and_it_ends_on_time():
@@ -568,6 +688,7 @@ def test_config__bad_values_raise_with_the_fix(kwargs, message):
         (dict(stop_on_repeat=1), "stop_on_repeat must be True or False"),
         (dict(train_b_dec="yes"), "train_b_dec must be True or False"),
         (dict(unit_norm_decoder=None), "unit_norm_decoder must be True or False"),
+        (dict(stop_at_rounding=1), "stop_at_rounding must be True or False"),
     ],
 )
 def test_config__values_of_the_wrong_type_raise_typeerror(kwargs, message):

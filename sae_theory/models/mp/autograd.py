@@ -29,6 +29,9 @@ class UnrolledPursuit(torch.autograd.Function):
     step; :func:`unrolled_autograd` is the plain version the tests compare it with.
 
     ``UnrolledPursuit.apply(x0 (B, d), W (p, d), idx (B, k), taken (B, k) bool, relu) -> (r, A)``.
+    ``taken`` marks the steps the pursuit took (``alphas != 0``): a row stopped by any rule
+    (threshold, repeated support, rounding level) has no later step here either, so the training
+    codes keep the support of the pursuit's.
     """
 
     @staticmethod

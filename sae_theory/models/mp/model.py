@@ -58,6 +58,11 @@ class MPSAEConfig(SAEConfig):
     """Stop an input once ||r|| < threshold (None: always take k steps)."""
     stop_on_repeat: bool = False
     """Stop an input after the first step that leaves its support unchanged (official toy rule)."""
+    stop_at_rounding: bool = True
+    """Stop an input once its residual is rounding: ||r|| <= 32 eps ||x - b_dec|| (eps of the dtype;
+    :data:`~.reference.ROUNDING_MULTIPLE`), checked before every step, so that an input equal to an
+    atom gets one code and a zero input none. The codes it removes are each at most 32 eps
+    ||x - b_dec|| (unit atoms). False: the plain loop, which goes on decomposing the rounding."""
     selection: str = "relu"
     """``"relu"``: argmax of relu(c), coefficient relu(c_j) >= 0 (the authors' code, default);
     ``"abs"``: classic matching pursuit, argmax |c|, signed coefficient."""
@@ -85,6 +90,7 @@ class MPSAEConfig(SAEConfig):
         object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
         check_threshold(self.threshold)
         check_bool("stop_on_repeat", self.stop_on_repeat)
+        check_bool("stop_at_rounding", self.stop_at_rounding)
         check_selection(self.selection)
         if self.gram not in GRAM_MODES:
             raise ValueError(f"gram must be one of {GRAM_MODES}, got {self.gram!r}.")
@@ -225,12 +231,13 @@ class MPSAE(TiedWeightSAE):
 
     @torch.no_grad()
     def pursuit(self, x: Tensor, k: int | None = None, threshold: float | None = None, *, keep: Tensor | None = None,
-                codes: bool = True) -> MPResult:
+                codes: bool = True, stop_at_rounding: bool | None = None) -> MPResult:
         """Batched matching pursuit of x (B, d) (or (..., d), flattened): the fast path.
 
         ``keep`` (p,) optional 0/1 mask of atoms allowed to be selected (atom dropout).
         ``codes=False`` skips the (B, p) codes (``MPResult.codes`` is then None) where the rule
         does not need them (training: indices and coefficients suffice).
+        ``stop_at_rounding`` overrides the config's stop at rounding level for this call.
         Same result as :func:`~.reference.matching_pursuit_reference` (up to rounding; see the
         tests), unit-norm atoms or not.
         """
@@ -238,15 +245,16 @@ class MPSAE(TiedWeightSAE):
         lead = x.shape[:-1]
         x = x.reshape(-1, self.d)
         k, threshold = self._resolve(k, threshold)
+        rounding = self.config.stop_at_rounding if stop_at_rounding is None else check_bool("stop_at_rounding", stop_at_rounding)
         D = self.W_dec.detach()
         xc = x - self.b_dec.detach()
         if keep is not None:
             D = D * keep[:, None]
         if self.uses_gram(x.shape[0], k):
             G = self.gram() if keep is None else self.gram() * keep[:, None] * keep[None, :]
-            out = pursuit_gram(xc, D, G, k, threshold, self.config.selection, self.config.stop_on_repeat, codes)
+            out = pursuit_gram(xc, D, G, k, threshold, self.config.selection, self.config.stop_on_repeat, codes, rounding)
         else:
-            out = pursuit_direct(xc, D, k, threshold, self.config.selection, self.config.stop_on_repeat)
+            out = pursuit_direct(xc, D, k, threshold, self.config.selection, self.config.stop_on_repeat, rounding)
         if len(lead) != 1 and out.codes is not None:
             out = MPResult(out.codes.reshape(*lead, -1), out.indices.reshape(*lead, k), out.alphas.reshape(*lead, k),
                            out.steps.reshape(lead), out.residual.reshape(*lead, self.d))
@@ -265,7 +273,9 @@ class MPSAE(TiedWeightSAE):
         # differentiable recomputation of the coefficients from the gathered atoms, with a
         # hand-written backward that walks the steps in reverse (O(B d + B k) saved, not O(k B p))
         idx = sel.indices.clamp(min=0)  # -1 (no atom added) -> any valid row, multiplied by 0
-        taken = sel.alphas != 0  # steps not taken (stopped inputs, dropped atoms) add nothing
+        # steps not taken add nothing: stopped inputs (threshold, repeat, rounding level), dropped
+        # atoms; so the training codes have the support of encode's, whichever rule stopped a row
+        taken = sel.alphas != 0
         r, A = UnrolledPursuit.apply(x - self.b_dec, self.W_dec, idx, taken, cfg.selection == "relu")
         codes = torch.zeros(x.shape[0], self.n_latents, dtype=x.dtype, device=x.device).scatter_add(1, idx, A)
         x_hat = x - r

@@ -8,8 +8,16 @@ instead of O(B d p). Rows are processed in blocks whose correlations stay in cac
 recomputes the correlations r D^T at every step instead (no G). Which one runs, and the caching
 of G, is :class:`~.model.MPSAE`'s business.
 
-Neither assumes unit-norm atoms: the coefficient is <r, D_j> as in the reference, and the
-residual-norm update of the threshold mode uses G_jj = ||D_j||^2.
+Both keep the residual r itself (r -= a_t D_j(t), O(B d) a step, as the reference), and both
+stop rows the way the reference does, through one mask of active rows: a stopped row's later
+coefficients are 0 (indices -1), so its codes and residual no longer change. The mask serves the
+threshold mode (||r|| < threshold, checked before every step), ``stop_on_repeat`` (after the step
+that left the support unchanged) and the stop at rounding level (||r|| <= 32 eps ||xc||, checked
+before every step, :func:`~.reference.rounding_floor`). The residual norms are those of the
+explicit r in both paths (the Gram path used to update ||r||^2 by ||r||^2 - 2 a c_j + a^2 G_jj,
+whose cancellation leaves an error of ~eps ||x||^2: too coarse to see a residual of 32 eps ||x||).
+
+Neither assumes unit-norm atoms: the coefficient is <r, D_j> as in the reference.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .reference import MPResult
+from .reference import MPResult, rounding_floor
 
 __all__ = ["ARGMAX_CHUNK", "BLOCK_BYTES", "pursuit_direct", "pursuit_gram"]
 
@@ -61,11 +69,22 @@ def _select(C: Tensor, vals: Tensor, idx: Tensor, absbuf: Tensor | None, selecti
     return c, c
 
 
+def _stop_rows(active: Tensor, r: Tensor, threshold: float | None, floor: Tensor | None) -> None:
+    """active <- active and not stopped, before a step: ||r|| < threshold (threshold mode), or
+    ||r|| <= floor (the stop at rounding level; NaN never compares <=, so a NaN row goes on)."""
+    rn = torch.linalg.vector_norm(r, dim=1)
+    if threshold is not None:
+        active &= rn >= threshold
+    if floor is not None:
+        active &= ~(rn <= floor)
+
+
 def pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | None, selection: str, stop_on_repeat: bool,
-                 want_codes: bool = True) -> MPResult:
+                 want_codes: bool = True, stop_at_rounding: bool = True) -> MPResult:
     """Matching pursuit of the centred inputs xc (B, d) on the atoms D (p, d), selecting through
     G = D D^T (p, p). ``want_codes=False`` returns ``codes=None`` (they are still built when
-    ``stop_on_repeat`` needs them)."""
+    ``stop_on_repeat`` needs them). ``stop_at_rounding``: the stop at rounding level
+    (:func:`~.reference.rounding_floor`)."""
     B, p = xc.shape[0], D.shape[0]
     C = xc @ D.T  # (B, p), the only B x p product
     keep_codes = want_codes or stop_on_repeat
@@ -73,34 +92,39 @@ def pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | No
     indices = torch.full((B, k), -1, dtype=torch.long, device=xc.device)
     alphas = torch.zeros(B, k, dtype=xc.dtype, device=xc.device)
     steps = torch.zeros(B, dtype=torch.long, device=xc.device)
-    adaptive = threshold is not None or stop_on_repeat
-    diag = torch.diagonal(G)
+    r = xc.clone()  # the residual, updated as in the reference: O(B d) a step against the O(B p) of C
+    floor = rounding_floor(xc) if stop_at_rounding else None
+    adaptive = threshold is not None or stop_on_repeat or floor is not None
+    # leave the loop once every row has stopped: always on the CPU; on an accelerator only in the
+    # modes that stop rows often (threshold, stop_on_repeat), as the check waits for the device
+    early_exit = threshold is not None or stop_on_repeat or (floor is not None and xc.device.type == "cpu")
     rows = max(1, min(B, BLOCK_BYTES // max(1, p * C.element_size())))
     Gb = torch.empty(rows, p, dtype=C.dtype, device=C.device)
+    Db = torch.empty(rows, D.shape[1], dtype=C.dtype, device=C.device)
     absbuf = torch.empty(rows, p, dtype=C.dtype, device=C.device) if selection == "abs" else None
     vals = torch.empty(rows, dtype=C.dtype, device=C.device)
     idx = torch.empty(rows, dtype=torch.long, device=C.device)
     for s in range(0, B, rows):
         e = min(B, s + rows)
         n = e - s
-        Cb, zb = C[s:e], (codes[s:e] if keep_codes else None)
-        Gn, vn, jn = Gb[:n], vals[:n], idx[:n]
+        Cb, rb, zb = C[s:e], r[s:e], (codes[s:e] if keep_codes else None)
+        Gn, Dn, vn, jn = Gb[:n], Db[:n], vals[:n], idx[:n]
         an = absbuf[:n] if absbuf is not None else None
+        fb = floor[s:e] if floor is not None else None
         if adaptive:
             active = torch.ones(n, dtype=torch.bool, device=C.device)
-            rnorm2 = xc[s:e].pow(2).sum(1) if threshold is not None else None
         for t in range(k):
-            if threshold is not None:
-                active &= rnorm2 >= threshold * threshold
-            if adaptive and not bool(active.any()):
+            if threshold is not None or fb is not None:
+                _stop_rows(active, rb, threshold, fb)
+            if early_exit and not bool(active.any()):
                 break
-            c, a = _select(Cb, vn, jn, an, selection)
+            _, a = _select(Cb, vn, jn, an, selection)
             if adaptive:
                 a = a * active
             torch.index_select(G, 0, jn, out=Gn)
             Cb.addcmul_(Gn, a[:, None], value=-1)
-            if threshold is not None:  # ||r - a D_j||^2 = ||r||^2 - 2 a c_j + a^2 G_jj
-                rnorm2 = (rnorm2 - a * (2 * c - a * diag[jn])).clamp_(min=0)
+            torch.index_select(D, 0, jn, out=Dn)
+            rb.addcmul_(Dn, a[:, None], value=-1)
             if stop_on_repeat:
                 before = zb.gather(1, jn[:, None]).squeeze(1)
                 zb.scatter_add_(1, jn[:, None], a[:, None])
@@ -115,12 +139,13 @@ def pursuit_gram(xc: Tensor, D: Tensor, G: Tensor, k: int, threshold: float | No
             alphas[s:e, t] = a
         if not adaptive:
             steps[s:e] = k
-    residual = xc - _decode_sparse(indices, alphas, D)
-    return MPResult(codes if want_codes else None, indices, alphas, steps, residual)
+    return MPResult(codes if want_codes else None, indices, alphas, steps, r)
 
 
-def pursuit_direct(xc: Tensor, D: Tensor, k: int, threshold: float | None, selection: str, stop_on_repeat: bool) -> MPResult:
-    """Matching pursuit of xc (B, d) on D (p, d), recomputing the correlations r D^T every step."""
+def pursuit_direct(xc: Tensor, D: Tensor, k: int, threshold: float | None, selection: str, stop_on_repeat: bool,
+                   stop_at_rounding: bool = True) -> MPResult:
+    """Matching pursuit of xc (B, d) on D (p, d), recomputing the correlations r D^T every step.
+    ``stop_at_rounding``: the stop at rounding level (:func:`~.reference.rounding_floor`)."""
     B, p = xc.shape[0], D.shape[0]
     r = xc.clone()
     C = torch.empty(B, p, dtype=xc.dtype, device=xc.device)
@@ -133,11 +158,13 @@ def pursuit_direct(xc: Tensor, D: Tensor, k: int, threshold: float | None, selec
     idx = torch.empty(B, dtype=torch.long, device=xc.device)
     Db = torch.empty_like(xc)
     active = torch.ones(B, dtype=torch.bool, device=xc.device)
-    adaptive = threshold is not None or stop_on_repeat
+    floor = rounding_floor(xc) if stop_at_rounding else None
+    adaptive = threshold is not None or stop_on_repeat or floor is not None
+    early_exit = threshold is not None or stop_on_repeat or (floor is not None and xc.device.type == "cpu")  # as pursuit_gram
     for t in range(k):
-        if threshold is not None:
-            active &= torch.linalg.vector_norm(r, dim=1) >= threshold
-        if adaptive and not bool(active.any()):
+        if threshold is not None or floor is not None:
+            _stop_rows(active, r, threshold, floor)
+        if early_exit and not bool(active.any()):
             break
         torch.mm(r, D.T, out=C)
         c, a = _select(C, vals, idx, absbuf, selection)
@@ -153,11 +180,3 @@ def pursuit_direct(xc: Tensor, D: Tensor, k: int, threshold: float | None, selec
         indices[:, t] = idx.masked_fill_(a == 0, -1)
         alphas[:, t] = a
     return MPResult(codes, indices, alphas, steps, r)
-
-
-def _decode_sparse(indices: Tensor, alphas: Tensor, D: Tensor) -> Tensor:
-    """sum_t alphas[:, t] D[indices[:, t]], (B, d), without a B x p product."""
-    out = torch.zeros(indices.shape[0], D.shape[1], dtype=D.dtype, device=D.device)
-    for t in range(indices.shape[1]):
-        out.addcmul_(D[indices[:, t].clamp(min=0)], alphas[:, t, None])  # -1: alpha is 0
-    return out
