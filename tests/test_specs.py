@@ -68,7 +68,7 @@ def test_eval_seed__one_rule():
 def test_study_specs__every_method_label_has_a_registered_family():
     P = get_profile("quick", device="cpu")
     specs = hx.method_specs(P.hierarchy)
-    assert tuple(specs) == hx.METHODS + (hx.MP_UNIT_NORM,)
+    assert tuple(specs) == hx.METHODS + (hx.MP_UNIT_NORM, hx.TIED_RELU, hx.TIED_TOPK)
     sae, hooks = specs["Matryoshka"].build(d=20, n_latents=20, seed=1)
     assert isinstance(sae, MatryoshkaSAE) and isinstance(hooks[0], SparsityController)
     for method in gx.TOY_METHODS:
