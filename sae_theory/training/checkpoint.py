@@ -7,7 +7,8 @@ state:
 * ``config.json``: ``sae_class``, ``config`` (the model config), ``sae_theory_version``, and the
   checkpoint's ``step`` and ``train_config`` (the :class:`~sae_theory.training.TrainConfig`);
 * ``trainer.pt``: step, optimizer state, source state, hook states and hook kinds and configs,
-  History rows, input scale.
+  History rows, input scale, and for a float16 / bfloat16 model the float32 master weights the
+  optimiser steps on (``master_weights``, by parameter name; see :mod:`~sae_theory.training.trainer`).
 
 The first two are written and read by :mod:`sae_theory.io` (:func:`~sae_theory.io.write_sae_files`,
 :func:`~sae_theory.io.read_sae_config`, :func:`~sae_theory.io.read_sae_weights`), so
@@ -32,7 +33,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -109,6 +110,7 @@ def save_checkpoint(
     source: BatchSource | None = None,
     hooks: Sequence[Hook] = (),
     history: History | None = None,
+    master_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``checkpoint_dir/step_{step:08d}/`` and return its path (an existing one is replaced).
 
@@ -118,7 +120,8 @@ def save_checkpoint(
     registered one), with ``step`` and ``train_config`` added to ``config.json``; ``trainer.pt``
     (step, optimizer/source/hook states, History rows and input scale; hooks by position, None for
     a hook without ``state_dict``; ``hook_specs``: each hook's kind and config, which a resume
-    compares). Atomic: see :func:`~sae_theory.io.atomic_folder`.
+    compares; ``master_weights``: the float32 master copies of a half-precision model's parameters,
+    by name, when given). Atomic: see :func:`~sae_theory.io.atomic_folder`.
     """
     name = step_folder_name(step)
     history = history if history is not None else History()
@@ -126,13 +129,14 @@ def save_checkpoint(
         write_sae_files(model, tmp, extra={"step": step, "train_config": None if cfg is None else cfg.to_dict()})
         torch.save(
             {
-                "format": 3,
+                "format": 4,
                 "step": step,
                 "optimizer": None if optimizer is None else optimizer.state_dict(),
                 "source": None if source is None else source.state_dict(),
                 "hooks": _hook_states(hooks),
                 "hook_specs": [_hook_spec(h) for h in hooks],
                 "history": {"rows": history.rows, "steps_run": history.steps_run, "input_scale": history.input_scale},
+                "master_weights": None if master_weights is None else {k: v.detach() for k, v in master_weights.items()},
             },
             tmp / TRAINER_FILE,
         )
@@ -259,6 +263,7 @@ def _prepare(
     optimizer: torch.optim.Optimizer | None = None,
     source: BatchSource | None = None,
     hooks: Sequence[Hook] = (),
+    master_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Read and check the checkpoint that ``path`` names (see :func:`load_checkpoint`) without
     changing anything; what :func:`_apply` then loads."""
@@ -318,6 +323,21 @@ def _prepare(
             raise ValueError(f"{where} was saved with optimizer {name!r}, the optimizer given is a {type(optimizer).__name__}; pass the saved optimizer.")
     if source is not None and state["source"] is None:
         raise ValueError(f"{where} has no data source state; it cannot be resumed, only loaded.")
+    if master_weights is not None:
+        saved_masters = state.get("master_weights")
+        if saved_masters is None:
+            raise ValueError(
+                f"{where} has no float32 master weights, which the optimiser of this {meta['config'].get('dtype')} model steps on "
+                "(a checkpoint written before half-precision models were trained in mixed precision, or by save_checkpoint "
+                "without master_weights); it cannot be resumed as the same run, only loaded. Train afresh."
+            )
+        bad = sorted(
+            k for k in set(saved_masters) | set(master_weights)
+            if k not in saved_masters or k not in master_weights or saved_masters[k].shape != master_weights[k].shape
+            or saved_masters[k].dtype != master_weights[k].dtype
+        )
+        if bad:
+            raise ValueError(f"{where} holds master weights that do not fit the model ({', '.join(bad)}); it is damaged or of another model.")
     for i, (hook, hstate) in enumerate(zip(hooks, state["hooks"])):
         if hstate is not None and not callable(getattr(hook, "load_state_dict", None)):
             raise ValueError(f"hook {i} ({type(hook).__name__}) has no load_state_dict but {where} holds a state for it; pass the same hooks in the same order.")
@@ -331,6 +351,7 @@ def _apply(
     optimizer: torch.optim.Optimizer | None = None,
     source: BatchSource | None = None,
     hooks: Sequence[Hook] = (),
+    master_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Load what :func:`_prepare` read: source and hook states first (a source given other data
     raises here), then optimizer and model. Returns :func:`load_checkpoint`'s dict."""
@@ -342,6 +363,10 @@ def _apply(
             hook.load_state_dict(hstate)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
+    if master_weights is not None:
+        with torch.no_grad():
+            for name, m in master_weights.items():
+                m.copy_(state["master_weights"][name])
     model.load_state_dict(prepared["weights"])
     h = state["history"]
     history = History(rows=list(h["rows"]), steps_run=int(h["steps_run"]), input_scale=h["input_scale"])
@@ -356,8 +381,9 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     source: BatchSource | None = None,
     hooks: Sequence[Hook] = (),
+    master_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint into ``model`` (and optimizer, source, hooks when given).
+    """Load a checkpoint into ``model`` (and optimizer, source, hooks, master weights when given).
 
     Everything is read and checked before anything is loaded, and the model is loaded last, so
     an error leaves ``model`` and ``optimizer`` as they were.
@@ -381,6 +407,10 @@ def load_checkpoint(
     hooks : sequence
         Must be the saved hooks: their number, kinds (class or function names) and configs
         (``hook.config``, or a dataclass hook's fields that its ``state_dict`` does not hold).
+    master_weights : mapping of str to Tensor, optional
+        Float32 tensors, by parameter name, that get the saved master weights of a float16 /
+        bfloat16 run (the tensors :func:`~sae_theory.training.train`'s optimiser steps on); the
+        checkpoint must hold them, with the same names and shapes.
 
     Returns
     -------
@@ -395,12 +425,12 @@ def load_checkpoint(
     ValueError
         A damaged checkpoint (naming its folder and file); one of another model class; one whose
         model config, TrainConfig or hooks differ, naming every differing field with its saved
-        and given value; a missing optimizer / source / hook state.
+        and given value; a missing optimizer / source / hook state or master weights.
     FileNotFoundError
         No checkpoint at ``path``.
     """
-    prepared = _prepare(path, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks)
-    return _apply(prepared, model, optimizer=optimizer, source=source, hooks=hooks)
+    prepared = _prepare(path, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=master_weights)
+    return _apply(prepared, model, optimizer=optimizer, source=source, hooks=hooks, master_weights=master_weights)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ class TrainConfig:
     Serialises with :meth:`to_dict` (saved as ``train_config`` in every checkpoint's
     ``config.json``). A value of the wrong type raises TypeError, one out of range ValueError,
     both naming the field.
+
+    The same config trains a model of any floating dtype; a float16 / bfloat16 model is trained in
+    mixed precision (forward pass and loss in its dtype, the optimiser on float32 master weights,
+    see :mod:`~sae_theory.training.trainer`), so ``lr``, ``eps`` and ``grad_clip`` mean what they
+    mean in float32.
     """
 
     steps: int
@@ -48,7 +53,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam's (beta1, beta2), each in [0, 1)."""
     eps: float = 1e-8
-    """Adam's epsilon (> 0)."""
+    """Adam's epsilon (> 0). It acts in float32 or float64 whatever the model's dtype: a float16 /
+    bfloat16 model is trained on float32 master weights (:mod:`~sae_theory.training.trainer`, "Half
+    precision"), so Adam's moments and eps are float32; 1e-8 in float16 itself would round to 0."""
     weight_decay: float = 0.0
     """Decoupled weight decay (>= 0); only with ``optimizer="adamw"``."""
     schedule: str = "constant"

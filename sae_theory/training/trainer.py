@@ -20,6 +20,26 @@ Each step t = 1..steps:
 7. a :class:`~sae_theory.training.History` row every ``log_every`` steps and at the last step; a
    checkpoint every ``checkpoint_every`` steps and at the last step (when ``checkpoint_dir`` is set).
 
+Half precision
+--------------
+A model in float16 or bfloat16 is trained in mixed precision: the forward pass, the loss and the
+gradients are computed in the model's dtype, but the optimiser steps on float32 master copies of
+its half-precision parameters (:class:`_MasterWeights`), so Adam's moments and ``eps`` live in
+float32 and an update smaller than the half dtype's resolution accumulates instead of being
+rounded away. Measured before this (CPU, d=16, 64 latents, 300 steps): Adam in float16 gave a NaN
+loss at step 2 (``eps=1e-8`` and the squared gradients of the second moment underflow to 0 in
+float16, 0/0), and plain SGD in bfloat16 left 40-87 % of the weights never changed (each update
+below bfloat16's 2^-8 relative resolution). In step 4 the gradients are copied to the masters (in
+float32; clipping acts on them), the optimiser steps on the masters, step 5's ``post_step`` runs on
+the masters (constraints are applied in float32) and the model's weights are then set to the
+masters rounded to the model's dtype. A change made to a half-precision parameter outside the
+optimiser (a hook) is taken into its master before the next update. float32 and float64 models
+are trained on their own parameters, as before. Checkpoints of a half-precision run also hold the
+masters (``trainer.pt``), so a resume is bit-identical.
+There is no loss scaling: a float16 gradient below 6e-8 is 0 (bfloat16 has float32's range). On
+the toy problems above none was (the smallest gradient entries at initialisation are about 1e-6),
+but a much larger model or batch may need one; a non-finite loss raises as in float32.
+
 Method-specific behaviour lives in the model (``training_forward``, ``post_step``) or in hooks,
 never here. The config and schedule are in :mod:`~sae_theory.training.config`, the History in
 :mod:`~sae_theory.training.history`.
@@ -71,7 +91,70 @@ __all__ = ["train"]
 # the loop
 
 
-def _make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def _is_half(dtype: torch.dtype) -> bool:
+    """A floating dtype narrower than float32 (float16, bfloat16): trained through float32 masters."""
+    return dtype.is_floating_point and torch.finfo(dtype).bits < 32
+
+
+class _MasterWeights:
+    """Mixed precision by hand: float32 master copies of the half-precision trained parameters.
+
+    ``optimizer_params`` is what the optimiser gets: the master of every half-precision parameter,
+    the parameter itself otherwise (float32, float64: nothing changes for those). Per step,
+    :meth:`grads_to_masters` after ``backward`` and :meth:`post_step` after ``optimizer.step()``.
+    ``state()`` is what a checkpoint saves (None when no parameter is in half precision).
+    """
+
+    def __init__(self, model: "SAE", params: list[torch.nn.Parameter]):
+        names = {id(p): n for n, p in model.named_parameters()}
+        self.pairs: dict[str, tuple[torch.nn.Parameter, Tensor]] = {}
+        self.optimizer_params: list[Tensor] = []
+        for i, p in enumerate(params):
+            if isinstance(p, Tensor) and _is_half(p.dtype):
+                master = p.detach().to(torch.float32, copy=True)
+                self.pairs[names.get(id(p), f"optimizer_parameters()[{i}]")] = (p, master)
+                self.optimizer_params.append(master)
+            else:
+                self.optimizer_params.append(p)
+
+    def state(self) -> dict[str, Tensor] | None:
+        """The masters by parameter name (the tensors themselves), or None without any."""
+        return {name: m for name, (_, m) in self.pairs.items()} or None
+
+    @torch.no_grad()
+    def grads_to_masters(self) -> None:
+        """Take into each master what was changed in its half-precision parameter since the
+        master was last rounded into it (a hook's edit), then give the master the parameter's
+        gradient in float32 and drop the half-precision gradient."""
+        for p, m in self.pairs.values():
+            h = p.detach()
+            m.copy_(torch.where(h != m.to(h.dtype), h.to(m.dtype), m))
+            m.grad = None if p.grad is None else p.grad.detach().to(m.dtype)
+            p.grad = None
+
+    @torch.no_grad()
+    def post_step(self, model: "SAE") -> None:
+        """``model.post_step()`` on the masters (each half-precision parameter temporarily holds
+        its master's float32 data, so constraints such as unit-norm atoms act in float32), then
+        the parameters set to their masters rounded to their dtype."""
+        if not self.pairs:
+            model.post_step()
+            return
+        halves = [p.data for p, _ in self.pairs.values()]
+        for p, m in self.pairs.values():
+            p.data = m
+        try:
+            model.post_step()
+        finally:
+            for (p, _), h in zip(self.pairs.values(), halves):
+                p.data = h
+        for p, m in self.pairs.values():
+            p.copy_(m)
+
+
+def _make_optimizer(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg`` over ``params`` (for a half-precision model: its float32 masters,
+    :attr:`_MasterWeights.optimizer_params`, so the moments and ``eps`` are float32)."""
     if not params:
         raise ValueError("model.optimizer_parameters() is empty; there is nothing to train.")
     if cfg.optimizer == "sgd":
@@ -130,6 +213,9 @@ def train(
     model : SAE
         Follows :mod:`sae_theory.models.base`: ``training_forward(x) -> TrainOutput``,
         ``optimizer_parameters()``, ``post_step()``, ``config.to_dict()``.
+        A float16 / bfloat16 model is trained in mixed precision: forward pass and loss in its
+        dtype, the optimiser on float32 master copies of its parameters (module docstring, "Half
+        precision"); its parameters stay in its dtype.
     data : Tensor (N, d), SparseFeatureModel or batch source
         See :func:`~sae_theory.training.as_source` (a tensor is served in random epochs with the
         last partial batch dropped; a feature model gives fresh samples every step).
@@ -178,12 +264,13 @@ def train(
             raise TypeError(f"hooks[{i}] ({type(h).__name__}) is not callable; a hook is called as hook(model, step, out).")
     source = as_source(data, cfg)
     params = list(model.optimizer_parameters())
-    optimizer = _make_optimizer(params, cfg)
+    masters = _MasterWeights(model, params)
+    optimizer = _make_optimizer(masters.optimizer_params, cfg)
     ckpt_dir = cfg.checkpoint_dir
     # every check first (nothing changed yet), then load, then tidy the folder
     prepared = None
     if resume is not None:
-        prepared = _prepare(resume, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks)
+        prepared = _prepare(resume, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=masters.state())
     elif ckpt_dir is not None and not cfg.overwrite_checkpoints:
         _refuse_other_runs(Path(ckpt_dir))
     if prepared is not None:  # the run's own source: data other than the saved run's raises here
@@ -192,7 +279,7 @@ def train(
         _check_writable(Path(ckpt_dir))
     history, start = History(), 0
     if prepared is not None:
-        loaded = _apply(prepared, model, optimizer=optimizer, hooks=hooks)
+        loaded = _apply(prepared, model, optimizer=optimizer, hooks=hooks, master_weights=masters.state())
         history, start = loaded["history"], loaded["step"]
     if ckpt_dir is not None:
         _clean(Path(ckpt_dir), old_steps=resume is None and cfg.overwrite_checkpoints)
@@ -200,7 +287,9 @@ def train(
 
     def checkpoint(step: int) -> Path:
         history.input_scale = batches.input_scale
-        return save_checkpoint(ckpt_dir, step, model, cfg, optimizer=optimizer, source=source, hooks=hooks, history=history)
+        return save_checkpoint(
+            ckpt_dir, step, model, cfg, optimizer=optimizer, source=source, hooks=hooks, history=history, master_weights=masters.state()
+        )
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
@@ -226,12 +315,13 @@ def train(
                     f"(or add warmup_steps / grad_clip).{where}"
                 )
             out.loss.backward()
+            masters.grads_to_masters()
             grad_norm = None
             if cfg.grad_clip is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(masters.optimizer_params, cfg.grad_clip))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            model.post_step()
+            masters.post_step(model)
             for hook in hooks:
                 hook(model, step, out)
             history.steps_run = step
