@@ -46,7 +46,8 @@ from .sources import BatchSource
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.base import SAE, TrainOutput
 
-__all__ = ["RESUMABLE_TRAIN_FIELDS", "STEP_DIR", "TRAINER_FILE", "latest_checkpoint", "load_checkpoint", "resolve_checkpoint", "save_checkpoint", "step_folder_name"]
+__all__ = ["RESUMABLE_TRAIN_FIELDS", "STEP_DIR", "TRAINER_FILE", "apply_resume", "check_checkpoint_dir_writable", "clean_checkpoint_dir", "latest_checkpoint",
+           "load_checkpoint", "prepare_resume", "refuse_other_runs", "resolve_checkpoint", "save_checkpoint", "step_folder_name"]
 
 TRAINER_FILE = "trainer.pt"
 #: Names of the step folders in a checkpoint_dir.
@@ -255,7 +256,7 @@ def _hook_differences(state: dict[str, Any], hooks: Sequence[Hook]) -> list[str]
     return out
 
 
-def _prepare(
+def prepare_resume(
     path: str | os.PathLike,
     model: "SAE",
     *,
@@ -266,7 +267,7 @@ def _prepare(
     master_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Read and check the checkpoint that ``path`` names (see :func:`load_checkpoint`) without
-    changing anything; what :func:`_apply` then loads."""
+    changing anything; what :func:`apply_resume` then loads."""
     folders, explicit = _candidates(path, cfg)
     skipped: list[_Damaged] = []
     for folder in folders:
@@ -344,7 +345,7 @@ def _prepare(
     return {"folder": folder, "meta": meta, "weights": weights, "state": state}
 
 
-def _apply(
+def apply_resume(
     prepared: dict[str, Any],
     model: "SAE",
     *,
@@ -353,7 +354,7 @@ def _apply(
     hooks: Sequence[Hook] = (),
     master_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Load what :func:`_prepare` read: source and hook states first (a source given other data
+    """Load what :func:`prepare_resume` read: source and hook states first (a source given other data
     raises here), then optimizer and model. Returns :func:`load_checkpoint`'s dict."""
     state = prepared["state"]
     if source is not None:
@@ -429,15 +430,15 @@ def load_checkpoint(
     FileNotFoundError
         No checkpoint at ``path``.
     """
-    prepared = _prepare(path, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=master_weights)
-    return _apply(prepared, model, optimizer=optimizer, source=source, hooks=hooks, master_weights=master_weights)
+    prepared = prepare_resume(path, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=master_weights)
+    return apply_resume(prepared, model, optimizer=optimizer, source=source, hooks=hooks, master_weights=master_weights)
 
 
 # ---------------------------------------------------------------------------------------------
 # the checkpoint folder of a run
 
 
-def _refuse_other_runs(root: Path) -> None:
+def refuse_other_runs(root: Path) -> None:
     """FileExistsError if ``root`` holds ``step_XXXXXXXX`` folders (a fresh run would mix its
     checkpoints with those of another run)."""
     old = _step_folders(root, complete=False)
@@ -450,7 +451,7 @@ def _refuse_other_runs(root: Path) -> None:
         )
 
 
-def _check_writable(root: Path) -> None:
+def check_checkpoint_dir_writable(root: Path) -> None:
     """Create ``root`` and write and delete a probe file in it; the OSError names the folder."""
     probe = root / f".write_probe{os.getpid()}"
     try:
@@ -461,7 +462,7 @@ def _check_writable(root: Path) -> None:
         raise type(exc)(f"checkpoint_dir {str(root)!r} cannot be written ({exc}); choose a writable folder or checkpoint_dir=None.") from exc
 
 
-def _clean(root: Path, *, old_steps: bool) -> None:
+def clean_checkpoint_dir(root: Path, *, old_steps: bool) -> None:
     """Delete the temporary step folders that a killed save left in ``root`` (``.step_N.tmpPID``,
     :func:`~sae_theory.io.atomic_folder`), and with ``old_steps`` every ``step_XXXXXXXX`` folder."""
     for p in sorted(root.iterdir()):

@@ -76,7 +76,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..metrics import l0
-from .checkpoint import Hook, _apply, _check_writable, _clean, _prepare, _refuse_other_runs, save_checkpoint
+from .checkpoint import Hook, apply_resume, check_checkpoint_dir_writable, clean_checkpoint_dir, prepare_resume, refuse_other_runs, save_checkpoint
 from .config import TrainConfig, lr_at
 from .history import History
 from .sources import BatchSource, as_source
@@ -270,19 +270,19 @@ def train(
     # every check first (nothing changed yet), then load, then tidy the folder
     prepared = None
     if resume is not None:
-        prepared = _prepare(resume, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=masters.state())
+        prepared = prepare_resume(resume, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=masters.state())
     elif ckpt_dir is not None and not cfg.overwrite_checkpoints:
-        _refuse_other_runs(Path(ckpt_dir))
+        refuse_other_runs(Path(ckpt_dir))
     if prepared is not None:  # the run's own source: data other than the saved run's raises here
         source.load_state_dict(prepared["state"]["source"])
     if ckpt_dir is not None:
-        _check_writable(Path(ckpt_dir))
+        check_checkpoint_dir_writable(Path(ckpt_dir))
     history, start = History(), 0
     if prepared is not None:
-        loaded = _apply(prepared, model, optimizer=optimizer, hooks=hooks, master_weights=masters.state())
+        loaded = apply_resume(prepared, model, optimizer=optimizer, hooks=hooks, master_weights=masters.state())
         history, start = loaded["history"], loaded["step"]
     if ckpt_dir is not None:
-        _clean(Path(ckpt_dir), old_steps=resume is None and cfg.overwrite_checkpoints)
+        clean_checkpoint_dir(Path(ckpt_dir), old_steps=resume is None and cfg.overwrite_checkpoints)
     batches = _Batches(source, model, cfg, history.input_scale)
 
     def checkpoint(step: int) -> Path:
