@@ -308,10 +308,16 @@ def _judge_babel_coactive(m):
 
 
 def _judge_exact(m):
-    text = (f"at rho <= 0.3: L0 {m['l0_min']:.4f}-{m['l0_max']:.4f} (truth 1.36), exact support on >= {_pct(m['support_min'])} "
-            f"of held-out rows, matched cosine >= {m['cosine_min']:.4f}, at {m['steps']:.0f} steps and at {m['longest_steps']:.0f}")
-    exact = m["support_min"] >= 0.99 and abs(m["l0_min"] - 1.36) < 0.02 and abs(m["l0_max"] - 1.36) < 0.02
-    return ("reproduces" if exact else "does not reproduce"), text
+    k, n = m["exact_rhos"], m["low_rhos"]
+    text = (f"exact at {k:.0f} of the {n:.0f} rho values <= 0.3 (at {m['steps']:.0f} and at {m['longest_steps']:.0f} steps); "
+            f"over them L0 {m['l0_min']:.4f}-{m['l0_max']:.4f} (truth 1.36), exact support on >= {_pct(m['support_min'])} "
+            f"of held-out rows, matched cosine >= {m['cosine_min']:.4f}")
+    if k == n:
+        return "reproduces", text
+    if k > 0:
+        return "partly", text + (": exact at rho = 0, not at every rho <= 0.3; an outside re-implementation of the official toy step "
+                                 "reports exact recovery at rho = 0.3 after 15,000 steps, so a setup difference is not ruled out")
+    return "does not reproduce", text
 
 
 def _judge_hier_mse(m):
@@ -473,8 +479,9 @@ _CLAIMS = (
        "MP-SAE recovers the toy tree exactly at rho = 0 and 0.3.",
        "exact recovery (Fig. 4, median of 10 runs, 15,000 steps)",
        "experiments.hierarchical.hierarchy, experiments.hierarchical.steps_sweep", "06_hierarchy",
-       "reproduces when, at rho <= 0.3, exact support on >= 99% of held-out rows and L0 within 0.02 of 1.36",
-       ("l0_min", "l0_max", "support_min", "cosine_min", "steps", "longest_steps"), _judge_exact),
+       "reproduces when at every rho <= 0.3 (exact: support right on >= 99% of held-out rows and L0 within 0.02 of 1.36, "
+       "at the profile's steps and at the longest of the steps sweep); partly when at some",
+       ("exact_rhos", "low_rhos", "l0_min", "l0_max", "support_min", "cosine_min", "steps", "longest_steps"), _judge_exact),
     _c("mp.hierarchy.hierarchical_mse", "MP-SAE", "Fig. 4", "docs/papers.md#mp-sae-hierarchical-toy",
        "MP-SAE keeps the hierarchy: the lowest hierarchical (cross-level) error of all SAEs at every rho.",
        "figure only",

@@ -118,13 +118,15 @@ def test_rule__coactive_babel_needs_a_comparison():
 
 def test_rule__a_refutation_needs_convergence():
     c = claims.CLAIMS["mp.hierarchy.exact_recovery"]
-    failing = dict(l0_min=2.1, l0_max=2.4, support_min=0.44, cosine_min=0.9, steps=3000, longest_steps=6000)
+    failing = dict(exact_rhos=0, low_rhos=2, l0_min=2.1, l0_max=2.4, support_min=0.44, cosine_min=0.9, steps=3000, longest_steps=6000)
     assert claims.evaluate(c, failing)[0] == "not converged"
     assert "convergence not shown" in claims.evaluate(c, failing)[1]
     assert claims.evaluate(c, {**failing, "converged": False})[0] == "not converged"
     assert claims.evaluate(c, {**failing, "converged": True})[0] == "does not reproduce"
-    exact = dict(l0_min=1.3625, l0_max=1.3625, support_min=1.0, cosine_min=1.0, steps=3000, longest_steps=6000)
+    exact = dict(exact_rhos=2, low_rhos=2, l0_min=1.3625, l0_max=1.3625, support_min=1.0, cosine_min=1.0, steps=3000, longest_steps=6000)
     assert claims.evaluate(c, exact)[0] == "reproduces"
+    # exact at rho = 0 only: partly, never a refutation
+    assert claims.evaluate(c, {**exact, "exact_rhos": 1, "l0_max": 1.53, "support_min": 0.83, "converged": True})[0] == "partly"
     # a theory check needs no convergence
     assert claims.evaluate(claims.CLAIMS["mp.prop.c1"], dict(max_error_unit=1e-6, max_error_non_unit=1.0))[0] == "does not reproduce"
 
