@@ -86,8 +86,10 @@ def _values(c: claims.Claim, rng: np.random.Generator) -> dict:
             out[k] = bool(rng.integers(2))
         elif k in ("steps", "longest_steps", "width", "best_width", "first_width", "last_width", "smallest_d", "largest_d", "best_k", "s_max", "rhos"):
             out[k] = float(rng.integers(2, 5000))
-        elif k == "rhos_lowest":
-            out[k] = float(rng.integers(0, 5))
+        elif k in ("rhos_lowest", "exact_rhos"):
+            out[k] = float(rng.integers(0, 3))
+        elif k == "low_rhos":
+            out[k] = 2.0
         elif k.startswith("l0_"):
             out[k] = float(rng.uniform(1.3, 1.45))  # around the tree's 1.36
         elif k in ("support_min", "cosine_min"):
