@@ -40,6 +40,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from ._checks import check_path
 from .models import SAE
 from .models.registry import get_sae
 
@@ -199,10 +200,18 @@ def read_sae_config(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_sae_weights(folder: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a save folder's ``sae.safetensors``, on ``device``."""
+    """The tensors of a save folder's ``sae.safetensors``, on ``device``.
+
+    Raises FileNotFoundError naming the missing file, ValueError naming a file that safetensors
+    cannot read (truncated or corrupt)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(_need(Path(folder), WEIGHTS)), device=str(device))
+    path = _need(Path(folder), WEIGHTS)
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); the save is damaged: save it again.") from None
 
 
 def _is_save_folder(folder: Path) -> bool:
@@ -221,6 +230,9 @@ def save_sae(model: SAE, folder: str | os.PathLike) -> Path:
     (:func:`atomic_folder`): an existing save in ``folder`` is replaced only once the new one is
     complete; a folder holding other files is refused (FileExistsError) rather than emptied.
     """
+    if not isinstance(model, SAE):
+        raise TypeError(f"model must be an SAE (a class registered with sae_theory.models.register_sae), got {type(model).__name__}.")
+    check_path("folder", folder)
     name = type(model).__name__
     try:
         entry = get_sae(name)
@@ -271,12 +283,16 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
 
     Raises
     ------
+    TypeError
+        ``folder`` is not a path.
     FileNotFoundError
         ``folder`` is neither a save nor a checkpoint folder (naming the missing file).
     ValueError
-        ``config.json`` names an SAE class that is not registered.
+        ``config.json`` is not JSON, names an SAE class that is not registered, or holds a config
+        that class refuses; ``sae.safetensors`` is damaged or holds weights of another shape
+        (each naming the file). Nothing is built before the config is read and checked.
     """
-    folder = _resolve_save(Path(folder))
+    folder = _resolve_save(Path(check_path("folder", folder)))
     meta = read_sae_config(folder)
     name = meta["sae_class"]
     try:
@@ -284,9 +300,15 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
     except KeyError as exc:
         raise ValueError(f"{folder / CONFIG} names SAE class {name!r}: {exc.args[0]}") from None
     cls, cfg_cls = entry.cls, entry.config_cls
-    config = cfg_cls.from_dict(meta["config"])
-    if device is not None:
-        config = cfg_cls.from_dict({**meta["config"], "device": str(device)})
+    fields = meta["config"] if device is None else {**meta["config"], "device": str(device)}
+    try:
+        config = cfg_cls.from_dict(fields)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{folder / CONFIG} holds a config {cfg_cls.__name__} cannot take ({exc}); the save is damaged or "
+                         "from another version of the class: save it again.") from None
     model = cls(config)
-    model.load_state_dict(read_sae_weights(folder, device=config.device))
+    try:
+        model.load_state_dict(read_sae_weights(folder, device=config.device))
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
+        raise ValueError(f"{folder / WEIGHTS} does not fit the {name} that {CONFIG} describes: {exc}") from None
     return model

@@ -98,7 +98,7 @@ def test_conditional_orthogonality__holds_for_generated_and_fails_for_perturbed(
 
 
 def test_bad_inputs_raise_with_the_fix():
-    with pytest.raises(ValueError, match=r"rho must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"rho_parent must lie in \[0, 1\)"):
         HierarchicalFeatureModel(1.0, 0.0)
     with pytest.raises(ValueError, match=r"rho must lie in \[0, 1\)"):
         mixing_epsilon(-0.1, 3)

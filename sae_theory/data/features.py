@@ -25,6 +25,8 @@ def gaussian_features(n: int, d: int, generator: torch.Generator | None = None) 
 def welch_bound(n: int, d: int) -> float:
     """Lowest mutual coherence any n unit vectors in R^d can have: sqrt((n - d) / (d (n - 1)))
     for n > d, else 0."""
+    n = check_int("n_features", n, minimum=1)
+    d = check_int("d", d, minimum=1)
     return math.sqrt((n - d) / (d * (n - 1))) if n > d else 0.0
 
 

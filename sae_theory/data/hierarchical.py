@@ -27,15 +27,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import SAFE_NORMAL_Z, check_fits_dtype, check_floating_dtype, check_generator, check_int, check_real, check_same_length
 
 __all__ = ["ConceptTree", "HierarchicalFeatureModel", "Magnitudes", "mixing_epsilon"]
 
 
+def _check_rho(name: str, rho) -> float:
+    try:
+        return check_real(name, rho, minimum=0, maximum=1, include_maximum=False)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must lie in [0, 1) (a within-level cosine), got {rho!r}.") from None
+
+
 def mixing_epsilon(rho: float, group_size: int) -> float:
     """The mixing weight eps giving within-group cosine ``rho`` for a group of ``group_size`` atoms."""
-    if not (isinstance(rho, (int, float)) and 0 <= rho < 1):
-        raise ValueError(f"rho must lie in [0, 1) (a within-level cosine), got {rho!r}.")
+    rho = _check_rho("rho", rho)
     m = check_int("group_size", group_size, minimum=2)
     return (m - 1) / m * (1 - math.sqrt((1 - rho) / (1 + (m - 1) * rho)))
 
@@ -57,15 +63,22 @@ class ConceptTree:
 
     def __post_init__(self):
         P = len(self.parents)
-        if not (len(self.parent_probs) == len(self.children) == len(self.child_probs) == P):
-            raise ValueError("parents, parent_probs, children and child_probs must have one entry per parent.")
-        if any(p < 0 for p in self.parent_probs) or abs(sum(self.parent_probs) - 1) > 1e-9:
+        for name in ("parent_probs", "children", "child_probs"):
+            check_same_length(name, getattr(self, name), "parents", P)
+        for i, a in enumerate(self.parents):
+            check_int(f"parents[{i}]", a, minimum=0)
+        for i, p in enumerate(self.parent_probs):
+            check_real(f"parent_probs[{i}]", p, minimum=0, maximum=1)
+        if abs(sum(self.parent_probs) - 1) > 1e-9:
             raise ValueError(f"parent_probs must be >= 0 and sum to 1 (one parent active per sample), got sum {sum(self.parent_probs)}.")
         for i, (ch, pr) in enumerate(zip(self.children, self.child_probs)):
-            if len(ch) != len(pr):
-                raise ValueError(f"parent {i}: {len(ch)} children but {len(pr)} child probabilities.")
-            if any(p < 0 for p in pr) or sum(pr) > 1 + 1e-9:
-                raise ValueError(f"parent {i}: child probabilities must be >= 0 with sum <= 1 (the rest is 'no child').")
+            check_same_length(f"child_probs[{i}]", pr, f"children[{i}]", len(ch))
+            for j, c in enumerate(ch):
+                check_int(f"children[{i}][{j}]", c, minimum=0)
+            for j, p in enumerate(pr):
+                check_real(f"child_probs[{i}][{j}]", p, minimum=0, maximum=1)
+            if sum(pr) > 1 + 1e-9:
+                raise ValueError(f"child_probs[{i}] must be >= 0 with sum <= 1 (the rest is 'no child'), got sum {sum(pr)}.")
         atoms = list(self.parents) + [c for ch in self.children for c in ch]
         if sorted(atoms) != list(range(len(atoms))):
             raise ValueError("atom indices of parents and children must be 0..n_atoms-1, each once.")
@@ -107,6 +120,18 @@ class Magnitudes:
     child_mean: float = 1.5
     child_std: float = 0.25
 
+    def __post_init__(self):
+        for name in ("parent_mean", "child_mean"):
+            check_real(name, getattr(self, name))
+        for name in ("parent_std", "child_std"):
+            check_real(name, getattr(self, name), minimum=0)
+
+    def log_largest(self) -> float:
+        """ln of the largest |magnitude| drawn: |mean| + 10 std over both levels (no normal draw
+        reaches 10 standard deviations, :data:`~sae_theory._checks.SAFE_NORMAL_Z`)."""
+        top = max(abs(self.parent_mean) + SAFE_NORMAL_Z * self.parent_std, abs(self.child_mean) + SAFE_NORMAL_Z * self.child_std)
+        return math.log(top) if top > 0 else -math.inf
+
 
 class HierarchicalFeatureModel:
     """Samples x = z D from a :class:`ConceptTree` with conditionally orthogonal atoms.
@@ -133,8 +158,18 @@ class HierarchicalFeatureModel:
                  dtype: torch.dtype = torch.float32, device: str = "cpu"):
         self.tree = tree if tree is not None else ConceptTree()
         self.magnitudes = magnitudes if magnitudes is not None else Magnitudes()
+        if not isinstance(self.tree, ConceptTree):
+            raise TypeError(f"tree must be a ConceptTree (or None for the MP-SAE toy's), got {type(self.tree).__name__}.")
+        if not isinstance(self.magnitudes, Magnitudes):
+            raise TypeError(f"magnitudes must be a Magnitudes (or None for the toy's), got {type(self.magnitudes).__name__}.")
         n = self.tree.n_atoms
         self.d = n if d is None else check_int("d", d, minimum=n)
+        _check_rho("rho_parent", rho_parent)
+        _check_rho("rho_child", rho_child)
+        check_int("seed", seed)
+        check_floating_dtype("dtype", dtype)
+        check_fits_dtype(f"magnitudes={self.magnitudes!r}", self.magnitudes.log_largest(), dtype,
+                         fix="use smaller means or spreads, or a wider dtype")
         self.rho_parent, self.rho_child = rho_parent, rho_child
         self.eps_parent = mixing_epsilon(rho_parent, len(self.tree.parents))
         sib = {len(g) for g in self.tree.groups[1:]}
@@ -160,7 +195,7 @@ class HierarchicalFeatureModel:
     def sample(self, n_samples: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(X (N, d), Z (N, n_atoms)): codes Z with one parent (and at most one of its children)."""
         N = check_int("n_samples", n_samples, minimum=1)
-        g = generator if generator is not None else torch.Generator().manual_seed(self.seed + 1)
+        g = check_generator("generator", generator) or torch.Generator().manual_seed(self.seed + 1)
         t, mg = self.tree, self.magnitudes
         Z = torch.zeros(N, t.n_atoms, dtype=torch.float64)
         rows = torch.arange(N)

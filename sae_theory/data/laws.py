@@ -23,7 +23,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .._checks import check_int, check_positive
+from .._checks import SAFE_NORMAL_Z, check_fits_dtype, check_int, check_positive
 
 __all__ = [
     "Balanced",
@@ -144,7 +144,7 @@ class MixedSparsity(SupportLaw):
     """Probabilities of each sparsity (normalised); ``None`` = equal weights."""
 
     def __post_init__(self):
-        sp = tuple(check_int("sparsities[i]", s, minimum=1) for s in self.sparsities)
+        sp = tuple(check_int(f"sparsities[{i}]", s, minimum=1) for i, s in enumerate(self.sparsities))
         if not sp:
             raise ValueError("sparsities must name at least one row sparsity, e.g. (3, 20).")
         w = (1.0,) * len(sp) if self.weights is None else tuple(float(x) for x in self.weights)
@@ -329,6 +329,19 @@ class CoefficientLaw:
     def sample(self, k: int, generator: torch.Generator, dtype: torch.dtype, device) -> torch.Tensor:
         raise NotImplementedError
 
+    def log_largest(self) -> float | None:
+        """ln of the largest value the law can draw (for a law on normals, at
+        :data:`~sae_theory._checks.SAFE_NORMAL_Z` standard deviations); a logarithm, so a bound
+        beyond the float range is still a number. None (this default): unknown, not checked."""
+        return None
+
+    def check_dtype(self, dtype: torch.dtype, name: str | None = None) -> None:
+        """Raise ValueError (naming ``name``, default the law) if draws in ``dtype`` can
+        overflow to inf: :meth:`log_largest` against ln(finfo(dtype).max)."""
+        bound = self.log_largest()
+        if bound is not None:
+            check_fits_dtype(name or repr(self), bound, dtype, fix="use smaller parameters or a wider dtype (e.g. dtype=torch.float64)")
+
 
 @dataclass(frozen=True)
 class Constant(CoefficientLaw):
@@ -342,6 +355,9 @@ class Constant(CoefficientLaw):
     @property
     def mean(self) -> float:
         return float(self.value)
+
+    def log_largest(self) -> float:
+        return math.log(self.value)
 
     def sample(self, k, generator, dtype, device):
         return torch.full((k,), float(self.value), dtype=dtype, device=device)
@@ -364,6 +380,9 @@ class Uniform(CoefficientLaw):
     def mean(self) -> float:
         return 0.5 * (self.low + self.high)
 
+    def log_largest(self) -> float:
+        return math.log(self.high)
+
     def sample(self, k, generator, dtype, device):
         u = torch.rand(k, generator=generator, dtype=dtype, device=device)
         return self.low + (self.high - self.low) * u
@@ -371,7 +390,12 @@ class Uniform(CoefficientLaw):
 
 @dataclass(frozen=True)
 class LogNormal(CoefficientLaw):
-    """Active entries exp(mu + sigma Z), Z ~ N(0, 1)."""
+    """Active entries exp(mu + sigma Z), Z ~ N(0, 1).
+
+    Refused at construction when a draw or the mean could overflow float64: exp(mu + 10 sigma)
+    (no normal draw reaches |Z| = 10, :data:`~sae_theory._checks.SAFE_NORMAL_Z`) or
+    exp(mu + sigma^2 / 2) above the largest float64; a feature model refuses it for its own dtype
+    the same way (float32: mu + 10 sigma <= 88.7)."""
 
     mu: float = 0.0
     sigma: float = 0.5
@@ -380,10 +404,15 @@ class LogNormal(CoefficientLaw):
         if not math.isfinite(self.mu):
             raise ValueError(f"LogNormal.mu must be finite, got {self.mu}.")
         check_positive("LogNormal.sigma", self.sigma, allow_zero=True)
+        fix = "lower mu or sigma: exp(mu + 10 sigma) and the mean exp(mu + sigma^2 / 2) must stay below the largest float64"
+        check_fits_dtype(repr(self), max(self.log_largest(), self.mu + 0.5 * self.sigma**2), torch.float64, fix=fix)
 
     @property
     def mean(self) -> float:
         return math.exp(self.mu + 0.5 * self.sigma**2)
+
+    def log_largest(self) -> float:
+        return self.mu + SAFE_NORMAL_Z * self.sigma
 
     def sample(self, k, generator, dtype, device):
         z = torch.randn(k, generator=generator, dtype=dtype, device=device)

@@ -69,7 +69,8 @@ class SparseFeatureModel:
         Per-feature frequencies in (0, 1]; features then fire independently (Bernoulli).
     coefficients : CoefficientLaw, float or str, optional
         Law of the value of an active entry: ``Constant(1.0)`` (default), ``Uniform(a, b)``
-        with a > 0, ``LogNormal(mu, sigma)``.
+        with a > 0, ``LogNormal(mu, sigma)``. A law whose draws can overflow ``dtype`` to inf
+        (e.g. ``LogNormal(80, 1)`` in float32) is refused here (ValueError naming it).
     features : tensor (n, d), optional
         Use these features instead of random ones (kept as given, in the model's dtype).
     coherence : float, optional
@@ -122,6 +123,7 @@ class SparseFeatureModel:
         self.support = as_support_law(sparsity, frequencies)
         self.support.validate(self.n)
         self.coefficients = as_coefficient_law(coefficients)
+        self.coefficients.check_dtype(self.dtype, name=f"coefficients={self.coefficients!r}")  # no inf in H or X
         feature_seed, self._sample_seed = _seeds(self.seed)
         gen = torch.Generator().manual_seed(feature_seed)
 

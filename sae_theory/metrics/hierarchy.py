@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_index, check_int, check_levels, check_real
+
 __all__ = ["absorption", "babel", "babel_coactive", "effective_rank", "flat_mse", "hierarchical_mse", "match_latents"]
 
 
@@ -25,6 +27,12 @@ def _f64(name: str, t) -> Tensor:
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf.")
     return t
+
+
+def _same_shape(a_name: str, a: Tensor, b_name: str, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{a_name} has shape {tuple(a.shape)} but {b_name} has shape {tuple(b.shape)}; "
+                         f"row i of {a_name} must be the atom matched to concept i of {b_name} (see match_latents).")
 
 
 def _cosines(D: Tensor) -> Tensor:
@@ -64,7 +72,8 @@ def flat_mse(learned, true, levels) -> float:
     """Deviation from the true within-level geometry: mean over same-level pairs i != j of
     (cos(D^_i, D^_j) - cos(D_i, D_j))^2, on matched atoms (row i of ``learned`` matched to concept i)."""
     L, T = _f64("learned", learned), _f64("true", true)
-    lv = torch.as_tensor(np.asarray(levels)).reshape(-1)
+    _same_shape("learned", L, "true", T)
+    lv = check_levels("levels", levels, L.shape[0], "learned")
     same = (lv[:, None] == lv[None, :]) & ~torch.eye(len(lv), dtype=torch.bool)
     if not bool(same.any()):
         return math.nan
@@ -75,7 +84,7 @@ def hierarchical_mse(learned, levels) -> float:
     """Unintended cross-level correlation: mean over pairs of different levels of cos(D^_i, D^_j)^2
     (0 for a conditionally orthogonal dictionary), on matched atoms."""
     L = _f64("learned", learned)
-    lv = torch.as_tensor(np.asarray(levels)).reshape(-1)
+    lv = check_levels("levels", levels, L.shape[0], "learned")
     cross = lv[:, None] != lv[None, :]
     if not bool(cross.any()):
         return math.nan
@@ -88,6 +97,15 @@ def absorption(learned, true, parent_of: dict[int, int], *, recovery_tau: float 
     parent). NaN where the child is not recovered: cos(D^_child, D_child) < ``recovery_tau``
     (the paper's "nan"; its criterion is not stated — this threshold is our reading)."""
     L, T = _f64("learned", learned), _f64("true", true)
+    _same_shape("learned", L, "true", T)
+    check_real("recovery_tau", recovery_tau, minimum=-1, maximum=1)
+    n = T.shape[0]
+    for child, parent in parent_of.items():
+        check_index("a parent_of key", child, n, of="learned and true")
+        check_index(f"parent_of[{child!r}]", parent, n, of="learned and true")
+        for i in (child, parent):
+            if bool((T[i] == 0).all()):
+                raise ValueError(f"true row {i} (in parent_of) is zero; a zero atom has no direction.")
     Ln = L / L.norm(dim=1, keepdim=True).clamp(min=1e-300)
     Tn = T / T.norm(dim=1, keepdim=True)
     out = {}
@@ -104,6 +122,7 @@ def babel(D, r: int) -> float:
     atoms j, of the sum of the r largest |cos(D_j, D_i)|, i != j. mu_1(1) is the mutual coherence."""
     U = _f64("D", D)
     p = U.shape[0]
+    r = check_int("r", r)
     if not 1 <= r <= p - 1:
         raise ValueError(f"r must lie in [1, p - 1 = {p - 1}], got {r}.")
     C = _cosines(U).abs()
@@ -117,6 +136,8 @@ def babel_coactive(D, codes) -> float:
     over those inputs (NaN when no input uses two atoms)."""
     U = _f64("D", D)
     Z = _f64("codes", codes)
+    if Z.shape[1] != U.shape[0]:
+        raise ValueError(f"codes has {Z.shape[1]} columns but D has {U.shape[0]} atoms; codes must be (N, p) for D (p, d).")
     C = _cosines(U).abs()
     vals = []
     for row in Z:

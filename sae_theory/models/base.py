@@ -11,7 +11,14 @@
   the atoms after every optimiser step, done once here in :meth:`SAE.post_step`) and
   ``train_b_dec`` (whether the pre-bias is trained); each model keeps its own default;
 * every parameter has the dtype and device the config asks for; inputs of another dtype are
-  refused, never silently cast.
+  refused, never silently cast;
+* inputs are checked before anything is computed or changed: ``x`` of ``encode`` / ``forward`` /
+  ``training_forward`` (and every method taking data) and ``codes`` of ``decode`` must be tensors
+  of the right width and dtype, free of NaN and infinity (ValueError / TypeError naming the
+  argument). The finiteness check is one sum over the input per call
+  (:func:`sae_theory._checks.check_finite`): small against the matrix products of the SAE. Codes
+  that the SAE produced itself (``forward``, ``training_forward``) are decoded through
+  :meth:`SAE._decode` without a second check.
 
 The reconstruction loss of every model is the squared L2 error summed over d and averaged over
 the batch, mean_b ||x_b - x_hat_b||^2 (the GBA paper's 1/2 factor only rescales the learning rate).
@@ -26,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_int
+from .._checks import check_bool, check_finite, check_int, check_tensor
 
 __all__ = ["PreActivationCodes", "SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "check_k", "reconstruction_loss",
            "topk_relu", "unit_rows_"]
@@ -63,6 +70,11 @@ class SAEConfig:
             check_bool(name, getattr(self, name))
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch.dtype, got {self.dtype!r}.")
+        check_int("seed", self.seed)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {self.device!r}.") from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtype as a string)."""
@@ -135,21 +147,31 @@ class SAE(nn.Module):
         return t.to(dtype=self.config.dtype, device=self.config.device)
 
     def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+        """``x`` if it is a (..., d) tensor of the SAE's dtype without NaN or infinity, else
+        TypeError / ValueError naming ``name``. Costs one sum over x (:func:`check_finite`)."""
+        check_tensor(name, x, what=f"(..., d={self.d})")
         if x.ndim < 1 or x.shape[-1] != self.d:
             raise ValueError(f"{name} must have shape (..., d={self.d}), got {tuple(x.shape)}.")
-        if x.dtype != self.config.dtype:
-            raise TypeError(
-                f"{name} has dtype {x.dtype} but the SAE's parameters are {self.config.dtype}; "
-                f"cast the input (x.to({self.config.dtype})) or build the SAE with dtype={x.dtype}."
-            )
+        self._check_dtype(name, x)
+        check_finite(name, x)
         return x
 
-    def _check_codes(self, codes: Tensor) -> Tensor:
+    def _check_codes(self, codes: Tensor, name: str = "codes") -> Tensor:
+        """``codes`` if it is a (..., n_latents) tensor of the SAE's dtype without NaN or
+        infinity, else TypeError / ValueError naming ``name``. Costs one sum over the codes."""
+        check_tensor(name, codes, what=f"(..., n_latents={self.n_latents})")
         if codes.ndim < 1 or codes.shape[-1] != self.n_latents:
-            raise ValueError(f"codes must have shape (..., n_latents={self.n_latents}), got {tuple(codes.shape)}.")
+            raise ValueError(f"{name} must have shape (..., n_latents={self.n_latents}), got {tuple(codes.shape)}.")
+        self._check_dtype(name, codes)
+        check_finite(name, codes)
         return codes
+
+    def _check_dtype(self, name: str, t: Tensor) -> None:
+        if t.dtype != self.config.dtype:
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but the SAE's parameters are {self.config.dtype}; "
+                f"cast the input ({name}.to({self.config.dtype})) or build the SAE with dtype={t.dtype}."
+            )
 
     # -- the contract -------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -158,18 +180,25 @@ class SAE(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _decode(self, codes: Tensor) -> Tensor:
+        """Decode codes this SAE produced itself (already checked through its input): what
+        ``forward`` and ``training_forward`` use, so the codes are not checked a second time.
+        Default: the public :meth:`decode`; models override it with the unchecked computation
+        and check in ``decode``."""
+        return self.decode(codes)
+
     @property
     def dictionary(self) -> Tensor:  # pragma: no cover - abstract
         """Atoms (M, d): row m is what latent m writes."""
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        return self._decode(self.encode(x))
 
     def training_forward(self, x: Tensor) -> TrainOutput:
         """Default: reconstruction loss only. ``pre_acts`` defaults to the codes."""
         codes = self.encode(x)
-        x_hat = self.decode(codes)
+        x_hat = self._decode(codes)
         loss = reconstruction_loss(x, x_hat)
         return TrainOutput(loss, x_hat, codes, codes, {"mse": loss.detach()})
 
@@ -227,7 +256,7 @@ class PreActivationCodes:
     def training_forward(self, x: Tensor) -> TrainOutput:
         pre = self.pre_activations(x)
         codes = self.activate(pre)
-        x_hat = self.decode(codes)
+        x_hat = self._decode(codes)
         loss = reconstruction_loss(x, x_hat)
         return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})
 
@@ -273,4 +302,7 @@ class UntiedSAE(PreActivationCodes, SAE):
         return (self._check_input(x) - self.b_dec) @ self.W_enc + self.b_enc
 
     def decode(self, codes: Tensor) -> Tensor:
-        return self._check_codes(codes) @ self.W_dec + self.b_dec
+        return self._decode(self._check_codes(codes))
+
+    def _decode(self, codes: Tensor) -> Tensor:
+        return codes @ self.W_dec + self.b_dec

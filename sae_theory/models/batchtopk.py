@@ -115,7 +115,7 @@ class BatchTopKSAE(UntiedSAE):
         if pre.ndim != 2:
             raise ValueError(f"training needs x of shape (B, d), got {tuple(x.shape)}.")
         codes = batch_topk(torch.relu(pre), self.budget(pre.shape[0]))
-        x_hat = self.decode(codes)
+        x_hat = self._decode(codes)
         loss = reconstruction_loss(x, x_hat)
         if self.training:
             with torch.no_grad():

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_real
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
@@ -100,8 +101,7 @@ class JumpReLUSAEConfig(SAEConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (math.isfinite(self.l0_coefficient) and self.l0_coefficient >= 0):
-            raise ValueError(f"l0_coefficient must be a finite number >= 0, got {self.l0_coefficient}.")
+        check_real("l0_coefficient", self.l0_coefficient, minimum=0)
         for name in ("initial_threshold", "bandwidth"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -132,7 +132,7 @@ class JumpReLUSAE(UntiedSAE):
         pre = self.pre_activations(x)
         theta = self.threshold
         codes = jumprelu(pre, theta, self.config.bandwidth)
-        x_hat = self.decode(codes)
+        x_hat = self._decode(codes)
         mse = reconstruction_loss(x, x_hat)
         l0 = step(pre, theta, self.config.bandwidth).sum(-1).mean()
         loss = mse + self.l0_coefficient * l0

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, check_real
 from .base import SAEConfig, TrainOutput, UntiedSAE
 from .registry import register_sae
 
@@ -64,8 +64,7 @@ class MatryoshkaSAEConfig(SAEConfig):
     def __post_init__(self):
         super().__post_init__()
         M = self.n_latents
-        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
-            raise ValueError(f"l1_coefficient must be a finite number >= 0, got {self.l1_coefficient}.")
+        check_real("l1_coefficient", self.l1_coefficient, minimum=0)
         if self.prefix_sampling not in PREFIX_SAMPLING:
             raise ValueError(f"prefix_sampling must be one of {PREFIX_SAMPLING}, got {self.prefix_sampling!r}.")
         object.__setattr__(self, "n_prefixes", check_int("n_prefixes", self.n_prefixes, minimum=1))
@@ -129,7 +128,7 @@ class MatryoshkaSAE(UntiedSAE):
         """x_hat from all latents, or with ``prefix=m`` from the first m latents only."""
         codes = self._check_codes(codes)
         if prefix is None:
-            return codes @ self.W_dec + self.b_dec
+            return self._decode(codes)
         prefix = check_int("prefix", prefix, minimum=1)
         if prefix > self.n_latents:
             raise ValueError(f"prefix must be <= n_latents={self.n_latents}, got {prefix}.")

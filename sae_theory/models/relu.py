@@ -12,12 +12,12 @@ keeps it, so a resumed run continues with the steered value.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .._checks import check_real
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
@@ -33,8 +33,7 @@ class ReLUSAEConfig(SAEConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
-            raise ValueError(f"l1_coefficient must be a finite number >= 0, got {self.l1_coefficient}.")
+        check_real("l1_coefficient", self.l1_coefficient, minimum=0)
 
 
 @register_sae("ReLU", config=ReLUSAEConfig, aliases=("L1", "Vanilla"))
@@ -62,7 +61,7 @@ def l1_training_forward(sae, x: Tensor) -> TrainOutput:
     the untied :class:`ReLUSAE` and the tied L1 baseline."""
     pre = sae.pre_activations(x)
     codes = torch.relu(pre)
-    x_hat = sae.decode(codes)
+    x_hat = sae._decode(codes)  # codes of its own: decoded without a second check
     mse = reconstruction_loss(x, x_hat)
     l1 = (codes * sae.W_dec.norm(dim=1)).sum(-1).mean()
     loss = mse + sae.l1_coefficient * l1

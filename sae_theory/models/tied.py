@@ -30,13 +30,12 @@ docs/papers.md#gba-author-code leave two JumpReLU readings):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool
+from .._checks import check_bool, check_real
 from .base import SAEConfig, TiedWeightSAE, TrainOutput, check_k, reconstruction_loss, topk_relu, unit_rows_
 from .registry import register_sae
 
@@ -71,10 +70,8 @@ class TiedSAEConfig(SAEConfig):
         super().__post_init__()
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}.")
-        if not (math.isfinite(self.output_scale_init) and self.output_scale_init > 0):
-            raise ValueError(f"output_scale_init must be a finite number > 0, got {self.output_scale_init}.")
-        if not self.theta >= 0:
-            raise ValueError(f"theta must be >= 0, got {self.theta}.")
+        check_real("output_scale_init", self.output_scale_init, minimum=0, include_minimum=False)
+        check_real("theta", self.theta, minimum=0)
         check_bool("train_output_scale", self.train_output_scale)
         if self.activation == "topk":
             if self.k is None:
@@ -138,10 +135,13 @@ class TiedSAE(TiedWeightSAE):
 
     def decode(self, codes: Tensor) -> Tensor:
         """x^ = (a * z) W + b_dec."""
-        return (self._check_codes(codes) * self.output_scale) @ self.W_dec + self.b_dec
+        return self._decode(self._check_codes(codes))
+
+    def _decode(self, codes: Tensor) -> Tensor:
+        return (codes * self.output_scale) @ self.W_dec + self.b_dec
 
     def training_forward(self, x: Tensor) -> TrainOutput:
         z, y, fired = self._activate(self._projections(x))
-        x_hat = self.decode(z)
+        x_hat = self._decode(z)
         loss = reconstruction_loss(x, x_hat)
         return TrainOutput(loss, x_hat, z, y, {"mse": loss.detach()}, fired=fired)

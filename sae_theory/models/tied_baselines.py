@@ -97,7 +97,10 @@ class _TiedBaseline(PreActivationCodes, TiedWeightSAE):
 
     def decode(self, codes: Tensor) -> Tensor:
         """x^ = (a * z) W + b_dec, (B, d)."""
-        return (self._check_codes(codes) * self.output_scale) @ self.W_dec + self.b_dec
+        return self._decode(self._check_codes(codes))
+
+    def _decode(self, codes: Tensor) -> Tensor:
+        return (codes * self.output_scale) @ self.W_dec + self.b_dec
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from .._checks import check_int
 from .base import SAEConfig, UntiedSAE, check_k, topk_relu
 from .registry import register_sae
 
@@ -38,12 +39,17 @@ class TopKSAE(UntiedSAE):
         super().__init__(config if config is not None else TopKSAEConfig(**kwargs))
         self.k = self.config.k
 
-    def activate(self, pre_acts: Tensor, k: int | None = None) -> Tensor:
-        k = self.k if k is None else k
+    def _check_k(self, k) -> int:
+        k = check_int("k", k)
         if not 1 <= k <= self.n_latents:
             raise ValueError(f"k must lie in [1, n_latents={self.n_latents}], got {k}.")
-        return topk_relu(pre_acts, k)
+        return k
+
+    def activate(self, pre_acts: Tensor, k: int | None = None) -> Tensor:
+        return topk_relu(pre_acts, self.k if k is None else self._check_k(k))
 
     def encode(self, x: Tensor, k: int | None = None) -> Tensor:
         """Codes (B, M) keeping the top ``k`` (default: the trained k) pre-activations."""
+        if k is not None:
+            self._check_k(k)  # before any work on x
         return self.activate(self.pre_activations(x), k)

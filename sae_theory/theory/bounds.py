@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+from .._checks import check_number
+
 __all__ = [
     "band_in_frequency",
     "band_upper_terms",
@@ -39,15 +41,18 @@ __all__ = [
 
 
 def _check(n: float, d: float | None = None, s: float | None = None, eps: float = 0.0, varsigma: float = 0.0) -> None:
-    if not n > 1:
-        raise ValueError(f"n must be > 1, got {n}.")
-    if d is not None and not d >= 1:
-        raise ValueError(f"d must be >= 1, got {d}.")
-    if s is not None and not s > 0:
-        raise ValueError(f"s must be > 0, got {s}.")
-    if not 0 <= eps < 1:
+    """Raise naming the first bad argument: every one must be a finite real number in its range
+    (an infinite n, d or s would turn a bound into 0 or inf without saying so)."""
+    n = check_number("n", n)
+    if not (n > 1 and math.isfinite(n)):
+        raise ValueError(f"n must be > 1 and finite, got {n}.")
+    if d is not None and not (check_number("d", d) >= 1 and math.isfinite(d)):
+        raise ValueError(f"d must be >= 1 and finite, got {d}.")
+    if s is not None and not (check_number("s", s) > 0 and math.isfinite(s)):
+        raise ValueError(f"s must be > 0 and finite, got {s}.")
+    if not 0 <= check_number("eps", eps) < 1:
         raise ValueError(f"eps must lie in [0, 1), got {eps}.")
-    if not 0 <= varsigma < 1:
+    if not 0 <= check_number("varsigma", varsigma) < 1:
         raise ValueError(f"varsigma must lie in [0, 1), got {varsigma}.")
 
 
@@ -70,11 +75,15 @@ def resonance_band(n: float, d: float, s: float, eps: float = 0.0, varsigma: flo
     The band is empty when high <= low. Certainty: the lower end 1/n ~ f is consistent across
     sources; the upper exponents are REPORTED, unverified.
     """
-    return 1.0 / n, min(band_upper_terms(n, d, s, eps, varsigma))
+    high = min(band_upper_terms(n, d, s, eps, varsigma))  # checks the arguments first
+    return 1.0 / n, high
 
 
 def in_resonance_band(p: float, n: float, d: float, s: float, eps: float = 0.0, varsigma: float = 0.0) -> bool:
-    """Whether target frequency p lies strictly inside :func:`resonance_band` (constants 1)."""
+    """Whether target frequency p lies strictly inside :func:`resonance_band` (constants 1).
+    A NaN or infinite p raises (it is in no band, but it is no frequency either)."""
+    if not math.isfinite(check_number("p", p)):
+        raise ValueError(f"p must be a finite number (a target frequency), got {p}.")
     low, high = resonance_band(n, d, s, eps, varsigma)
     return low < p < high
 
@@ -87,7 +96,7 @@ def width_lower_bound(n: float, p: float, s: float, eps: float = 0.0) -> float:
     either the bound is loose or the reported form is off.
     """
     _check(n, s=s, eps=eps)
-    if not 0 < p <= 1:
+    if not 0 < check_number("p", p) <= 1:
         raise ValueError(f"target frequency p must lie in (0, 1], got {p}.")
     return n * p ** (-s / (1 - eps) ** 2)
 
@@ -118,7 +127,7 @@ def min_sparsity_for_band(eps: float = 0.0) -> float:
 
 def band_in_frequency(f: float, d: float, s: float, eps: float = 0.0, varsigma: float = 0.0) -> tuple[float, float]:
     """:func:`resonance_band` written in the feature frequency f = s/n (i.e. n = s/f)."""
-    if not 0 < f < 1:
+    if not 0 < check_number("f", f) < 1:
         raise ValueError(f"feature frequency f must lie in (0, 1), got {f}.")
     return resonance_band(s / f, d, s, eps, varsigma)
 
@@ -127,6 +136,8 @@ def simplified_band_in_frequency(f: float, d: float) -> tuple[float, float]:
     """The paper note's simplified reading f <~ p <~ min{sqrt(f), f d}
     (docs/papers.md#gba-recovery-theorem). Looser than :func:`band_in_frequency`: it drops the
     factor f^(1/(2s)) s^-(1+1/s)/2 from the first term, which is a power of n, not a constant."""
-    if not 0 < f < 1:
+    if not 0 < check_number("f", f) < 1:
         raise ValueError(f"feature frequency f must lie in (0, 1), got {f}.")
+    if not (check_number("d", d) >= 1 and math.isfinite(d)):
+        raise ValueError(f"d must be >= 1 and finite, got {d}.")
     return f, min(math.sqrt(f), f * d)

@@ -36,6 +36,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._checks import check_int, check_levels, check_real
+
 __all__ = ["ConditionResult", "IdentifiabilityReport", "as_csr", "check_conditional_orthogonality", "check_identifiability", "cosine_extremes", "mutual_coherence"]
 
 _GRAM_BLOCK_ELEMENTS = 1 << 25
@@ -214,8 +216,18 @@ def check_identifiability(
     V_norms = V64.norm(dim=1)
     if bool((V_norms == 0).any()):
         raise ValueError(f"V row {int((V_norms == 0).nonzero()[0])} is zero; every feature needs a non-zero direction.")
-    if not (math.isfinite(h2_ratio) and 0 < h2_ratio <= 1):
+    check_real("h2_ratio", h2_ratio)
+    if not 0 < h2_ratio <= 1:
         raise ValueError(f"h2_ratio must lie in (0, 1], got {h2_ratio}.")
+    if max_support is not None:
+        check_int("max_support", max_support, minimum=1)
+    if max_coherence is not None:
+        check_real("max_coherence", max_coherence, minimum=0)
+    if cosines is not None:
+        if len(cosines) != 2:
+            raise ValueError(f"cosines must be the pair (largest, smallest) of cosine_extremes(V), got {cosines!r}.")
+        for i, c in enumerate(cosines):
+            check_real(f"cosines[{i}]", c)
     Hc = as_csr(H, n)
     N = Hc.shape[0]
     if N < 1:
@@ -325,9 +337,9 @@ def check_conditional_orthogonality(D, levels, *, tol: float | None = None) -> C
     """
     V = _as_float64_tensor("D", D)
     src_dtype = D.dtype if isinstance(D, torch.Tensor) else torch.float64
-    lv = torch.as_tensor(np.asarray(levels)).reshape(-1)
-    if lv.numel() != V.shape[0]:
-        raise ValueError(f"levels has {lv.numel()} entries but D has {V.shape[0]} atoms; give one level per atom.")
+    lv = check_levels("levels", levels, V.shape[0], "D")
+    if tol is not None:
+        check_real("tol", tol, minimum=0)
     U = _unit_rows("D", V)
     C = (U @ U.T).abs()
     same = lv[:, None] == lv[None, :]

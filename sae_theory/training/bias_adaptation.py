@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_bool, check_int
+from .._checks import check_bool, check_int, check_number
 
 __all__ = ["BIAS_INITS", "GBAConfig", "GroupBiasAdaptation", "bias_update", "bias_update_reference", "group_assignment",
            "quantile_bias", "quantile_bias_reference", "target_frequencies"]
@@ -94,6 +94,8 @@ class GBAConfig:
 
     def __post_init__(self):
         check_int("n_groups (K)", self.n_groups, minimum=1)
+        for name in ("htf", "ltf", "gamma_minus", "gamma_plus", "dead_eps"):
+            check_number(name, getattr(self, name))
         for name in ("htf", "ltf"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v < 1):
@@ -109,6 +111,7 @@ class GBAConfig:
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be > 0, got {v}.")
         check_int("buffer_size (tokens between updates)", self.buffer_size, minimum=1)
+        check_int("seed", self.seed)
         if self.assignment not in ("contiguous", "random"):
             raise ValueError(f"assignment must be 'contiguous' or 'random', got {self.assignment!r}.")
         if self.bias_init not in BIAS_INITS:
@@ -246,7 +249,10 @@ class GroupBiasAdaptation:
 
     The model must expose ``b_enc`` (M,) as a buffer outside the optimiser and report its
     pre-activations y (B, M) in ``TrainOutput.pre_acts`` — :class:`~sae_theory.models.TiedSAE`
-    does. State: O(M) counters, checkpointed through ``state_dict``.
+    does, and so do the tied baselines built with ``train_b_enc=False``. :meth:`check_model`
+    refuses any other model (TypeError naming ``model.b_enc``); the hook runs it at its first call
+    with a model, before it reads or writes anything, and a caller can run it before training.
+    State: O(M) counters, checkpointed through ``state_dict``.
 
     >>> gba = GroupBiasAdaptation(GBAConfig(n_groups=10, htf=0.5, ltf=1e-3))   # doctest: +SKIP
     >>> train(model, data, cfg, hooks=[gba])                                    # doctest: +SKIP
@@ -261,6 +267,37 @@ class GroupBiasAdaptation:
         self._tokens = 0
         self.n_updates = 0
         self.bias_initialised = self.config.bias_init == "zero"  # "target_quantile": set at the first call
+        self._checked_model: int | None = None  # id of the model check_model last accepted
+
+    def check_model(self, model) -> None:
+        """Raise unless this hook can drive ``model``: ``model.b_enc`` must be a floating (M,)
+        tensor that the optimiser does not train (a buffer, or a parameter with
+        ``requires_grad=False`` outside ``model.optimizer_parameters()``), and the config's groups
+        must fit its M neurons. Nothing is read from or written to the model beyond that.
+
+        Raises
+        ------
+        TypeError
+            No ``b_enc``, one that is not a floating 1-D tensor, or one the optimiser trains (then
+            bias adaptation and gradient steps would both move it: e.g. :class:`~sae_theory.models.TopKSAE`,
+            or a tied baseline with its default ``train_b_enc=True``).
+        ValueError
+            More groups than neurons.
+        """
+        name = type(model).__name__
+        b = getattr(model, "b_enc", None)
+        if not isinstance(b, Tensor):
+            raise TypeError(f"model ({name}) has no b_enc tensor for GroupBiasAdaptation to adapt; it drives the neuron bias of "
+                            "TiedSAE (or of a tied baseline built with train_b_enc=False).")
+        if b.dim() != 1 or not b.is_floating_point():
+            raise TypeError(f"model.b_enc of {name} must be a floating (M,) tensor, got {b.dtype} of shape {tuple(b.shape)}.")
+        params = model.optimizer_parameters() if callable(getattr(model, "optimizer_parameters", None)) else ()
+        if b.requires_grad or any(p is b for p in params):
+            raise TypeError(f"model.b_enc of {name} is trained by the optimiser, so gradient steps and bias adaptation would both "
+                            "move it; GroupBiasAdaptation drives a bias outside the optimiser: use TiedSAE, or build a tied "
+                            "baseline with train_b_enc=False.")
+        group_assignment(b.numel(), self.config)  # raises when n_groups exceeds the neurons
+        self._checked_model = id(model)
 
     def _setup(self, b: Tensor) -> None:
         M = b.numel()
@@ -312,6 +349,8 @@ class GroupBiasAdaptation:
 
     @torch.no_grad()
     def __call__(self, model, step: int, out) -> None:
+        if self._checked_model != id(model):
+            self.check_model(model)
         b = model.b_enc
         if self._fires is None:
             self._setup(b)

@@ -65,11 +65,30 @@ class SparsityController:
         check_int("log_every", self.log_every, minimum=1)
         self.history: list[tuple[int, float, float]] = []
         self.current = self.coefficient if self.warmup_steps == 0 else 0.0
+        self._checked_model: int | None = None  # id of the model check_model last accepted
 
-    def __call__(self, model, step: int, out) -> None:
+    def check_model(self, model) -> None:
+        """Raise TypeError unless ``model.<attribute>`` is a coefficient this hook can steer: a
+        0-d floating tensor (the penalised SAEs' buffer) or a real number. Run at the hook's first
+        call with a model, before anything is written; a caller can run it before training.
+        A tensor of any other shape (e.g. ``attribute="W_dec"``) is refused: filling it would
+        overwrite weights."""
+        name = type(model).__name__
         if not hasattr(model, self.attribute):
             raise TypeError(f"SparsityController needs a model with a {self.attribute!r} coefficient "
-                            f"(ReLUSAE, MatryoshkaSAE: 'l1_coefficient'; JumpReLUSAE: 'l0_coefficient'), got {type(model).__name__}.")
+                            f"(ReLUSAE, MatryoshkaSAE, TiedReLUSAE: 'l1_coefficient'; JumpReLUSAE: 'l0_coefficient'), got {name}.")
+        value = getattr(model, self.attribute)
+        if isinstance(value, Tensor):
+            if value.dim() != 0 or not value.is_floating_point():
+                raise TypeError(f"attribute={self.attribute!r} of {name} is a tensor of shape {tuple(value.shape)} and dtype "
+                                f"{value.dtype}; SparsityController steers a scalar coefficient (a 0-d floating buffer).")
+        else:
+            check_real(f"{name}.{self.attribute}", value)
+        self._checked_model = id(model)
+
+    def __call__(self, model, step: int, out) -> None:
+        if self._checked_model != id(model):
+            self.check_model(model)
         l0 = mean_l0(out.codes)
         if step < self.warmup_steps:
             self.current = self.coefficient * (step + 1) / self.warmup_steps
