@@ -555,8 +555,6 @@ def test_sparsity_controller_drives_every_penalised_sae():
     SparsityController(target_l0=2.0, attribute="l0_coefficient").check_model(JumpReLUSAE(d=D, n_latents=M))
 
 
-@pytest.mark.xfail(strict=True, reason="needs training/trainer.py (not this change) to call hook.check_model(model) with its other checks "
-                                       "before step 1; today the hook refuses at its first call, after step 1's optimiser step")
 def test_train_refuses_a_hook_that_cannot_drive_the_model_before_step_1():
     sae = TopKSAE(d=D, n_latents=M, k=2)
     before = _state(sae)

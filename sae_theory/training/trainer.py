@@ -226,6 +226,8 @@ def train(
         has already run: hooks must not backpropagate through ``out`` (read ``out.pre_acts`` etc.
         under ``torch.no_grad()`` / ``.detach()``). A hook with ``state_dict()`` /
         ``load_state_dict()`` has its state checkpointed, by position in ``hooks``.
+        A hook with ``check_model(model)`` is asked before step 1 whether it can drive ``model``
+        (it raises if not), before anything changes.
     resume : path or "latest", optional
         A ``step_XXXXXXXX`` folder, a checkpoint folder (its latest step), or ``"latest"`` for
         ``cfg.checkpoint_dir``'s latest. Model, optimizer, data stream, hooks, History and input
@@ -262,6 +264,10 @@ def train(
     for i, h in enumerate(hooks):
         if not callable(h):
             raise TypeError(f"hooks[{i}] ({type(h).__name__}) is not callable; a hook is called as hook(model, step, out).")
+    for h in hooks:  # a hook that cannot drive this model says so now, before step 1 changes it
+        check = getattr(h, "check_model", None)
+        if callable(check):
+            check(model)
     source = as_source(data, cfg)
     params = list(model.optimizer_parameters())
     masters = _MasterWeights(model, params)
