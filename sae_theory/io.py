@@ -300,6 +300,10 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
     except KeyError as exc:
         raise ValueError(f"{folder / CONFIG} names SAE class {name!r}: {exc.args[0]}") from None
     cls, cfg_cls = entry.cls, entry.config_cls
+    saved_device = str(meta["config"].get("device", "cpu"))
+    if device is None and saved_device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{folder / CONFIG} was saved on {saved_device!r} and this machine has no CUDA device; "
+                         f"load it on the CPU with load_sae({str(folder)!r}, device=\"cpu\").")
     fields = meta["config"] if device is None else {**meta["config"], "device": str(device)}
     try:
         config = cfg_cls.from_dict(fields)

@@ -183,3 +183,21 @@ def test_write_sae_files__extra_keys_cannot_override_the_save_keys(tmp_path):
     write_sae_files(model, tmp_path, extra={"step": 3})
     meta = read_sae_config(tmp_path)
     assert meta["step"] == 3 and meta["sae_class"] == "TopKSAE"
+
+
+def test_load_sae__a_cuda_save_on_a_machine_without_cuda_says_how_to_load_it(tmp_path):
+    import json
+
+    import torch
+
+    from sae_theory import TopKSAE, load_sae, save_sae
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the save would load on it")
+    folder = save_sae(TopKSAE(d=8, n_latents=16, k=2, seed=0), tmp_path / "sae")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["config"]["device"] = "cuda:0"  # as written by a save on a GPU machine
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"saved on 'cuda:0'.*device=\"cpu\""):
+        load_sae(folder)
+    assert load_sae(folder, device="cpu").config.device == "cpu"
