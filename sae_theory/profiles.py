@@ -389,7 +389,16 @@ def set_threads(profile: Profile | None = None) -> int:
     calls it once per session, and ``sae-theory reproduce --threads N`` passes N to the notebooks
     through the environment, so CPU runs never oversubscribe the cores. A profile whose device
     is not the CPU is left at torch's default.
+
+    Raises
+    ------
+    TypeError
+        If ``profile`` is not a :class:`Profile` (e.g. a thread count: set ``$SAE_THEORY_THREADS``
+        or the profile's ``cpu_threads`` instead).
     """
+    if profile is not None and not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a Profile or None, got {type(profile).__name__} {profile!r}; to choose a thread count, "
+                        "set $SAE_THEORY_THREADS or dataclasses.replace(profile, cpu_threads=N).")
     if profile is not None and not str(profile.device).startswith("cpu"):
         return torch.get_num_threads()
     n = resolve_threads(profile)

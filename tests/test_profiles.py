@@ -128,3 +128,11 @@ def test_set_threads__applies_the_rule_to_torch(monkeypatch):
         assert profiles.set_threads(get_profile("quick", device="cpu")) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, 4, "quick", None.__class__])
+def test_set_threads__refuses_what_is_not_a_profile(bad):
+    from sae_theory import set_threads
+
+    with pytest.raises(TypeError, match="profile must be a Profile or None"):
+        set_threads(bad)
