@@ -31,3 +31,19 @@ def assert_close(actual, expected, dtype: torch.dtype = torch.float64, msg: str 
 
     tol = tolerance(dtype)
     torch.testing.assert_close(as64(actual), as64(expected), rtol=tol, atol=tol, msg=msg)
+
+
+def make_data(n: int = 200, seed: int = 1, *, d: int = 8, m: int = 16) -> torch.Tensor:
+    """Sparse non-negative combinations of ``m`` random atoms in R^``d`` (the training tests' data)."""
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(m, d, generator=g)
+    H = torch.rand(n, m, generator=g) * (torch.rand(n, m, generator=g) < 0.15)
+    return H @ V
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Every tensor of the two state dicts equal, bit for bit (same keys)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"state {k!r} differs"

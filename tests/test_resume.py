@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from _helpers import assert_same_state, make_data
 from sae_theory.models.base import SAEConfig, UntiedSAE
 from sae_theory.training import TrainConfig, load_checkpoint, train
 
@@ -63,26 +64,12 @@ def make_sae(seed: int = 0, n_latents: int = M) -> TinySAE:
     return TinySAE(SAEConfig(d=D, n_latents=n_latents, seed=seed))
 
 
-def make_data(n: int = 200, seed: int = 1) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    V = torch.randn(M, D, generator=g)
-    H = torch.rand(n, M, generator=g) * (torch.rand(n, M, generator=g) < 0.15)
-    return H @ V
-
-
 def cfg(**kw) -> TrainConfig:
     kw.setdefault("steps", 10)
     kw.setdefault("batch_size", 32)
     kw.setdefault("progress", False)
     kw.setdefault("log_every", 5)
     return TrainConfig(**kw)
-
-
-def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), f"state {k!r} differs"
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from sae_theory.data import SparseFeatureModel
+from _helpers import assert_same_state, make_data
 from sae_theory.models.base import SAEConfig, TrainOutput, UntiedSAE
 from sae_theory.training import (
     History,
@@ -98,27 +99,12 @@ def make_sae(seed: int = 0, dtype=torch.float32, n_latents: int = M, **kw) -> Ti
     return TinySAE(SAEConfig(d=D, n_latents=n_latents, dtype=dtype, seed=seed), **kw)
 
 
-def make_data(n: int = 200, seed: int = 1) -> Tensor:
-    """Sparse non-negative combinations of 16 random atoms in R^8."""
-    g = torch.Generator().manual_seed(seed)
-    V = torch.randn(M, D, generator=g)
-    H = torch.rand(n, M, generator=g) * (torch.rand(n, M, generator=g) < 0.15)
-    return H @ V
-
-
 def cfg(**kw) -> TrainConfig:
     kw.setdefault("steps", 20)
     kw.setdefault("batch_size", 32)
     kw.setdefault("progress", False)
     kw.setdefault("log_every", 5)
     return TrainConfig(**kw)
-
-
-def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), f"state {k!r} differs"
 
 
 # ---------------------------------------------------------------------------------------------
