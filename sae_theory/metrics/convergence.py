@@ -10,6 +10,17 @@ from .._checks import check_real
 __all__ = ["metric_settled", "plateaued"]
 
 
+def _finite_curve(values: Sequence[float], minimum: int, need: str) -> list[float]:
+    """``values`` as floats; ValueError if fewer than ``minimum`` (``need`` says why) or one is not finite."""
+    v = [float(x) for x in values]
+    if len(v) < minimum:
+        raise ValueError(f"values has {len(v)} entries; {need}.")
+    bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
+    if bad:
+        raise ValueError(f"values[{bad[0]}] is {v[bad[0]]}: a curve with NaN/Inf has not converged; look at the run.")
+    return v
+
+
 def plateaued(values: Sequence[float], *, tail: float = 0.2, rtol: float = 0.05, atol: float = 1e-4) -> bool:
     """Whether a logged curve (e.g. the training loss, in step order) has settled.
 
@@ -27,12 +38,7 @@ def plateaued(values: Sequence[float], *, tail: float = 0.2, rtol: float = 0.05,
     check_real("tail", tail, minimum=0, maximum=0.5, include_minimum=False)
     check_real("rtol", rtol, minimum=0)
     check_real("atol", atol, minimum=0)
-    v = [float(x) for x in values]
-    if len(v) < 10:
-        raise ValueError(f"values has {len(v)} entries; plateaued needs at least 10 logged values (two windows of 5).")
-    bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
-    if bad:
-        raise ValueError(f"values[{bad[0]}] is {v[bad[0]]}: a curve with NaN/Inf has not converged; look at the run.")
+    v = _finite_curve(values, 10, "plateaued needs at least 10 logged values (two windows of 5)")
     w = max(5, int(round(tail * len(v))))
     w = min(w, len(v) // 2)
     last, before = v[-w:], v[-2 * w:-w]
@@ -55,10 +61,5 @@ def metric_settled(values: Sequence[float], *, atol: float = 0.03) -> bool:
         Fewer than two values, or a value that is not finite.
     """
     check_real("atol", atol, minimum=0)
-    v = [float(x) for x in values]
-    if len(v) < 2:
-        raise ValueError(f"values has {len(v)} entries; metric_settled needs at least two readings.")
-    bad = [i for i, x in enumerate(v) if not math.isfinite(x)]
-    if bad:
-        raise ValueError(f"values[{bad[0]}] is {v[bad[0]]}: a curve with NaN/Inf has not converged; look at the run.")
+    v = _finite_curve(values, 2, "metric_settled needs at least two readings")
     return abs(v[-1] - v[-2]) <= atol
