@@ -336,10 +336,11 @@ def width_sweep(profile: Profile, *, widths: tuple[int, ...] | None = None,
     rows = []
     for width, method, seed in tqdm(list(itertools.product(widths, methods, seeds)), desc="width sweep", disable=not progress):
         scale = dataclasses.replace(S, n_latents=width)
-        curve = toy_curve(toy_spec(method, scale, regime), scale, seed, profile.device).set_index("step")
+        # the last two readings: the snapshot at 3/4 of the run (the last of curve_steps) and the end
+        curve = toy_curve(toy_spec(method, scale, regime), scale, seed, profile.device, last=2)
         for tau, col in ((0.8, "frr_08"), (0.9, "frr_09")):
             c = curve[col]
-            before = c.loc[3 * S.steps // 4] if 3 * S.steps // 4 in c.index else c.iloc[-2] if len(c) > 1 else c.iloc[-1]
+            before = c.iloc[-2] if len(c) > 1 else c.iloc[-1]  # a run of one step has no snapshot
             rows.append(dict(method=method, width=width, seed=seed, tau=tau, frr=c.iloc[-1], frr_three_quarters=before,
                              settled=metric_settled([before, c.iloc[-1]])))
     return pd.DataFrame(rows)
@@ -507,10 +508,12 @@ def _cached_toy_run(spec: MethodSpec, scale, seed: int, device: str, coefficient
     return run, data
 
 
-def toy_curve(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1", snapshots=None) -> pd.DataFrame:
+def toy_curve(spec: MethodSpec, scale, seed: int, device: str, coefficients: str = "constant 1", snapshots=None,
+              last: int | None = None) -> pd.DataFrame:
     """A toy run's held-out metrics against training steps, read from its snapshots (one run, not
     one run per length): FRR at tau = 0.8 / 0.9, FVU, fraction active, and whether the training
     loss had settled by that step (:func:`_loss_settled` on the losses logged up to it).
+    ``last=n`` evaluates only the last n readings (each reading is an evaluation on 20,000 rows).
 
     Returns
     -------
@@ -520,7 +523,8 @@ def toy_curve(spec: MethodSpec, scale, seed: int, device: str, coefficients: str
     run, data = _cached_toy_run(spec, scale, seed, device, coefficients, snapshots)
     X_test, V = _held_out(data, seed, device), data.features.double().cpu()
     rows = []
-    for step in [*run.snapshots, run.steps]:
+    steps = [*run.snapshots, run.steps]
+    for step in steps if last is None else steps[-check_int("last", last, minimum=1):]:
         history = dataclasses.replace(run.history, rows=[r for r in run.history.rows if r["step"] <= step])
         rows.append(dict(step=step, **_evaluate(run.at(step), X_test, V), settled=_loss_settled(history)))
     return pd.DataFrame(rows)
