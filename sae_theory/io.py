@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -253,11 +254,23 @@ def _resolve_save(folder: Path) -> Path:
         return folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist or is not a folder; {_FIX}.")
-    from .training.checkpoint import latest_checkpoint  # training imports io: import at call time
+    from .training.checkpoint import _step_folders  # training imports io: import at call time
 
-    found = latest_checkpoint(folder)
-    if found is not None:
-        return found
+    steps = _step_folders(folder, complete=True)
+    skipped = []
+    for step in steps:  # newest first; a step whose files cannot be read (a kill mid-write) is skipped
+        try:
+            read_sae_config(step)
+            read_sae_weights(step)
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{step.name} ({exc})")
+            continue
+        if skipped:
+            warnings.warn(f"load_sae skipped the damaged checkpoint(s) {'; '.join(skipped)} of {folder}; "
+                          f"loading the newest intact one, {step}.", stacklevel=3)
+        return step
+    if steps:
+        raise ValueError(f"every checkpoint in {folder} is damaged: {'; '.join(skipped)}; train again.")
     missing = [f for f in (WEIGHTS, CONFIG) if not (folder / f).is_file()]
     if (folder / _OLD_CHECKPOINT_WEIGHTS).is_file() or any((p / _OLD_CHECKPOINT_WEIGHTS).is_file() for p in folder.glob("step_*")):
         raise FileNotFoundError(
@@ -277,7 +290,8 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
     ----------
     folder : path
         A :func:`save_sae` folder, a training checkpoint's ``step_XXXXXXXX`` folder, or a
-        ``checkpoint_dir`` (its latest complete step is opened).
+        ``checkpoint_dir`` (its latest step is opened; a latest step whose files cannot be read,
+        e.g. truncated by a kill, is skipped with a warning naming it, for the newest intact one).
     device : str or torch.device, optional
         Overrides the saved ``config.device``.
 
@@ -290,7 +304,8 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
     ValueError
         ``config.json`` is not JSON, names an SAE class that is not registered, or holds a config
         that class refuses; ``sae.safetensors`` is damaged or holds weights of another shape
-        (each naming the file). Nothing is built before the config is read and checked.
+        (each naming the file); every step of a ``checkpoint_dir`` is damaged. Nothing is built
+        before the config is read and checked.
     """
     folder = _resolve_save(Path(check_path("folder", folder)))
     meta = read_sae_config(folder)

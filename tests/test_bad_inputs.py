@@ -37,6 +37,7 @@ from sae_theory.data import (
     welch_bound,
 )
 from sae_theory.io import load_sae, save_sae
+from sae_theory.models.mp.reference import matching_pursuit_reference
 from sae_theory.models import (
     MPSAE,
     BatchTopKSAE,
@@ -149,6 +150,11 @@ MODEL_CASES.update({
     "MPSAE.encode-threshold-nan": Case(lambda: MPSAE(d=D, n_latents=M, k=3).encode(_x(), threshold=NAN), ValueError, r"\bthreshold must be None or a finite number"),
     "MPSAE.encode-k-zero": Case(lambda: MPSAE(d=D, n_latents=M, k=3).encode(_x(), k=0), ValueError, r"\bk must be >= 1"),
     "MPSAE.from_dictionary-nan": Case(lambda: MPSAE.from_dictionary(torch.full((M, D), NAN)), ValueError, r"\bD has NaN or Inf"),
+    "matching_pursuit_reference.x-nan": Case(lambda: matching_pursuit_reference(_x(fill=NAN), torch.eye(D), 2), ValueError, r"\bx contains \d+ NaN"),
+    "matching_pursuit_reference.D-inf": Case(lambda: matching_pursuit_reference(_x(), torch.full((M, D), INF), 2), ValueError, r"\bD contains \d+ NaN or infinite"),
+    "matching_pursuit_reference.D-width": Case(lambda: matching_pursuit_reference(_x(), torch.eye(D + 1), 2), ValueError, r"\bD must have shape \(p, d=6\)"),
+    "matching_pursuit_reference.b_dec-nan": Case(lambda: matching_pursuit_reference(_x(), torch.eye(D), 2, b_dec=torch.full((D,), NAN)), ValueError, r"\bb_dec contains"),
+    "matching_pursuit_reference.k-zero": Case(lambda: matching_pursuit_reference(_x(), torch.eye(D), 0), ValueError, r"\bk must be >= 1"),
     "TiedSAE.init_b_dec_-nan": Case(lambda: TiedSAE(d=D, n_latents=M).init_b_dec_(_x(fill=NAN)), ValueError, X_NONFINITE),
     "TiedSAE.init_b_dec_-inf": Case(lambda: TiedSAE(d=D, n_latents=M).init_b_dec_(_x(fill=INF)), ValueError, X_NONFINITE),
     "SAEConfig.d-zero": Case(lambda: TopKSAE(d=0, n_latents=M, k=1), ValueError, r"\bd must be >= 1"),

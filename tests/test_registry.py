@@ -97,6 +97,21 @@ def test_register_sae__refuses_taken_labels_and_non_saes():
     assert "ShrinkSAE" not in [e.name for e in registered_saes()]
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(label="Thing", config=int), TypeError, r"config must be an SAEConfig subclass, got <class 'int'>"),
+        (dict(label="Thing", config=ShrinkSAEConfig, aliases="Th"), TypeError, r"aliases must be an iterable.*aliases=\('Th',\)"),
+        (dict(label="", config=ShrinkSAEConfig), ValueError, r"labels must be non-empty"),
+        (dict(label="Thing", config=ShrinkSAEConfig, aliases=(3,)), ValueError, r"labels must be.*got 3"),
+    ],
+)
+def test_register_sae__bad_arguments_raise_when_called_before_any_class_is_decorated(kwargs, error, message):
+    label = kwargs.pop("label")
+    with pytest.raises(error, match=message):
+        register_sae(label, **kwargs)  # no class given yet
+
+
 def test_get_and_build__by_name_label_alias_and_errors():
     assert get_sae("TopKSAE") is get_sae("TopK")
     assert get_sae("L1").cls is ReLUSAE and get_sae("BA").cls is TiedSAE and get_sae("MP").cls is MPSAE

@@ -286,3 +286,49 @@ def test_resume__other_data_raises_before_the_model_or_folder_is_changed(run10, 
         train(model, make_data(n=150), cfg(**{**c.to_dict(), "steps": 20, "checkpoint_dir": str(new_dir)}), resume=ckpt)
     assert_same_state(model, make_sae())
     assert not new_dir.exists()
+
+
+def test_resume__into_another_folder_holding_a_third_runs_checkpoints_is_refused_unless_overwrite(run10, tmp_path):
+    c, ckpt = run10
+    third = tmp_path / "third"
+    train(make_sae(seed=7), make_data(), cfg(checkpoint_every=5, checkpoint_dir=str(third), seed=7))
+    before = folder_bytes(third)
+    more = cfg(**{**c.to_dict(), "steps": 20, "checkpoint_dir": str(third)})
+    model = make_sae()
+    with pytest.raises(FileExistsError, match=rf"{third}.*already holds checkpoints.*step_00000010"):
+        train(model, make_data(), more, resume=ckpt)
+    assert_same_state(model, make_sae())
+    assert folder_bytes(third) == before
+    # with overwrite_checkpoints the third run's steps go first; the resumed run is the same run
+    model = make_sae()
+    train(model, make_data(), cfg(**{**more.to_dict(), "overwrite_checkpoints": True}), resume=ckpt)
+    ref = make_sae()
+    train(ref, make_data(), cfg(steps=20))
+    assert_same_state(model, ref)
+    assert sorted(p.name for p in third.iterdir()) == ["step_00000015", "step_00000020"]
+    assert load_checkpoint(third, make_sae())["config"]["train_config"]["seed"] == 0
+
+
+def test_resume__from_an_earlier_step_of_its_own_folder_is_not_refused(run10):
+    c, ckpt = run10
+    model = make_sae()
+    train(model, make_data(), cfg(**{**c.to_dict(), "steps": 15}), resume=ckpt / "step_00000005")
+    ref = make_sae()
+    train(ref, make_data(), cfg(steps=15))
+    assert_same_state(model, ref)
+
+
+def test_load_sae__a_checkpoint_dir_with_a_truncated_latest_step_loads_the_newest_intact_one(tmp_path):
+    from sae_theory.io import load_sae
+    from sae_theory.models.relu import ReLUSAE, ReLUSAEConfig
+
+    ckpt = tmp_path / "relu"  # a registered class: load_sae rebuilds it from config.json
+    train(ReLUSAE(ReLUSAEConfig(d=D, n_latents=M)), make_data(), cfg(checkpoint_every=5, checkpoint_dir=str(ckpt)))
+    at_5 = load_sae(ckpt / "step_00000005")
+    truncate(ckpt / "step_00000010" / "sae.safetensors")
+    with pytest.warns(UserWarning, match=r"step_00000010.*sae\.safetensors.*step_00000005"):
+        model = load_sae(ckpt)
+    assert_same_state(model, at_5)
+    truncate(ckpt / "step_00000005" / "config.json")
+    with pytest.raises(ValueError, match=r"every checkpoint in .*relu is damaged: step_00000010.*step_00000005"):
+        load_sae(ckpt)

@@ -67,16 +67,19 @@ def register_sae(label: str, *, config: type[SAEConfig], aliases: Iterable[str] 
         If the class name, the label or an alias is taken by another class (re-registering the
         same name replaces it, so reloading a module in a notebook works).
     """
+    # the arguments are checked when register_sae is called, not only once it decorates a class
+    if not (isinstance(config, type) and issubclass(config, SAEConfig)):
+        raise TypeError(f"config must be an SAEConfig subclass, got {config!r}.")
+    if isinstance(aliases, str):
+        raise TypeError(f"aliases must be an iterable of labels, not one string ({aliases!r}); write aliases=({aliases!r},).")
     aliases = tuple(aliases)
+    for text in (label, *aliases):
+        if not isinstance(text, str) or not text.strip() or text != text.strip():
+            raise ValueError(f"labels must be non-empty strings without outer spaces, got {text!r}.")
 
     def decorate(cls: S) -> S:
         if not (isinstance(cls, type) and issubclass(cls, SAE)):
             raise TypeError(f"register_sae decorates SAE subclasses, got {cls!r}.")
-        if not (isinstance(config, type) and issubclass(config, SAEConfig)):
-            raise TypeError(f"config must be an SAEConfig subclass, got {config!r}.")
-        for text in (label, *aliases):
-            if not isinstance(text, str) or not text.strip() or text != text.strip():
-                raise ValueError(f"labels must be non-empty strings without outer spaces, got {text!r}.")
         name = cls.__name__
         for other in _REGISTRY.values():
             if other.name == name:

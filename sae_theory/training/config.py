@@ -90,9 +90,11 @@ class TrainConfig:
     """Show a tqdm progress bar with the loss."""
     overwrite_checkpoints: bool = False
     """A fresh run (``train(..., resume=None)``) into a ``checkpoint_dir`` that already holds
-    ``step_XXXXXXXX`` folders (another run's checkpoints) is refused; True deletes those step
-    folders first. No effect when resuming. Like ``steps``, ``log_every``, ``progress`` and the
-    checkpoint cadence and folder, it may differ between a run and its resume."""
+    ``step_XXXXXXXX`` folders (another run's checkpoints) is refused, and so is a resumed run whose
+    ``checkpoint_dir`` is not the folder of the checkpoint it resumes from and holds step folders;
+    True deletes those step folders first. No effect when resuming within the run's own folder.
+    Like ``steps``, ``log_every``, ``progress`` and the checkpoint cadence and folder, it may
+    differ between a run and its resume."""
 
     def __post_init__(self):
         check_int("steps", self.steps, minimum=1)

@@ -237,8 +237,10 @@ def train(
         for ``steps``, ``log_every``, ``progress``, ``checkpoint_every``, ``checkpoint_dir`` and
         ``overwrite_checkpoints``, same hooks (number, kinds, configs); see
         :func:`~sae_theory.training.load_checkpoint`. A damaged latest step is skipped, with a
-        warning, for the newest intact one. None: a fresh run, refused when ``cfg.checkpoint_dir``
-        already holds ``step_XXXXXXXX`` folders unless ``cfg.overwrite_checkpoints``.
+        warning, for the newest intact one. None: a fresh run. A fresh run, or a resumed one whose
+        ``cfg.checkpoint_dir`` is not the folder of the checkpoint it resumes from, is refused when
+        that folder already holds ``step_XXXXXXXX`` folders (another run's) unless
+        ``cfg.overwrite_checkpoints``, which deletes them first.
 
     Raises
     ------
@@ -277,7 +279,10 @@ def train(
     prepared = None
     if resume is not None:
         prepared = prepare_resume(resume, model, cfg=cfg, optimizer=optimizer, source=source, hooks=hooks, master_weights=masters.state())
-    elif ckpt_dir is not None and not cfg.overwrite_checkpoints:
+    # a checkpoint_dir that is not the folder resumed from holds no step of this run: its steps
+    # are another run's, which this one must not mix with (nor, without the flag, delete)
+    foreign = ckpt_dir is not None and (prepared is None or Path(prepared["folder"]).resolve().parent != Path(ckpt_dir).resolve())
+    if foreign and not cfg.overwrite_checkpoints:
         refuse_other_runs(Path(ckpt_dir))
     if prepared is not None:  # the run's own source: data other than the saved run's raises here
         source.load_state_dict(prepared["state"]["source"])
@@ -288,7 +293,7 @@ def train(
         loaded = apply_resume(prepared, model, optimizer=optimizer, hooks=hooks, master_weights=masters.state())
         history, start = loaded["history"], loaded["step"]
     if ckpt_dir is not None:
-        clean_checkpoint_dir(Path(ckpt_dir), old_steps=resume is None and cfg.overwrite_checkpoints)
+        clean_checkpoint_dir(Path(ckpt_dir), old_steps=foreign and cfg.overwrite_checkpoints)
     batches = _Batches(source, model, cfg, history.input_scale)
 
     def checkpoint(step: int) -> Path:

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..._checks import check_finite, check_int, check_matrix
+
 __all__ = ["MPResult", "ROUNDING_MULTIPLE", "SELECTIONS", "check_selection", "check_threshold", "matching_pursuit_reference",
            "rounding_floor", "rounding_tolerance"]
 
@@ -101,8 +103,22 @@ def matching_pursuit_reference(
     :mod:`sae_theory.models.mp`); False runs the plain loop.
     Returns the :class:`MPResult` and, per input, the list of residuals r(0), ..., r(T).
     Ties in the argmax go to the lowest index (as ``torch.argmax``).
+    Raises TypeError / ValueError naming the argument for a non-tensor, a shape other than
+    x (B, d), D (p, d), b_dec (d,), a k below 1, or NaN / Inf in x, D or b_dec.
     """
     check_selection(selection)
+    check_threshold(threshold)
+    k = check_int("k", k, minimum=1)
+    x = check_matrix("x", x, what="(B, d)", allow_no_rows=True)
+    D = check_matrix("D", D, what=f"(p, d={x.shape[1]})")
+    if D.shape[1] != x.shape[1]:
+        raise ValueError(f"D must have shape (p, d={x.shape[1]}) (atoms as rows, as wide as x), got {tuple(D.shape)}.")
+    check_finite("x", x)
+    check_finite("D", D)
+    if b_dec is not None:
+        if not isinstance(b_dec, Tensor) or b_dec.shape != (x.shape[1],):
+            raise ValueError(f"b_dec must be None or a tensor of shape (d={x.shape[1]},), got {getattr(b_dec, 'shape', type(b_dec).__name__)}.")
+        check_finite("b_dec", b_dec)
     B, p = x.shape[0], D.shape[0]
     codes = torch.zeros(B, p, dtype=x.dtype, device=x.device)
     indices = torch.full((B, k), -1, dtype=torch.long, device=x.device)
