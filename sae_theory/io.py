@@ -254,9 +254,9 @@ def _resolve_save(folder: Path) -> Path:
         return folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist or is not a folder; {_FIX}.")
-    from .training.checkpoint import _step_folders  # training imports io: import at call time
+    from .training.checkpoint import complete_checkpoints  # training imports io: import at call time
 
-    steps = _step_folders(folder, complete=True)
+    steps = complete_checkpoints(folder)
     skipped = []
     for step in steps:  # newest first; a step whose files cannot be read (a kill mid-write) is skipped
         try:

@@ -46,7 +46,7 @@ from .sources import BatchSource
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.base import SAE, TrainOutput
 
-__all__ = ["RESUMABLE_TRAIN_FIELDS", "STEP_DIR", "TRAINER_FILE", "apply_resume", "check_checkpoint_dir_writable", "clean_checkpoint_dir", "latest_checkpoint",
+__all__ = ["RESUMABLE_TRAIN_FIELDS", "STEP_DIR", "TRAINER_FILE", "apply_resume", "check_checkpoint_dir_writable", "clean_checkpoint_dir", "complete_checkpoints", "latest_checkpoint",
            "load_checkpoint", "prepare_resume", "refuse_other_runs", "resolve_checkpoint", "save_checkpoint", "step_folder_name"]
 
 TRAINER_FILE = "trainer.pt"
@@ -157,10 +157,16 @@ def _step_folders(root: Path, *, complete: bool) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def complete_checkpoints(checkpoint_dir: str | os.PathLike) -> list[Path]:
+    """The complete ``step_XXXXXXXX`` folders (``sae.safetensors``, ``config.json`` and
+    ``trainer.pt`` present) of ``checkpoint_dir``, newest first; their files are not read."""
+    return _step_folders(Path(checkpoint_dir), complete=True)
+
+
 def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     """The complete ``step_XXXXXXXX`` folder (``sae.safetensors``, ``config.json`` and
     ``trainer.pt`` present) with the highest step in ``checkpoint_dir``, or None."""
-    found = _step_folders(Path(checkpoint_dir), complete=True)
+    found = complete_checkpoints(checkpoint_dir)
     return found[0] if found else None
 
 
