@@ -521,7 +521,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # bare `sae-theory`: say what there is to do
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # the reader went away (`sae-theory claims | head`): not an error of ours
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot raise
+        # (the recipe of the Python docs, "Note on SIGPIPE")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -286,3 +286,18 @@ def test_reproduce__update_figures_writes_into_the_committed_folder_only_on_requ
     assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--no-progress", "--update-figures"]) == 0
     assert (tmp_path / "repo" / "paper_figures" / "fig_ok.png").is_file()
     assert plotting.UPDATE_FIGURES_ENV not in os.environ and plotting.FIGURE_DIR_ENV not in os.environ
+
+
+def test_claims__a_reader_that_closes_the_pipe_early_is_not_an_error():
+    """`sae-theory claims --markdown | head -1`: the reader leaves after one line; the command
+    exits 0 without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "sae_theory", "claims", "--markdown"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    proc.stdout.read(10)  # one bite, then hang up
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
