@@ -308,15 +308,19 @@ def _judge_babel_coactive(m):
 
 
 def _judge_exact(m):
-    k, n = m["exact_rhos"], m["low_rhos"]
-    text = (f"exact at {k:.0f} of the {n:.0f} rho values <= 0.3 (at {m['steps']:.0f} and at {m['longest_steps']:.0f} steps); "
-            f"over them L0 {m['l0_min']:.4f}-{m['l0_max']:.4f} (truth 1.36), exact support on >= {_pct(m['support_min'])} "
-            f"of held-out rows, matched cosine >= {m['cosine_min']:.4f}")
-    if k == n:
-        return "reproduces", text
-    if k > 0:
-        return "partly", text + (": exact at rho = 0, not at every rho <= 0.3; an outside re-implementation of the official toy step "
-                                 "reports exact recovery at rho = 0.3 after 15,000 steps, so a setup difference is not ruled out")
+    lo, hi = m["exact_fraction_min"], m["exact_fraction_max"]
+    text = (f"the official toy loop exact in {_pct(lo)}-{_pct(hi)} of the runs at each rho <= 0.3 ({m['seeds']:.0f} seeds of "
+            f"{m['steps']:.0f} steps each; at rho = 0: {_pct(m['exact_fraction_rho0'])}, at rho = 0.3: {_pct(m['exact_fraction_rho03'])}); "
+            f"over its runs L0 {m['l0_min']:.4f}-{m['l0_max']:.4f} (truth 1.36), exact support on >= {_pct(m['support_min'])} of held-out rows")
+    if "ours_fraction_rho0" in m and "ours_fraction_rho03" in m:
+        text += (f"; our trainer (same seeds, data and start; cap 8, our schedule) exact in {_pct(m['ours_fraction_rho0'])} at rho = 0, "
+                 f"{_pct(m['ours_fraction_rho03'])} at rho = 0.3")
+    if lo >= 0.5:
+        return "reproduces", text + ": the median run is exact at every rho <= 0.3"
+    if hi >= 0.5 or lo > 0:
+        return "partly", text + (": the median run is exact at some rho <= 0.3 only" if lo == 0 else
+                                 ": some runs are exact at every rho <= 0.3, but not the median run at each") + \
+            "; whether a run ends exact depends on its trajectory (our training step equals the official toy step)"
     return "does not reproduce", text
 
 
@@ -478,10 +482,14 @@ _CLAIMS = (
     _c("mp.hierarchy.exact_recovery", "MP-SAE", "§4.1, Fig. 4, App. B.1.3", "docs/papers.md#mp-sae-hierarchical-toy",
        "MP-SAE recovers the toy tree exactly at rho = 0 and 0.3.",
        "exact recovery (Fig. 4, median of 10 runs, 15,000 steps)",
-       "experiments.hierarchical.hierarchy, experiments.hierarchical.steps_sweep", "06_hierarchy",
-       "reproduces when at every rho <= 0.3 (exact: support right on >= 99% of held-out rows and L0 within 0.02 of 1.36, "
-       "at the profile's steps and at the longest of the steps sweep); partly when at some",
-       ("exact_rhos", "low_rhos", "l0_min", "l0_max", "support_min", "cosine_min", "steps", "longest_steps"), _judge_exact),
+       "experiments.official_toy.official_exact_recovery, experiments.hierarchical.exact_recovery, experiments.hierarchical.steps_sweep", "06_hierarchy",
+       "runs: the official toy loop (experiments.official_toy, the paper's code path restated) at rho = 0 and 0.3 over the "
+       "profile's seeds, our trainer's runs beside it (exact: support right on >= 99% of held-out rows and L0 "
+       "within 0.02 of 1.36); reproduces when at least half of the runs are exact at every rho <= 0.3 (the median run, "
+       "as the paper's medians over 10 runs); partly when the median run is exact at some rho, or some runs at every rho; "
+       "converged when the first seed's outcome is the same at the profile's steps and at the longest of the steps sweep",
+       ("exact_fraction_min", "exact_fraction_max", "exact_fraction_rho0", "exact_fraction_rho03", "seeds", "steps",
+        "l0_min", "l0_max", "support_min"), _judge_exact),
     _c("mp.hierarchy.hierarchical_mse", "MP-SAE", "Fig. 4", "docs/papers.md#mp-sae-hierarchical-toy",
        "MP-SAE keeps the hierarchy: the lowest hierarchical (cross-level) error of all SAEs at every rho.",
        "figure only",

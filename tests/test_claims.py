@@ -88,6 +88,10 @@ def _values(c: claims.Claim, rng: np.random.Generator) -> dict:
             out[k] = float(rng.integers(2, 5000))
         elif k in ("rhos_lowest", "exact_rhos"):
             out[k] = float(rng.integers(0, 3))
+        elif k.startswith("exact_fraction"):
+            out[k] = float(rng.integers(0, 11)) / 10
+        elif k == "seeds":
+            out[k] = float(rng.integers(1, 11))
         elif k == "low_rhos":
             out[k] = 2.0
         elif k.startswith("l0_"):
@@ -120,15 +124,31 @@ def test_rule__coactive_babel_needs_a_comparison():
 
 def test_rule__a_refutation_needs_convergence():
     c = claims.CLAIMS["mp.hierarchy.exact_recovery"]
-    failing = dict(exact_rhos=0, low_rhos=2, l0_min=2.1, l0_max=2.4, support_min=0.44, cosine_min=0.9, steps=3000, longest_steps=6000)
+    failing = dict(exact_fraction_min=0.0, exact_fraction_max=0.0, exact_fraction_rho0=0.0, exact_fraction_rho03=0.0, seeds=5,
+                   steps=3000, l0_min=2.1, l0_max=2.4, support_min=0.44)
     assert claims.evaluate(c, failing)[0] == "not converged"
     assert "convergence not shown" in claims.evaluate(c, failing)[1]
     assert claims.evaluate(c, {**failing, "converged": False})[0] == "not converged"
     assert claims.evaluate(c, {**failing, "converged": True})[0] == "does not reproduce"
-    exact = dict(exact_rhos=2, low_rhos=2, l0_min=1.3625, l0_max=1.3625, support_min=1.0, cosine_min=1.0, steps=3000, longest_steps=6000)
-    assert claims.evaluate(c, exact)[0] == "reproduces"
-    # exact at rho = 0 only: partly, never a refutation
-    assert claims.evaluate(c, {**exact, "exact_rhos": 1, "l0_max": 1.53, "support_min": 0.83, "converged": True})[0] == "partly"
+
+
+def test_rule__exact_recovery_reads_the_fraction_of_exact_runs():
+    c = claims.CLAIMS["mp.hierarchy.exact_recovery"]
+    runs = dict(seeds=10, steps=15000, l0_min=1.3575, l0_max=1.53, support_min=0.83, converged=True)
+
+    def status(rho0, rho03):
+        return claims.evaluate(c, dict(runs, exact_fraction_rho0=rho0, exact_fraction_rho03=rho03,
+                                       exact_fraction_min=min(rho0, rho03), exact_fraction_max=max(rho0, rho03)))[0]
+
+    assert status(1.0, 0.5) == "reproduces"  # the median run exact at both rho
+    assert status(1.0, 0.4) == "partly"  # the median run exact at rho = 0 only
+    assert status(0.3, 0.2) == "partly"  # some runs exact at both, the median run at neither
+    assert status(1.0, 0.0) == "partly"  # exact at rho = 0 only: partly, never a refutation
+    assert status(0.4, 0.0) == "does not reproduce"
+    assert "60.0%" in claims.evaluate(c, dict(runs, exact_fraction_rho0=1.0, exact_fraction_rho03=0.6, exact_fraction_min=0.6,
+                                            exact_fraction_max=1.0))[1]
+
+
     # a theory check needs no convergence
     assert claims.evaluate(claims.CLAIMS["mp.prop.c1"], dict(max_error_unit=1e-6, max_error_non_unit=1.0))[0] == "does not reproduce"
 

@@ -18,6 +18,7 @@ t / 100 (one step earlier); the constant-lr run below isolates the step itself.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -91,3 +92,53 @@ def test_mp_sae_training_step_equals_the_official_toy_step_in_float64():
         err = float((a - b).abs().max())
         assert err < 1e-12, f"atoms differ by {err:.1e} after step {n}"
     assert float((official[-1] - W0).abs().max()) > 1e-3  # the steps moved the atoms: the comparison is not vacuous
+
+
+# ---------------------------------------------------------------------------------------------
+# sae_theory.experiments.official_toy: the loop the exact-recovery verdict reads
+
+
+def test_official_wsd_factor__the_official_lambda():
+    from sae_theory.experiments.official_toy import official_wsd_factor
+
+    n = 1000
+    assert official_wsd_factor(0, n) == 0.0  # the first optimiser step has learning rate 0
+    assert official_wsd_factor(50, n) == 0.5
+    assert official_wsd_factor(100, n) == 1.0 and official_wsd_factor(799, n) == 1.0
+    assert official_wsd_factor(900, n) == pytest.approx(1 - 0.9 * 100 / (200 + 1e-2))
+    assert official_wsd_factor(n - 1, n) == pytest.approx(0.1, abs=5e-3)
+
+
+def test_official_pursuit__equals_the_package_pursuit_with_threshold_and_stop_on_repeat():
+    from sae_theory.experiments.official_toy import official_pursuit
+    from sae_theory.models.mp.reference import matching_pursuit_reference
+
+    data = HierarchicalFeatureModel(0.3, 0.3, seed=3, dtype=torch.float64)
+    x = data.sample(64, torch.Generator().manual_seed(4))[0]
+    W = F.normalize(torch.randn(20, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64), dim=1)
+    ref, _ = matching_pursuit_reference(x, W, 21, threshold=THRESHOLD, stop_on_repeat=True, stop_at_rounding=False)
+    with torch.no_grad():
+        z = official_pursuit(W, x, THRESHOLD)
+    assert float((z - ref.codes).abs().max()) < 1e-12
+    assert int((ref.steps > 2).sum()) > 0  # random atoms: long pursuits, not only the trivial one-step case
+
+
+def test_official_exact_recovery__rows_like_ours_and_the_same_start_and_data():
+    import dataclasses
+
+    from sae_theory.experiments import hierarchical as hx
+    from sae_theory.experiments import official_toy
+    from sae_theory.profiles import get_profile
+
+    P = get_profile("quick", device="cpu")
+    P = dataclasses.replace(P, hierarchy=dataclasses.replace(P.hierarchy, steps=30, eval_samples=200, exact_seeds=(0, 1)))
+    off = official_toy.official_exact_recovery(P, rhos=(0.0,), progress=False)
+    ours = hx.exact_recovery(P, rhos=(0.0,), progress=False)
+    assert list(off.columns) == list(ours.columns)
+    assert set(off.method) == {official_toy.METHOD} and list(off.seed) == [0, 1] and set(off.steps) == {30}
+    # the same start: the official loop's atoms before any step are our MP-SAE's for seed + 1
+    data = HierarchicalFeatureModel(0.0, 0.0, seed=0)
+    W0 = official_toy.train_official_toy(data, steps=0, seed=0)
+    assert torch.equal(W0, MPSAE(d=20, n_latents=20, seed=1).W_dec.detach())
+    with pytest.raises(ValueError, match="seeds"):
+        official_toy.official_exact_recovery(P, seeds=(), progress=False)

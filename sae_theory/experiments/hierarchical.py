@@ -74,12 +74,18 @@ __all__ = [
     "HierarchyFit",
     "absorption",
     "absorption_table",
+    "evaluate_fit",
+    "exact_recovery",
+    "exact_row",
     "fit",
+    "is_exact",
     "hierarchy",
     "method_specs",
     "steps_sweep",
     "train_fields",
     "training_curves",
+    "EXACT_L0_TOLERANCE",
+    "EXACT_SUPPORT",
     "MP_UNIT_NORM",
     "TIED_RELU",
     "TIED_TOPK",
@@ -88,6 +94,11 @@ __all__ = [
 METHODS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
 TABLE1_METHODS = ("MP-SAE", "Matryoshka", "ReLU", "BatchTopK")
 TARGET_L0 = 1.36
+#: "Exact recovery" (the paper's z_hat = z), read on held-out rows: the support right (through the
+#: matching, every unmatched latent silent) on at least this fraction of rows ...
+EXACT_SUPPORT = 0.99
+#: ... and the mean L0 within this of the truth's 1.36.
+EXACT_L0_TOLERANCE = 0.02
 #: MP-SAE with its atoms renormalised after every step (overcomplete's rule; the official toy
 #: code does not renormalise): a method of :func:`method_specs` outside :data:`METHODS`.
 MP_UNIT_NORM = "MP-SAE unit-norm"
@@ -246,17 +257,24 @@ def fit(method: str, rho: float, profile: Profile, seed: int, magnitudes: Magnit
                     seed=seed, tree="toy", d=data.d)
     run = train_cached(specs[method], data, data_key=data_key, d=data.d, n_latents=n, seed=seed + 1,
                        run=train_fields(scale, seed), device=device, dtype=dtype)
-    sae = run.model
-    X, Z = data.sample(scale.eval_samples, eval_generator(seed))
+    return evaluate_fit(run.model, data, method=method, rho=rho, seed=seed, eval_samples=scale.eval_samples,
+                        seconds=run.seconds, history=tuple(run.history.rows))
+
+
+def evaluate_fit(sae, data: HierarchicalFeatureModel, *, method: str, rho: float, seed: int, eval_samples: int,
+                 seconds: float = float("nan"), history: tuple = ()) -> HierarchyFit:
+    """Evaluate a trained SAE on ``eval_samples`` held-out rows of ``data`` (drawn from
+    :func:`~sae_theory.experiments.specs.eval_generator` of ``seed``), as :func:`fit` does."""
+    X, Z = data.sample(eval_samples, eval_generator(seed))
     with torch.no_grad():
         codes = sae.encode(X)
         x_hat = sae.decode(codes)
     codes64, Z64 = codes.detach().double().cpu(), Z.double().cpu()
     return HierarchyFit(
-        method=method, rho=rho, magnitudes=magnitudes, seed=seed,
+        method=method, rho=rho, magnitudes=data.magnitudes, seed=seed,
         true_dictionary=data.features.double().cpu(), levels=data.tree.levels, parent_of=data.tree.parent_of(),
         dictionary=sae.dictionary.detach().double().cpu(), matched=match_latents(codes64, Z64),
-        codes=codes64, true_codes=Z64, fvu=fvu(X, x_hat), seconds=run.seconds, history=tuple(run.history.rows),
+        codes=codes64, true_codes=Z64, fvu=fvu(X, x_hat), seconds=seconds, history=history,
     )
 
 
@@ -307,6 +325,43 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
             seconds=f.seconds,
         ))
     return pd.DataFrame(rows)
+
+
+def is_exact(l0: float, support_accuracy: float) -> bool:
+    """Whether a run recovered the tree exactly: support right on >= :data:`EXACT_SUPPORT` of the
+    held-out rows and mean L0 within :data:`EXACT_L0_TOLERANCE` of :data:`TARGET_L0`."""
+    return bool(support_accuracy >= EXACT_SUPPORT and abs(l0 - TARGET_L0) < EXACT_L0_TOLERANCE)
+
+
+def exact_recovery(profile: Profile, *, method: str = "MP-SAE", rhos: tuple[float, ...] = (0.0, 0.3),
+                   seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Exact recovery of the tree run by run: ``method`` trained at ``profile.hierarchy.steps`` for
+    each seed (default ``exact_seeds``, else ``seeds``) at each ``rho``. Whether one run ends exact
+    depends on its trajectory (the same settings give exact and inexact runs from different seeds,
+    with our trainer and with the official toy step alike), so a verdict reads the fraction of
+    exact runs; the paper's Fig 4 reports medians over 10 runs.
+
+    Returns
+    -------
+    DataFrame, one row per (rho, seed): ``method, rho, seed, steps, l0, support_accuracy,
+    mean_cosine, min_cosine, exact`` (:func:`is_exact`).
+    """
+    H = profile.hierarchy
+    seeds = (H.exact_seeds or H.seeds) if seeds is None else tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed.")
+    (method,) = _check_methods((method,), tuple(method_specs(H)))
+    runs = [(r, s) for r in rhos for s in seeds]
+    return pd.DataFrame([exact_row(fit(method, rho, profile, seed), H.steps)
+                         for rho, seed in tqdm(runs, desc="exact recovery", disable=not progress)])
+
+
+def exact_row(f: HierarchyFit, steps: int) -> dict:
+    """One row of :func:`exact_recovery` from an evaluated run."""
+    cos = f.matched_cosines()
+    acc = f.support_accuracy()
+    return dict(method=f.method, rho=f.rho, seed=f.seed, steps=steps, l0=f.l0, support_accuracy=acc,
+                mean_cosine=float(cos.mean()), min_cosine=float(cos.min()), exact=is_exact(f.l0, acc))
 
 
 def steps_sweep(profile: Profile, *, methods: tuple[str, ...] = ("MP-SAE", MP_UNIT_NORM), rhos: tuple[float, ...] = (0.0, 0.3),
