@@ -34,6 +34,7 @@ from .models import (
 )
 from .plotting import save_figure, use_style
 from .profiles import Profile, get_profile, set_threads
+from .saelens import export_saelens, import_saelens
 from .theory.conditions import check_identifiability
 from .training import GBAConfig, GroupBiasAdaptation, SparsityController, TrainConfig, train
 
@@ -58,9 +59,11 @@ __all__ = [
     "__version__",
     "build_sae",
     "check_identifiability",
+    "export_saelens",
     "feature_recovery_rate",
     "fvu",
     "get_profile",
+    "import_saelens",
     "l0",
     "load_sae",
     "matching_pursuit_reference",
