@@ -20,8 +20,15 @@ Two sides, two virtual environments:
   |decode difference|, the largest |our code| and |x_hat| (for scale), and the fraction of inputs
   whose support (set of non-zero codes) is the same in both.
 
-The table: case, SAELens architecture and class, max |encode diff|, max |decode diff|, support
-agreement (the figure that matters for MP-SAE, whose codes follow a discrete pursuit).
+The other direction: in ``--peer-native ROOT`` mode SAELens builds one SAE of each architecture
+we import (random weights; ``apply_b_dec_to_input=False`` and ``rescale_acts_by_decoder_norm``
+variants, MP with its default stopping rules, and a BatchTopK training SAE written by
+``save_inference_model``), saves it with its own ``save_model``, and stores its encode and decode
+of Gaussian inputs; :func:`check_native` imports each folder with ``import_saelens`` and compares.
+
+Each table: case, SAELens architecture and class (or the class we built), max |encode diff|, max
+|decode diff|, support agreement (the figure that matters for MP-SAE, whose codes follow a
+discrete pursuit).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 PEERS_PY = HERE / ".venv-peers" / "bin" / "python"
-MANIFEST, RESULT = "manifest.json", "peer_result.json"
+MANIFEST, RESULT, NATIVE = "manifest.json", "peer_result.json", "native.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,17 +127,21 @@ def write_cases(root: Path, models: dict, x: torch.Tensor, tag: str = "") -> Non
     path.write_text(json.dumps(manifest, indent=1))
 
 
-def run_peer(root: Path, timeout: float = 600) -> dict:
-    """Run the ``--peer`` side on ``root`` with the peers venv's python; its JSON result.
-    Raises FileNotFoundError when the peers venv is missing, RuntimeError when the run fails."""
+def run_peer(root: Path, timeout: float = 600, *, native: bool = False) -> dict:
+    """Run the ``--peer`` side on ``root`` with the peers venv's python (``native``: the
+    ``--peer-native`` side, which writes SAELens's own saves); its JSON result. Raises
+    FileNotFoundError when the peers venv is missing, RuntimeError when the run fails."""
     if not PEERS_PY.exists():
         raise FileNotFoundError(f"{PEERS_PY} is missing: run `bash benchmarks/setup_peers.sh` (about 2.5 min) to compare with SAELens.")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    run = subprocess.run([str(PEERS_PY), str(Path(__file__).resolve()), "--peer", str(root)], capture_output=True, text=True,
+    flag = "--peer-native" if native else "--peer"
+    run = subprocess.run([str(PEERS_PY), str(Path(__file__).resolve()), flag, str(root)], capture_output=True, text=True,
                          timeout=timeout, check=False, env=env, cwd=str(root))
-    if run.returncode != 0 or not (root / RESULT).exists():
-        raise RuntimeError(f"the SAELens side failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
-    return json.loads((root / RESULT).read_text())
+    written = root / (NATIVE if native else RESULT)
+    if run.returncode != 0 or not written.exists():
+        raise RuntimeError(f"the SAELens side failed (exit {run.returncode}, {written.name} written: {written.exists()}):\n"
+                           f"{run.stderr[-4000:]}")
+    return json.loads(written.read_text())
 
 
 def table(result: dict) -> str:
@@ -149,15 +160,61 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_native(root: Path) -> dict:
+    """Import every SAELens save that ``--peer-native`` wrote under ``root`` with
+    :func:`~sae_theory.saelens.import_saelens` and compare our encode / decode with SAELens's
+    (the same keys as :func:`run_peer`'s cases, plus ``ours``: the class we built)."""
+    from safetensors.torch import load_file
+
+    from sae_theory.saelens import import_saelens
+
+    out = {}
+    for case in json.loads((root / NATIVE).read_text()):
+        r: dict = {"tag": case["tag"], "error": None}
+        try:
+            io = load_file(case["io"])
+            x, codes, x_hat = io["x"], io["codes"], io["x_hat"]
+            model = import_saelens(case["folder"])
+            with torch.no_grad():
+                ours = model.encode(x)
+                ours_hat = model.decode(codes)
+            r.update(architecture=case["architecture"], ours=type(model).__name__, encode_max_abs=float((ours - codes).abs().max()),
+                     decode_max_abs=float((ours_hat - x_hat).abs().max()), codes_max_abs=float(codes.abs().max()),
+                     x_hat_max_abs=float(x_hat.abs().max()),
+                     support_agreement=float(((ours != 0) == (codes != 0)).all(dim=-1).double().mean()))
+        except Exception as exc:  # recorded per case
+            r["error"] = f"{type(exc).__name__}: {exc}"
+        out[case["name"]] = r
+    return out
+
+
+def native_table(result: dict) -> str:
+    """The result of :func:`check_native` as a text table."""
+    rows = [("SAELens save", "imported as", "max |encode diff|", "max |decode diff|", "same support")]
+    for name, r in result.items():
+        if r.get("error"):
+            rows.append((name, "ERROR", r["error"][:60], "", ""))
+            continue
+        rows.append((name, r["ours"], f"{r['encode_max_abs']:.2e}", f"{r['decode_max_abs']:.2e}", f"{r['support_agreement']:.4f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peer", metavar="ROOT", help=argparse.SUPPRESS)
+    ap.add_argument("--peer-native", metavar="ROOT", help=argparse.SUPPRESS)
     ap.add_argument("--dtype", nargs="*", default=["float32", "float64"], choices=["float32", "float64"])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.peer:
         peer_main(Path(args.peer))
+        return
+    if args.peer_native:
+        peer_native_main(Path(args.peer_native))
         return
     import tempfile
 
@@ -168,13 +225,21 @@ def main() -> None:
             write_cases(Path(tmp), cases(dtype), inputs(16, args.batch, dtype), tag=name)
         try:
             result = run_peer(Path(tmp))
+            native = Path(tmp) / "native"
+            native.mkdir()
+            run_peer(native, native=True)
         except (FileNotFoundError, RuntimeError) as exc:
             print(f"SAELens comparison skipped: {exc}")
             return
-    print(f"{args.batch} inputs, d = 16, M = 64; SAELens {result['sae_lens_version']}, torch {result['torch_version']}")
+        native_result = check_native(native)
+    print(f"Exported by sae_theory, loaded by SAELens {result['sae_lens_version']} (torch {result['torch_version']}); "
+          f"{args.batch} inputs, d = 16, M = 64:")
     print(table(result))
+    print("\nSaved by SAELens (save_model; BatchTopK: save_inference_model), imported by sae_theory; float32, "
+          f"{NATIVE_BATCH} inputs, d = 16, M = 64:")
+    print(native_table(native_result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps({"export": result, "import": native_result}, indent=1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,6 +285,74 @@ def peer_main(root: Path) -> None:
             r["error"] = f"{type(exc).__name__}: {exc}"
         out["cases"][case["name"]] = r
     (root / RESULT).write_text(json.dumps(out, indent=1))
+
+
+NATIVE_BATCH = 256
+
+
+def peer_native_main(root: Path) -> None:
+    """SAELens writes its own saves of each architecture we import (random weights, biases and
+    thresholds set away from zero), with its encode of Gaussian inputs and decode of those codes."""
+    import warnings
+
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sae_lens import (BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, JumpReLUSAE, JumpReLUSAEConfig, MatchingPursuitSAE,
+                              MatchingPursuitSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig)
+
+    g = torch.Generator().manual_seed(0)
+    d, M = 16, 64
+    kw = dict(d_in=d, d_sae=M)
+
+    def fill(sae, unit_atoms=False):
+        with torch.no_grad():
+            sae.W_dec.copy_(torch.randn(M, d, generator=g) / d ** 0.5)
+            if unit_atoms:
+                sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
+            if not isinstance(getattr(type(sae), "W_enc", None), property):  # MP's W_enc is W_dec.T
+                sae.W_enc.copy_(sae.W_dec.T + 0.1 * torch.randn(d, M, generator=g))
+            sae.b_dec.copy_(0.2 * torch.randn(d, generator=g))
+            if hasattr(sae, "b_enc"):
+                sae.b_enc.copy_(0.2 * torch.randn(M, generator=g))
+            if hasattr(sae, "threshold"):
+                sae.threshold.copy_(0.05 + 0.3 * torch.rand(M, generator=g))
+        return sae
+
+    saes = {
+        "standard": fill(StandardSAE(StandardSAEConfig(**kw))),
+        "standard, apply_b_dec_to_input=False": fill(StandardSAE(StandardSAEConfig(**kw, apply_b_dec_to_input=False))),
+        "topk k=4": fill(TopKSAE(TopKSAEConfig(**kw, k=4))),
+        "topk k=4, rescale_acts_by_decoder_norm": fill(TopKSAE(TopKSAEConfig(**kw, k=4, rescale_acts_by_decoder_norm=True))),
+        "jumprelu": fill(JumpReLUSAE(JumpReLUSAEConfig(**kw))),
+        "jumprelu, apply_b_dec_to_input=False": fill(JumpReLUSAE(JumpReLUSAEConfig(**kw, apply_b_dec_to_input=False))),
+        "matching_pursuit (defaults)": fill(MatchingPursuitSAE(MatchingPursuitSAEConfig(**kw)), unit_atoms=True),
+        "matching_pursuit max_iterations=6, no stops": fill(MatchingPursuitSAE(MatchingPursuitSAEConfig(
+            **kw, max_iterations=6, residual_threshold=0.0, stop_on_duplicate_support=False)), unit_atoms=True),
+    }
+    btk = fill(BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(**kw, k=4.0)))
+    btk.topk_threshold = torch.tensor(0.15, dtype=torch.double)
+    x = torch.randn(NATIVE_BATCH, d, generator=g)
+    manifest = []
+    for i, (name, sae) in enumerate([*saes.items(), ("batchtopk (save_inference_model)", btk)]):
+        folder = root / f"native{i:02d}"
+        if sae is btk:
+            sae.save_inference_model(folder / "sae")
+            from sae_lens import SAE
+
+            sae = SAE.load_from_disk(folder / "sae")  # what a user of the saved BatchTopK runs: a JumpReLU SAE
+        else:
+            sae.save_model(folder / "sae")
+        sae.eval()
+        with torch.no_grad():
+            codes = sae.encode(x)
+            x_hat = sae.decode(codes)
+        save_file({"x": x, "codes": codes.contiguous(), "x_hat": x_hat.contiguous()}, str(folder / "io.safetensors"))
+        manifest.append({"name": name, "tag": "float32", "architecture": sae.cfg.architecture(), "folder": str(folder / "sae"),
+                         "io": str(folder / "io.safetensors")})
+    (root / NATIVE).write_text(json.dumps(manifest, indent=1))
 
 
 if __name__ == "__main__":

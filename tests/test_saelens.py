@@ -101,6 +101,24 @@ def test_saelens__round_trip_is_bit_identical(tmp_path, models, name, dtype):
             assert torch.equal(a[key], b[key]), f"{name}: state {key!r} differs"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cls,kw", [(ReLUSAE, {}), (JumpReLUSAE, {}), (TiedSAE, {}), (MPSAE, {"k": 3, "stop_at_rounding": False})],
+                         ids=["ReLU", "JumpReLU", "GBA", "MP"])
+def test_saelens__half_precision_round_trip(tmp_path, dtype, cls, kw):
+    model = cls(d=8, n_latents=16, dtype=dtype, **kw)
+    with torch.no_grad():
+        if cls is JumpReLUSAE:
+            model.log_threshold.copy_(torch.linspace(-5.0, -1.0, 16))
+        if cls is TiedSAE:
+            model.output_scale.copy_(torch.linspace(0.5, 1.5, 16))
+    export_saelens(model, tmp_path / "e")
+    assert json.loads((tmp_path / "e" / CFG).read_text())["dtype"] == str(dtype).removeprefix("torch.")
+    back = import_saelens(tmp_path / "e")
+    x = _x(torch.float64, 16)[:, :8].to(dtype)
+    codes = model.encode(x)
+    assert torch.equal(back.encode(x), codes) and torch.equal(back.decode(codes), model.decode(codes))
+
+
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_saelens__restated_saelens_formulas_match_ours(tmp_path, models, name):
     # float64: SAELens's inference formulas on the exported files give our encode and decode
@@ -401,7 +419,7 @@ def test_saelens__import_device(tmp_path, models):
 
 
 @pytest.mark.slow
-def test_saelens__real_saelens_loads_every_export(tmp_path, models):
+def test_saelens__real_saelens_loads_our_exports_and_we_load_its_saves(tmp_path, models):
     if not bench.PEERS_PY.exists():
         reason = (f"{bench.PEERS_PY} is missing: create it with `bash benchmarks/setup_peers.sh` "
                   "(about 2.5 min; installs sae-lens 6.54.12) to check the exports against the real SAELens")
@@ -418,3 +436,14 @@ def test_saelens__real_saelens_loads_every_export(tmp_path, models):
         assert r["support_agreement"] == 1.0, f"{name}: supports differ on {1 - r['support_agreement']:.2%} of inputs"
         assert r["encode_max_abs"] <= tol * max(1.0, r["codes_max_abs"]), f"{name}: encode differs by {r['encode_max_abs']:.2e}"
         assert r["decode_max_abs"] <= tol * max(1.0, r["x_hat_max_abs"]), f"{name}: decode differs by {r['decode_max_abs']:.2e}"
+    # the other direction: SAELens's own saves of every architecture we read, imported here
+    native = tmp_path / "native"
+    native.mkdir()
+    bench.run_peer(native, native=True)
+    result = bench.check_native(native)
+    assert len(result) == 9
+    for name, r in result.items():
+        assert r["error"] is None, f"SAELens save {name}: {r['error']}"
+        assert r["support_agreement"] == 1.0, f"SAELens save {name}: supports differ on {1 - r['support_agreement']:.2%} of inputs"
+        assert r["encode_max_abs"] <= 1e-5 * max(1.0, r["codes_max_abs"]), f"SAELens save {name}: encode differs"
+        assert r["decode_max_abs"] <= 1e-5 * max(1.0, r["x_hat_max_abs"]), f"SAELens save {name}: decode differs"
