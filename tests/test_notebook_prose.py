@@ -101,3 +101,19 @@ def test_the_rule_flags_a_measured_number_and_passes_a_quoted_or_set_one():
     assert not unsourced_numbers([md("The paper reports 73.4% (Fig 3)."), code])
     assert not unsourced_numbers([md("We train for 15,000 steps with 3 seeds."), code])
     assert not unsourced_numbers([md("## 12. Heading with 0.123"), code])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure__ids_a_parameters_cell_with_a_seed_and_a_last_line_saying_the_assertions_hold(path):
+    """Issue 16, point 4: valid nbformat (every cell has an id), one ``parameters`` cell that sets
+    ``SEED`` (papermill-style), and a last code cell that says all the notebook's assertions hold."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)  # raises on a cell without an id (nbformat 4.5)
+    assert all("id" in c for c in json.loads(path.read_text())["cells"]), "every cell needs an id (nbformat 4.5)"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and re.search(r"^SEED = \d+", params[0].source, re.MULTILINE), "one parameters cell setting SEED"
+    last = [c for c in nb.cells if c.cell_type == "code"][-1].source.strip().split("\n")[-1]
+    number = path.stem[:2]
+    assert last == f'print("all assertions of notebook {number} hold")', last
