@@ -446,3 +446,64 @@ def test_metric_settled__compares_the_last_two_readings():
         metric_settled([0.5, float("nan")])
     with pytest.raises(ValueError, match="atol"):
         metric_settled([0.5, 0.5], atol=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoder_mcc (SynthSAEBench's decoder-cosine MCC)
+# ---------------------------------------------------------------------------------------------
+def test_decoder_mcc__permuted_sign_flipped_scaled_copy_is_one(cpu_generator):
+    true = torch.randn(12, 7, generator=cpu_generator, dtype=F64)
+    perm = torch.randperm(12, generator=cpu_generator)
+    signs = torch.where(torch.rand(12, generator=cpu_generator, dtype=F64) < 0.5, -1.0, 1.0)
+    learned = (true * signs[:, None] * 3.0)[perm]
+    assert metrics.decoder_mcc(learned, true) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_decoder_mcc__orthogonal_sets_give_zero():
+    eye = torch.eye(4, dtype=F64)
+    assert metrics.decoder_mcc(eye[:2], eye[2:]) == 0.0
+    assert metrics.decoder_mcc(torch.zeros(3, 4, dtype=F64), eye[:2]) == 0.0  # dead learned rows: |cos| 0
+
+
+def test_decoder_mcc__hand_computed_2x2_is_a_matching_not_a_best_match():
+    # true e1, e2 in R^3; learned l0 = (0.6, 0.6, sqrt(0.28)) (unit), l1 = (0.5, 0, sqrt(0.75)) (unit)
+    # |cos|:  e1: l0 0.6, l1 0.5;   e2: l0 0.6, l1 0.0
+    # both true directions prefer l0 (best-match mean 0.6), but one to one:
+    # (e1-l0, e2-l1) = 0.6 + 0 = 0.6;  (e1-l1, e2-l0) = 0.5 + 0.6 = 1.1  ->  MCC = 1.1 / 2 = 0.55
+    true = torch.eye(3, dtype=F64)[:2]
+    learned = torch.tensor([[0.6, 0.6, math.sqrt(0.28)], [0.5, 0.0, math.sqrt(0.75)]], dtype=F64)
+    assert metrics.decoder_mcc(learned, true) == pytest.approx(0.55, abs=1e-12)
+    assert float(metrics.best_cosine(learned, true).mean()) == pytest.approx(0.6, abs=1e-12)
+
+
+def test_decoder_mcc__extra_learned_ignored_missing_learned_count_zero():
+    eye = torch.eye(3, dtype=F64)
+    learned = torch.cat([eye, torch.tensor([[1.0, 1.0, 0.0]], dtype=F64)])  # 4 learned, 3 true: the extra one is left over
+    assert metrics.decoder_mcc(learned, eye) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.decoder_mcc(eye[:1], eye[:2]) == pytest.approx(0.5, abs=1e-12)  # 1 learned, 2 true: (1 + 0) / 2
+
+
+def test_decoder_mcc__small_blocks_match_dense(monkeypatch, cpu_generator):
+    learned = torch.randn(9, 5, generator=cpu_generator)
+    true = torch.randn(6, 5, generator=cpu_generator)
+    expected = metrics.decoder_mcc(learned, true)
+    monkeypatch.setattr(recovery, "_CHUNK_ENTRIES", 4)
+    assert metrics.decoder_mcc(learned, true) == pytest.approx(expected, abs=1e-12)
+
+
+def test_decoder_mcc__bad_inputs_raise_naming_the_argument():
+    good = torch.eye(3)
+    with pytest.raises(ValueError, match=r"learned and true .*\(3, 3\).*\(3, 2\)"):
+        metrics.decoder_mcc(good, good[:, :2])
+    with pytest.raises(ValueError, match="learned contains NaN"):
+        metrics.decoder_mcc(torch.tensor([[float("nan"), 0.0, 0.0]]), good)
+    with pytest.raises(ValueError, match="true contains NaN"):
+        metrics.decoder_mcc(good, torch.tensor([[float("inf"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="true has 1 zero row"):
+        metrics.decoder_mcc(good, torch.zeros(1, 3))
+    with pytest.raises(TypeError, match="learned must be a torch.Tensor"):
+        metrics.decoder_mcc([[1.0]], good)
+    with pytest.raises(ValueError, match="true must be 2-D"):
+        metrics.decoder_mcc(good, torch.ones(3))
+    with pytest.raises(TypeError, match="learned must have a floating dtype"):
+        metrics.decoder_mcc(torch.eye(3, dtype=torch.int64), good)

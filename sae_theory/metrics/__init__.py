@@ -1,6 +1,6 @@
 """Metrics as pure functions of tensors (docs/papers.md#gba-metrics,
-docs/papers.md#gba-author-code): feature recovery (FRR), cross-seed consistency (MCS),
-reconstruction (L0, FVU, MSE) and per-neuron activation statistics.
+docs/papers.md#gba-author-code): feature recovery (FRR, SynthSAEBench's decoder-cosine MCC),
+cross-seed consistency (MCS), reconstruction (L0, FVU, MSE) and per-neuron activation statistics.
 
 Everything computes in float64 internally, whatever the input dtype or device; scalars come back
 as Python floats, per-row or per-neuron vectors as float64 tensors on CPU.
@@ -19,7 +19,7 @@ from .reconstruction import (
 )
 from .convergence import metric_settled, plateaued
 from .hierarchy import absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
-from .recovery import best_cosine, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
+from .recovery import best_cosine, decoder_mcc, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
 
 __all__ = [
     "absorption",
@@ -33,6 +33,7 @@ __all__ = [
     "activation_frequency",
     "best_cosine",
     "dead_fraction",
+    "decoder_mcc",
     "feature_recovery_rate",
     "fraction_active",
     "fvu",

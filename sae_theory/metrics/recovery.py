@@ -11,9 +11,11 @@ function                        result
 :func:`max_cosine_similarity`   float64 tensor (M,) on CPU
 :func:`mcs_fraction`            Python float
 :func:`top_fraction`            int64 tensor (k,) on CPU
+:func:`decoder_mcc`             Python float
 ==============================  =============================================================
 
-Cosines are **signed**. An SAE direction has a sign (its code is non-negative), so a learned row
+Cosines are **signed** (except in :func:`decoder_mcc`, which follows SynthSAEBench and takes
+their absolute value). An SAE direction has a sign (its code is non-negative), so a learned row
 -v_i does not recover feature v_i: its cosine with v_i is -1, not 1.
 
 Memory. The learned dictionary may have M = 262,144 rows and the true one n = 65,536, so the
@@ -37,7 +39,7 @@ import torch
 
 from .._checks import check_matrix, check_probability
 
-__all__ = ["best_cosine", "feature_recovery_rate", "max_cosine_similarity", "mcs_fraction", "top_fraction"]
+__all__ = ["best_cosine", "decoder_mcc", "feature_recovery_rate", "max_cosine_similarity", "mcs_fraction", "top_fraction"]
 
 #: Largest number of entries in any block built at once (float64 rows, or a block of cosines).
 #: Private; tests lower it to force many small blocks.
@@ -367,3 +369,70 @@ def top_fraction(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     M = scores.shape[0]
     k = min(M, max(1, math.floor(alpha * M + 0.5)))
     return torch.topk(scores, k, sorted=True).indices.to(device="cpu", dtype=torch.int64)
+
+
+def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
+    """Decoder-cosine MCC (the mean correlation coefficient of SynthSAEBench): the mean |cos|
+    between true directions and the learned directions matched to them one to one.
+
+    With C[i, j] = |<v_i, w_j>| / (||v_i|| ||w_j||) (n, M), the Hungarian algorithm
+    (``scipy.optimize.linear_sum_assignment``, maximising) picks the one-to-one matching pi of
+    true directions to distinct learned ones with the largest total C, and
+
+        MCC = (1/n) sum_{i matched} C[i, pi(i)].
+
+    * More learned than true directions (M > n, the usual SAE): every true direction is matched
+      to a distinct learned one; the M - n learned directions left over do not count.
+    * Fewer learned than true (M < n): only M true directions can be matched; the n - M left
+      over count as 0 in the mean over the n true directions, so MCC <= M / n.
+
+    Unlike :func:`best_cosine`, two true directions cannot both claim the same learned one, and
+    the sign is ignored (a learned row -v_i matches v_i with |cos| 1).
+
+    Parameters
+    ----------
+    learned : Tensor (M, d)
+        Learned directions, one per row (e.g. ``W_dec``); a zero row (a dead neuron) has |cos| 0
+        with every true direction.
+    true : Tensor (n, d)
+        True directions V, one per row, none zero; moved to ``learned``'s device.
+
+    Returns
+    -------
+    float
+        In [0, 1]: 1 exactly when every true direction has a distinct learned copy up to sign
+        and scale (up to rounding), 0 when every learned direction is orthogonal to every true one.
+
+    Raises
+    ------
+    ValueError
+        Either is not 2-D with at least one row, their d differ (both shapes in the message),
+        either holds NaN or infinity, or ``true`` has a zero row.
+    TypeError
+        Either is not a dense floating tensor.
+
+    Notes
+    -----
+    Builds the (n, M) float64 matrix of |cos| (in blocks, but the matrix itself is whole:
+    8 n M bytes) and solves the assignment in O(n^2 M) time: fine up to a few thousand
+    directions on each side, not for M = 262,144.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    check_matrix("learned", learned)
+    check_matrix("true", true)
+    _check_same_d("learned", learned, "true", true)
+    true = true.to(learned.device)
+    inv_learned = _inverse_row_norms("learned", learned, zero_rows="zero")
+    inv_true = _inverse_row_norms("true", true, zero_rows="raise")
+    n, M = true.shape[0], learned.shape[0]
+    C = torch.empty(n, M, dtype=torch.float64)
+    rows = _block_rows(true.shape[1])
+    for i0 in range(0, n, rows):
+        t = true[i0 : i0 + rows].to(torch.float64) * inv_true[i0 : i0 + rows, None]
+        for j0 in range(0, M, rows):
+            w = learned[j0 : j0 + rows].to(torch.float64) * inv_learned[j0 : j0 + rows, None]
+            C[i0 : i0 + rows, j0 : j0 + rows] = (t @ w.T).abs_().clamp_(max=1.0).cpu()
+    C_np = C.numpy()
+    r, c = linear_sum_assignment(C_np, maximize=True)
+    return float(C_np[r, c].sum() / n)
