@@ -1,15 +1,21 @@
-"""Command line: ``sae-theory list``, ``sae-theory reproduce`` and ``sae-theory claims``.
+"""Command line: ``sae-theory list``, ``sae-theory reproduce``, ``sae-theory claims`` and
+``sae-theory audit``.
 
 ``sae-theory reproduce`` executes the notebooks (``notebooks/NN_*.ipynb``) in order under a
 profile, never writing into the source notebooks, and ends with a table of what ran, how long it
 took and which figures each notebook wrote, then the verdict of every registered claim of those
 notebooks (:mod:`sae_theory.claims`). ``sae-theory claims`` prints the verdicts of a profile, or
-the README's generated results table. This module is the only place in the package that prints.
+the README's generated results table. ``sae-theory audit`` audits a trained SAE on activations
+(:mod:`sae_theory.audit`) and writes ``audit.json``, ``summary.md`` and figures into a folder.
+This module is the only place in the package that prints.
 
 Every invalid argument is a usage error (exit status 2, argparse's ``usage:`` line and a message
 naming the option and what to give instead) found before anything runs: no kernel starts and
 nothing is written (the output folders are created, and test-written, only once every other
-argument has passed).
+argument has passed). ``audit`` loads the SAEs and opens the activations (their format and
+width) before reading a row; NaN or infinity in the activations is found while they are read,
+and is a usage error as well: the output folder is written atomically, only at the end, so
+nothing is written then either.
 """
 
 from __future__ import annotations
@@ -439,6 +445,40 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(raw: str) -> int:
+    """``--max-rows`` / ``--batch-size`` / ``--sample-rows``: a whole number >= 1."""
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number; give a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is below 1; give a whole number >= 1")
+    return value
+
+
+#: The audit's Python arguments, as the command line names them.
+_AUDIT_OPTIONS = {"sae": "SAE_FOLDER", "activations": "--activations", "second": "--second", "out": "--out",
+                  "max_rows": "--max-rows", "batch_size": "--batch-size", "sample_rows": "--sample-rows", "device": "--device"}
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from sae_theory.audit import AuditError, audit
+
+    out = Path(args.out) if args.out is not None else Path(f"audit_{Path(args.sae_folder).resolve().name}")
+    try:
+        report = audit(args.sae_folder, args.activations, second=args.second, out=out, max_rows=args.max_rows,
+                       batch_size=args.batch_size, sample_rows=args.sample_rows, device=args.device,
+                       progress=not args.no_progress)
+    except AuditError as exc:
+        _usage(args, f"argument {_AUDIT_OPTIONS.get(exc.argument, exc.argument)}: {exc.detail}")
+    r = report.reconstruction
+    print(f"audited {report.conditions['sae']['class']} on {report.conditions['rows_read']:,} rows of "
+          f"{report.conditions['source']['description']}: FVU {r['fvu']:.4g}, mean L0 {r['mean_l0']:.4g}, "
+          f"{r['dead_latents']:,} dead and {r['dense_latents']:,} dense latents")
+    print(f"wrote {out}/summary.md, {out}/audit.json and the figures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sae-theory`` argument parser."""
     from sae_theory import __version__
@@ -508,6 +548,33 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rewrite the generated results table in the README at PATH (between its "
                             "claims-table markers)")
     p_cl.set_defaults(func=_cmd_claims, parser=p_cl)
+
+    p_au = sub.add_parser(
+        "audit",
+        help="audit a trained SAE on activations (reconstruction, GBA's and MP-SAE's views, figures)",
+        description="Audit a trained SAE on activations: FVU, L0, dead and dense latents; the firing-frequency "
+                    "distribution and the identifiability conditions H1-H3, V1 on its codes and dictionary (GBA); "
+                    "Babel, effective rank and the error against inference sparsity (MP-SAE); MCS against a second "
+                    "SAE. Writes audit.json, summary.md and figures into --out (sae_theory.audit).",
+    )
+    p_au.add_argument("sae_folder", metavar="SAE_FOLDER",
+                      help="a save_sae folder, a checkpoint (step folder or checkpoint_dir), or a SAELens save folder")
+    p_au.add_argument("--activations", required=True, metavar="SOURCE",
+                      help="a .pt / .safetensors (file.safetensors:key for one of several tensors) / .npy file of shape "
+                           "(..., d), a folder of such shards (read in name order), or synthetic:<spec> for a "
+                           "SparseFeatureModel sample of the SAE's width, e.g. synthetic:n=256,s=4,rows=20000,seed=0")
+    p_au.add_argument("--second", metavar="SAE_FOLDER", help="another SAE of the same d: compare the dictionaries (MCS)")
+    p_au.add_argument("--out", metavar="DIR",
+                      help="folder for audit.json, summary.md and the figures (default: audit_<SAE folder name>); "
+                           "replaced atomically, and only if it holds nothing but an earlier audit")
+    p_au.add_argument("--max-rows", type=_positive_int, metavar="N", help="read at most N rows (default: all)")
+    p_au.add_argument("--batch-size", type=_positive_int, default=4096, metavar="B", help="rows per batch (default: 4096)")
+    p_au.add_argument("--sample-rows", type=_positive_int, default=4096, metavar="N",
+                      help="rows of the random sample the GBA and MP-SAE views are measured on (default: 4096)")
+    p_au.add_argument("--device", metavar="DEVICE",
+                      help="where to load the SAE folders, e.g. cpu or cuda:0 (default: where they were saved)")
+    p_au.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_au.set_defaults(func=_cmd_audit, parser=p_au)
     return parser
 
 
