@@ -651,6 +651,9 @@ class AuditReport:
             L.append(f"- Conditions of docs/papers.md#gba-identifiability measured on H = |codes| ({idf['rows']:,} sample rows x "
                      f"{idf['latents']:,} latents that fire in the sample and have a non-zero atom; {idf['excluded_never_fire']:,} "
                      f"latents that never fire there and {idf['excluded_zero_atom']:,} zero atoms left out) and V = those rows of W_dec:")
+            if idf["negative_codes"]:
+                L.append(f"  - {idf['negative_codes']:,} codes of the sample are negative: they enter H by their magnitude, count in L0 "
+                         "(non-zero) but not as firing (code > 0).")
             for name, what in (("H1", "row sparsity"), ("H2", "non-degenerate coefficients"), ("H3", "low co-occurrence"),
                                ("V1", "incoherent dictionary")):
                 res = idf[name]

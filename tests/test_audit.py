@@ -126,6 +126,17 @@ def test_babel_curve__equals_metrics_babel_with_a_zero_atom(monkeypatch):
     assert babel_curve(D, rs) == pytest.approx(expected, abs=1e-12)
 
 
+def test_audit__signed_codes_enter_h_by_magnitude_and_are_said():
+    sae = MPSAE.from_dictionary(torch.eye(4, dtype=F64), k=2, selection="abs")  # classic MP: signed codes
+    X = torch.tensor([[1.0, -2.0, 0, 0], [0, 0, -1.0, 0.5], [3.0, 0, 0, 0]], dtype=F64)
+    rep = audit(sae, X, **_quick())
+    assert rep.identifiability["negative_codes"] == 2
+    assert rep.firing_frequency["per_latent"] == pytest.approx([2 / 3, 0.0, 0.0, 1 / 3])  # firing: code > 0
+    assert rep.reconstruction["mean_l0"] == pytest.approx(5 / 3)  # L0: every non-zero code
+    assert rep.identifiability["H2"]["details"]["max_mean"] == pytest.approx(2.0)  # |-2| and |-1| as magnitudes
+    assert "2 codes of the sample are negative" in rep.summary()
+
+
 @pytest.mark.parametrize("kw", [{}, {"threshold": 0.4}, {"stop_on_repeat": True}, {"selection": "abs"}])
 def test_mp_codes_at__equals_encode_at_every_k(kw):
     sae = MPSAE(d=6, n_latents=15, k=3, dtype=F64, **kw)
