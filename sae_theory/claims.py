@@ -485,7 +485,7 @@ _CLAIMS = (
        "experiments.official_toy.official_exact_recovery, experiments.hierarchical.exact_recovery, experiments.hierarchical.steps_sweep", "06_hierarchy",
        "runs: the official toy loop (experiments.official_toy, the paper's code path restated) at rho = 0 and 0.3 over the "
        "profile's seeds, our trainer's runs beside it (exact: support right on >= 99% of held-out rows and L0 "
-       "within 0.02 of 1.36); reproduces when at least half of the runs are exact at every rho <= 0.3 (the median run, "
+       "within 0.02 of the true codes' L0 on the same rows); reproduces when at least half of the runs are exact at every rho <= 0.3 (the median run, "
        "as the paper's medians over 10 runs); partly when the median run is exact at some rho, or some runs at every rho; "
        "converged when the first seed's outcome is the same at the profile's steps and at the longest of the steps sweep",
        ("exact_fraction_min", "exact_fraction_max", "exact_fraction_rho0", "exact_fraction_rho03", "seeds", "steps",
