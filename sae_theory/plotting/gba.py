@@ -127,8 +127,9 @@ def toy_sensitivity_figure(widths, ks, groups, *, feature_frequency: float = 11.
 
 def topk_convergence_figure(tc, tied_sweep=None):
     """The paper's TopK on the toy against training length (``experiments.gba.topk_convergence``):
-    FRR at tau = 0.8 and 0.9 per K, tied (solid) and untied (dashed); and, when given, the tied
-    TopK's FRR against K at the profile's steps (``topk_sweep(..., tied=True)``)."""
+    FRR at tau = 0.8 and 0.9 per K, tied (solid) and untied (dashed), with the curves that stay at 0
+    (which would hide each other) named on the panel; and, when given, the tied TopK's FRR against K
+    at the profile's steps (``topk_sweep(..., tied=True)``)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -137,13 +138,22 @@ def topk_convergence_figure(tc, tied_sweep=None):
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.8))
     d = tc.assign(model=tc["tied"].map({True: "tied", False: "untied"}), K=tc["k"].astype(str))
     for ax, tau in zip(axes, (0.8, 0.9)):
-        sns.lineplot(d[d.tau == tau], x="steps", y="frr", hue="K", style="model", style_order=["tied", "untied"],
+        dt = d[d.tau == tau]
+        sns.lineplot(dt, x="steps", y="frr", hue="K", style="model", style_order=["tied", "untied"],
                      markers=True, ax=ax, legend=ax is axes[0])
-        ax.set(xlabel="training steps", ylabel=f"FRR at tau = {tau}", ylim=(-0.03, 1.03), xscale="log",
+        ax.set(xlabel="training steps", ylabel=f"features recovered at tau = {tau} (FRR)", ylim=(-0.03, 1.03), xscale="log",
                title=f"TopK on the toy: recovery at tau = {tau}")
+        # curves that stay at 0 lie on top of each other: name them, so none is hidden
+        zero = [f"K = {k} {model}" for (k, model), g in dt.groupby(["k", "model"]) if (g["frr"] == 0).all()]
+        if zero:
+            ax.text(0.02, 0.97, "at 0 at every reading:\n" + "\n".join(zero), transform=ax.transAxes, va="top", ha="left",
+                    fontsize=7, bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"))
     if tied_sweep is not None:
-        sns.lineplot(tied_sweep, x="k", y="frr", hue="tau", marker="o", ax=axes[2])
-        axes[2].set(xlabel="K", ylabel="FRR", ylim=(-0.03, 1.03), title="tied TopK against K (profile steps)")
+        ts = tied_sweep.assign(threshold=tied_sweep["tau"].map(lambda t: f"tau = {t}"))
+        sns.lineplot(ts, x="k", y="frr", hue="threshold", style="threshold", markers=["o", "X"], palette=["C1", "C4"], ax=axes[2])
+        axes[2].set(xlabel="K (codes kept per input)", ylabel="features recovered (FRR)", ylim=(-0.03, 1.03),
+                    title="tied TopK against K (profile steps)")
+        axes[2].legend(title="cosine threshold")
     fig.tight_layout()
     return fig
 
