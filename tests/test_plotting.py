@@ -526,3 +526,16 @@ def test_band_figure__bad_n_slice_raises(n_slice):
     band = _feature_model_frames()[3]
     with pytest.raises((TypeError, ValueError), match="n_slice"):
         plotting.band_figure(band, n_slice=n_slice)
+
+
+def test_mark_zero_bars__marks_only_the_zero_bars():
+    import matplotlib.pyplot as plt
+
+    from sae_theory.plotting import mark_zero_bars
+
+    fig, ax = plt.subplots()
+    ax.bar([0, 1, 2], [0.0, 0.5, 0.0])
+    assert mark_zero_bars(ax) == 2
+    assert len(ax.lines) == 2 and [t.get_text() for t in ax.texts] == ["0", "0"]
+    assert sorted(line.get_xdata()[0] for line in ax.lines) == pytest.approx([-0.4, 1.6])
+    plt.close(fig)

@@ -28,6 +28,7 @@ from .core import (
     base_figure_dir,
     figure_dir,
     hue_kwargs,
+    mark_zero_bars,
     method_colors,
     repo_root,
     save_figure,

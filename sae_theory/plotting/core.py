@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from sae_theory.profiles import Profile
 
 __all__ = [
+    "mark_zero_bars",
     "FIGURE_DIR_ENV",
     "UPDATE_FIGURES_ENV",
     "WALL_CLOCK_COLUMNS",
@@ -384,3 +385,19 @@ def hue_kwargs(methods) -> dict[str, Any]:
     """``hue_order`` and ``palette`` for a seaborn call whose hue is the method."""
     colors = method_colors(methods)
     return {"hue_order": list(colors), "palette": colors}
+
+
+def mark_zero_bars(ax, *, label: str = "0") -> int:
+    """Make the bars of ``ax`` whose height is 0 visible: a short black tick on the axis at each
+    one's centre and ``label`` just above it (a zero bar otherwise draws nothing, and a reader
+    cannot tell "0" from "not run"). Returns how many bars were marked."""
+    from matplotlib.patches import Rectangle
+
+    n = 0
+    for patch in ax.patches:
+        if isinstance(patch, Rectangle) and patch.get_width() > 0 and patch.get_height() == 0:
+            x = patch.get_x() + patch.get_width() / 2
+            ax.plot([patch.get_x(), patch.get_x() + patch.get_width()], [0, 0], color="k", lw=2.0, solid_capstyle="butt", zorder=6)
+            ax.annotate(label, (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=6, zorder=6)
+            n += 1
+    return n

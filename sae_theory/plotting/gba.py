@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import hue_kwargs, method_colors, use_style
+from .core import hue_kwargs, mark_zero_bars, method_colors, use_style
 
 __all__ = ["deployed_readings_figure", "resonance_figure", "topk_convergence_figure", "toy_controls_figure", "toy_figure", "toy_sensitivity_figure"]
 
@@ -63,6 +63,7 @@ def toy_figure(frr, cons, front):
         axes[0].scatter([i + (k - 0.5) * 0.4 for i in range(len(order))], p["paper_frr"], marker="_", s=400,
                         color="k", zorder=5, label="paper" if k == 0 else None)
     axes[0].set(ylim=(0, 1.05), ylabel="FRR", xlabel="", title="FRR on the toy (bars: ours, range over seeds; black: paper)")
+    mark_zero_bars(axes[0])
     axes[0].tick_params(axis="x", rotation=20)
     axes[0].legend(fontsize=7)
     sns.lineplot(cons, x="threshold", y="fraction", hue="method", **hue_kwargs(cons["method"]), marker="o", ax=axes[1], errorbar=("pi", 100))
@@ -198,6 +199,7 @@ def toy_controls_figure(baselines, truth, laws, curves):
                            color=colors[method], alpha=alpha, label=f"{method}, tau = {tau}")
     axes[0, 2].set_xticks(range(len(law_order)), law_order)
     axes[0, 2].set(ylabel="features recovered (%)", ylim=(0, 103), title="coefficient law (pale: tau = 0.8)")
+    mark_zero_bars(axes[0, 2])
     axes[0, 2].legend(fontsize=7)
     colors = method_colors(truth["method"])
     for method in method_order(truth["method"]):
@@ -262,6 +264,7 @@ def deployed_readings_figure(df):
         row[2].bar(x + 0.2, 100 * final["frr_09"], 0.4, color=bar_colors, label="tau = 0.9", hatch=["" if m == "GBA" else "//" for m in final["method"]])
         row[2].set_xticks(x, labels, rotation=35, ha="right", fontsize=6)
         row[2].set(ylabel="features recovered (%)", ylim=(0, 103), title=f"{name}: recovery (hatched: TopK)")
+        mark_zero_bars(row[2])
         row[2].legend(fontsize=6)
     fig.tight_layout()
     return fig
