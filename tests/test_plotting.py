@@ -539,3 +539,17 @@ def test_mark_zero_bars__marks_only_the_zero_bars():
     assert len(ax.lines) == 2 and [t.get_text() for t in ax.texts] == ["0", "0"]
     assert sorted(line.get_xdata()[0] for line in ax.lines) == pytest.approx([-0.4, 1.6])
     plt.close(fig)
+
+
+def test_name_zero_curves__names_the_curves_at_zero_everywhere():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from sae_theory.plotting import name_zero_curves
+
+    df = pd.DataFrame(dict(m=["a", "a", "b", "b", "c", "c"], y=[0.0, 0.0, 0.0, 0.3, 0.0, 0.0]))
+    fig, ax = plt.subplots()
+    assert name_zero_curves(ax, df, y="y", by="m", fmt=str.upper, where="center left") == ["A", "C"]
+    assert "A\nC" in ax.texts[0].get_text()
+    assert name_zero_curves(ax, df[df.m == "b"], y="y", by="m") == [] and len(ax.texts) == 1
+    plt.close(fig)

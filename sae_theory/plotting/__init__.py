@@ -30,6 +30,7 @@ from .core import (
     hue_kwargs,
     mark_zero_bars,
     method_colors,
+    name_zero_curves,
     repo_root,
     save_figure,
     use_style,

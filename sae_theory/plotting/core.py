@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "mark_zero_bars",
+    "name_zero_curves",
     "FIGURE_DIR_ENV",
     "UPDATE_FIGURES_ENV",
     "WALL_CLOCK_COLUMNS",
@@ -401,3 +402,15 @@ def mark_zero_bars(ax, *, label: str = "0") -> int:
             ax.annotate(label, (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=6, zorder=6)
             n += 1
     return n
+
+
+def name_zero_curves(ax, data, *, y: str, by, fmt=str, where: str = "upper left") -> list[str]:
+    """Name, in a box on ``ax``, the curves of ``data`` (grouped by ``by``) whose ``y`` is 0 at
+    every point: drawn on the axis they hide each other. ``fmt`` turns a group key into its label;
+    ``where``: "upper left", "center left" or "lower left". Returns the labels (none: no box)."""
+    zero = [fmt(key) for key, g in data.groupby(by, sort=True) if (g[y] == 0).all()]
+    if zero:
+        y0, va = {"upper left": (0.97, "top"), "center left": (0.5, "center"), "lower left": (0.03, "bottom")}[where]
+        ax.text(0.02, y0, "at 0 everywhere:\n" + "\n".join(zero), transform=ax.transAxes, va=va, ha="left", fontsize=7,
+                bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"), zorder=7)
+    return zero

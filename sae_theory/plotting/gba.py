@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import hue_kwargs, mark_zero_bars, method_colors, use_style
+from .core import hue_kwargs, mark_zero_bars, method_colors, name_zero_curves, use_style
 
 __all__ = ["deployed_readings_figure", "resonance_figure", "topk_convergence_figure", "toy_controls_figure", "toy_figure", "toy_sensitivity_figure"]
 
@@ -68,6 +68,7 @@ def toy_figure(frr, cons, front):
     axes[0].legend(fontsize=7)
     sns.lineplot(cons, x="threshold", y="fraction", hue="method", **hue_kwargs(cons["method"]), marker="o", ax=axes[1], errorbar=("pi", 100))
     axes[1].set(ylim=(0, 1.02), xlabel="MCS threshold", ylabel="fraction of neurons", title="cross-seed consistency")
+    name_zero_curves(axes[1], cons, y="fraction", by="method", where="center left")
     family_colors = method_colors(front["family"])
     for family, color in family_colors.items():
         g = front[front["family"] == family].sort_values("fraction_active")
@@ -145,10 +146,7 @@ def topk_convergence_figure(tc, tied_sweep=None):
         ax.set(xlabel="training steps", ylabel=f"features recovered at tau = {tau} (FRR)", ylim=(-0.03, 1.03), xscale="log",
                title=f"TopK on the toy: recovery at tau = {tau}")
         # curves that stay at 0 lie on top of each other: name them, so none is hidden
-        zero = [f"K = {k} {model}" for (k, model), g in dt.groupby(["k", "model"]) if (g["frr"] == 0).all()]
-        if zero:
-            ax.text(0.02, 0.97, "at 0 at every reading:\n" + "\n".join(zero), transform=ax.transAxes, va="top", ha="left",
-                    fontsize=7, bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"))
+        name_zero_curves(ax, dt, y="frr", by=["k", "model"], fmt=lambda key: f"K = {key[0]} {key[1]}")
     if tied_sweep is not None:
         ts = tied_sweep.assign(threshold=tied_sweep["tau"].map(lambda t: f"tau = {t}"))
         sns.lineplot(ts, x="k", y="frr", hue="threshold", style="threshold", markers=["o", "X"], palette=["C1", "C4"], ax=axes[2])
