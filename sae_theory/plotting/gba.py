@@ -185,6 +185,8 @@ def toy_controls_figure(baselines, truth, laws, curves):
                 ax=axes[0, 1], errorbar=None)
     axes[0, 1].tick_params(axis="x", rotation=20)
     axes[0, 1].set(xlabel="", ylabel="held-out FVU", title="reconstruction at the same K / lambda")
+    for container in axes[0, 1].containers:  # the values, so that a bar too short to see still reads
+        axes[0, 1].bar_label(container, fmt="%.3g", fontsize=6, padding=1)
     colors = method_colors(laws["method"])
     lw = laws.groupby(["law", "method", "tau"], sort=False).frr.mean().reset_index()
     law_order = list(dict.fromkeys(laws["law"]))
@@ -217,6 +219,7 @@ def toy_controls_figure(baselines, truth, laws, curves):
             axes[1, 2].plot(g.index, 100 * g.values, style, marker="o", ms=4, color=colors[method], label=f"{method}, tau = {tau}")
     axes[1, 2].set(xscale="log", xlabel="run length (steps)", ylabel="features recovered (%)", ylim=(-3, 103),
                    title="recovery against training length")
+    name_zero_curves(axes[1, 2], curves, y="frr", by=["method", "tau"], fmt=lambda key: f"{key[0]}, tau = {key[1]}", where="center left")
     axes[1, 2].legend(fontsize=7)
     fig.tight_layout()
     return fig
