@@ -142,3 +142,31 @@ def test_official_exact_recovery__rows_like_ours_and_the_same_start_and_data():
     assert torch.equal(W0, MPSAE(d=20, n_latents=20, seed=1).W_dec.detach())
     with pytest.raises(ValueError, match="seeds"):
         official_toy.official_exact_recovery(P, seeds=(), progress=False)
+
+
+def test_train_official_toy_cached__a_stored_run_is_the_fresh_one_and_the_key_follows_the_run(tmp_path, monkeypatch):
+    from sae_theory.experiments import official_toy
+
+    monkeypatch.setenv("SAE_THEORY_CACHE", str(tmp_path))
+    data = HierarchicalFeatureModel(0.3, 0.3, seed=0)
+    key = dict(model="HierarchicalFeatureModel", rho=0.3, seed=0)
+    fresh = official_toy.train_official_toy(data, steps=5, seed=0, batch_size=16)
+    first = official_toy.train_official_toy_cached(data, data_key=key, steps=5, seed=0, batch_size=16)
+    stored = list(tmp_path.glob("*/official_W.safetensors"))
+    assert len(stored) == 1 and torch.equal(first, fresh)
+    calls = []
+    monkeypatch.setattr(official_toy, "train_official_toy", lambda *a, **k: calls.append(1) or fresh.clone())
+    assert torch.equal(official_toy.train_official_toy_cached(data, data_key=key, steps=5, seed=0, batch_size=16), fresh)
+    assert calls == []  # loaded, not trained
+    # another length, seed or data key is another run
+    for kw in (dict(steps=6, seed=0), dict(steps=5, seed=1)):
+        official_toy.train_official_toy_cached(data, data_key=key, batch_size=16, **kw)
+    official_toy.train_official_toy_cached(data, data_key={**key, "rho": 0.0}, steps=5, seed=0, batch_size=16)
+    assert len(calls) == 3
+    # a damaged stored run is trained again, with a warning
+    stored[0].write_bytes(b"broken")
+    monkeypatch.undo()
+    monkeypatch.setenv("SAE_THEORY_CACHE", str(tmp_path))
+    with pytest.warns(UserWarning, match="cannot be read"):
+        again = official_toy.train_official_toy_cached(data, data_key=key, steps=5, seed=0, batch_size=16)
+    assert torch.equal(again, fresh)

@@ -31,6 +31,13 @@ official ``get_acts``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import shutil
+import warnings
+from pathlib import Path
+
 import pandas as pd
 import torch
 from torch import Tensor
@@ -39,9 +46,11 @@ from tqdm.auto import tqdm
 from ..data.hierarchical import HierarchicalFeatureModel
 from ..models import MPSAE
 from ..profiles import Profile
+from .cache import cache_dir, code_fingerprint, run_key
 from .hierarchical import evaluate_fit, exact_row
 
-__all__ = ["METHOD", "official_exact_recovery", "official_pursuit", "official_wsd_factor", "train_official_toy"]
+__all__ = ["METHOD", "official_exact_recovery", "official_pursuit", "official_wsd_factor", "train_official_toy",
+           "train_official_toy_cached"]
 
 #: The method label of the official loop's runs in tables.
 METHOD = "MP-SAE (official loop)"
@@ -96,12 +105,50 @@ def train_official_toy(data: HierarchicalFeatureModel, *, steps: int, seed: int,
     return W.detach()
 
 
+def _source_fingerprint() -> str:
+    """sha256 (16 hex digits) of this module's source: a change of the loop starts fresh runs."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def train_official_toy_cached(data: HierarchicalFeatureModel, *, data_key: dict, steps: int, seed: int,
+                              batch_size: int = BATCH_SIZE) -> Tensor:
+    """:func:`train_official_toy`, stored in the run cache (:mod:`sae_theory.experiments.cache`:
+    ``$SAE_THEORY_CACHE``, ``off`` to disable) under a key of ``data_key`` (which must identify
+    ``data`` completely), the length, seed and batch size, the package's code fingerprint and this
+    module's source. A stored run loads bit-identical; one that cannot be read is trained again."""
+    from safetensors.torch import load_file, save_file
+
+    payload = dict(kind="official_toy", code=code_fingerprint(), loop=_source_fingerprint(), data=data_key, steps=steps,
+                   seed=seed, batch_size=batch_size, dtype=str(data.features.dtype))
+    key = run_key(payload)
+    root = cache_dir()
+    path = None if root is None else root / key / "official_W.safetensors"
+    if path is not None and path.is_file():
+        try:
+            return load_file(str(path))["W"]
+        except Exception as exc:  # a damaged file is trained again, never used
+            warnings.warn(f"the cached official-loop run {path} cannot be read ({type(exc).__name__}: {exc}); training it again.",
+                          stacklevel=2)
+            shutil.rmtree(path.parent, ignore_errors=True)
+    W = train_official_toy(data, steps=steps, seed=seed, batch_size=batch_size)
+    if path is not None:  # written beside the final folder and renamed: a kill leaves no half run
+        tmp = path.parent.with_name(f".{key}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({"W": W.contiguous()}, str(tmp / path.name))
+        try:
+            os.replace(tmp, path.parent)
+        except OSError:  # another process stored the same run first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    return W
+
+
 def official_exact_recovery(profile: Profile, *, rhos: tuple[float, ...] = (0.0, 0.3), seeds: tuple[int, ...] | None = None,
                             progress: bool = True) -> pd.DataFrame:
     """:func:`~sae_theory.experiments.hierarchical.exact_recovery` for the official loop: the same
     seeds (default ``exact_seeds``, else ``seeds``), data and length (``profile.hierarchy.steps``),
-    the same columns, ``method`` = :data:`METHOD`. Not cached (a 3,000-step run takes about 20 s on
-    one core)."""
+    the same columns, ``method`` = :data:`METHOD`. Runs are cached
+    (:func:`train_official_toy_cached`)."""
     H = profile.hierarchy
     seeds = (H.exact_seeds or H.seeds) if seeds is None else tuple(seeds)
     if not seeds:
@@ -109,7 +156,9 @@ def official_exact_recovery(profile: Profile, *, rhos: tuple[float, ...] = (0.0,
     rows = []
     for rho, seed in tqdm([(r, s) for r in rhos for s in seeds], desc="official loop", disable=not progress):
         data = HierarchicalFeatureModel(rho, rho, seed=seed)
-        W = train_official_toy(data, steps=H.steps, seed=seed, batch_size=H.batch_size)
+        data_key = dict(model="HierarchicalFeatureModel", rho_parent=rho, rho_child=rho, magnitudes=dataclasses.asdict(data.magnitudes),
+                        seed=seed, tree="toy", d=data.d)
+        W = train_official_toy_cached(data, data_key=data_key, steps=H.steps, seed=seed, batch_size=H.batch_size)
         sae = MPSAE.from_dictionary(W, normalize=False, k=W.shape[0] + 1, threshold=THRESHOLD, stop_on_repeat=True,
                                     unit_norm_decoder=False)
         rows.append(exact_row(evaluate_fit(sae, data, method=METHOD, rho=rho, seed=seed, eval_samples=H.eval_samples), H.steps))
