@@ -247,11 +247,12 @@ def save_sae(model: SAE, folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _resolve_save(folder: Path) -> Path:
+def _resolve_save(folder: Path) -> tuple[Path, dict[str, torch.Tensor] | None]:
     """``folder`` itself if it is a save (a save_sae folder or a checkpoint step), else the latest
-    complete step of a checkpoint_dir; FileNotFoundError naming the file and the fix otherwise."""
+    intact step of a checkpoint_dir with its weights (on the CPU), read once to check them;
+    FileNotFoundError naming the file and the fix otherwise."""
     if _is_save_folder(folder):
-        return folder
+        return folder, None
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist or is not a folder; {_FIX}.")
     from .training.checkpoint import complete_checkpoints  # training imports io: import at call time
@@ -261,14 +262,14 @@ def _resolve_save(folder: Path) -> Path:
     for step in steps:  # newest first; a step whose files cannot be read (a kill mid-write) is skipped
         try:
             read_sae_config(step)
-            read_sae_weights(step)
+            weights = read_sae_weights(step)
         except (OSError, ValueError) as exc:
             skipped.append(f"{step.name} ({exc})")
             continue
         if skipped:
             warnings.warn(f"load_sae skipped the damaged checkpoint(s) {'; '.join(skipped)} of {folder}; "
                           f"loading the newest intact one, {step}.", stacklevel=3)
-        return step
+        return step, weights
     if steps:
         raise ValueError(f"every checkpoint in {folder} is damaged: {'; '.join(skipped)}; train again.")
     missing = [f for f in (WEIGHTS, CONFIG) if not (folder / f).is_file()]
@@ -307,7 +308,7 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
         (each naming the file); every step of a ``checkpoint_dir`` is damaged. Nothing is built
         before the config is read and checked.
     """
-    folder = _resolve_save(Path(check_path("folder", folder)))
+    folder, weights = _resolve_save(Path(check_path("folder", folder)))
     meta = read_sae_config(folder)
     name = meta["sae_class"]
     try:
@@ -327,7 +328,7 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
                          "from another version of the class: save it again.") from None
     model = cls(config)
     try:
-        model.load_state_dict(read_sae_weights(folder, device=config.device))
+        model.load_state_dict(weights if weights is not None else read_sae_weights(folder, device=config.device))
     except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
         raise ValueError(f"{folder / WEIGHTS} does not fit the {name} that {CONFIG} describes: {exc}") from None
     return model
