@@ -94,6 +94,17 @@ def _inverse_row_norms(name: str, t: torch.Tensor, *, zero_rows: Literal["zero",
     return norms.reciprocal().masked_fill_(zero, 0.0)
 
 
+def _learned_and_true(learned: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a (learned, true) pair of direction sets (2-D, same d, finite; no zero row in
+    ``true``) and return ``true`` on ``learned``'s device with both inverse row norms (a zero
+    learned row gets 0)."""
+    check_matrix("learned", learned)
+    check_matrix("true", true)
+    _check_same_d("learned", learned, "true", true)
+    true = true.to(learned.device)
+    return true, _inverse_row_norms("learned", learned, zero_rows="zero"), _inverse_row_norms("true", true, zero_rows="raise")
+
+
 def _max_cosine(
     A: torch.Tensor,
     inv_a: torch.Tensor,
@@ -165,12 +176,7 @@ def best_cosine(learned: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     TypeError
         If either argument is not a dense floating tensor.
     """
-    check_matrix("learned", learned)
-    check_matrix("true", true)
-    _check_same_d("learned", learned, "true", true)
-    true = true.to(learned.device)
-    inv_learned = _inverse_row_norms("learned", learned, zero_rows="zero")
-    inv_true = _inverse_row_norms("true", true, zero_rows="raise")
+    true, inv_learned, inv_true = _learned_and_true(learned, true)
     values, _ = _max_cosine(true, inv_true, learned, inv_learned)
     return values
 
@@ -419,12 +425,7 @@ def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
     """
     from scipy.optimize import linear_sum_assignment
 
-    check_matrix("learned", learned)
-    check_matrix("true", true)
-    _check_same_d("learned", learned, "true", true)
-    true = true.to(learned.device)
-    inv_learned = _inverse_row_norms("learned", learned, zero_rows="zero")
-    inv_true = _inverse_row_norms("true", true, zero_rows="raise")
+    true, inv_learned, inv_true = _learned_and_true(learned, true)
     n, M = true.shape[0], learned.shape[0]
     C = torch.empty(n, M, dtype=torch.float64)
     rows = _block_rows(true.shape[1])
