@@ -2,7 +2,8 @@
 exists, a test pins its behaviour on a small case).
 
 The official ``MatchingPursuitSAE.step`` (github mpsae/MP-SAE, ``sae.py`` at acce7a28;
-docs/papers.md#mp-sae-implementations) is restated below from its description: one tied weight W
+docs/papers.md#mp-sae-implementations) is restated in :mod:`sae_theory.experiments.official_toy`,
+whose pursuit (``official_pursuit``) the step below runs, the rest restated here: one tied weight W
 (atoms as rows, unit norm at initialisation and never renormalised), a pursuit that runs until every
 row has stopped (its support did not change, or ||r|| < threshold), differentiated through the
 whole loop; loss sum_d (x_hat - x)^2 averaged over the batch; Adam with betas (0.5, 0.9375), the
@@ -23,27 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from sae_theory.data.hierarchical import HierarchicalFeatureModel
+from sae_theory.experiments.official_toy import official_pursuit
 from sae_theory.models import MPSAE
 from sae_theory.training import TrainConfig, train
 
 THRESHOLD, LR, BETAS, STEPS, BATCH = 0.05, 3e-2, (0.5, 0.9375), 6, 200
-
-
-def official_pursuit(W: torch.Tensor, x: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The official training pursuit: codes z (B, p), differentiable in W."""
-    r = x.clone()
-    z = torch.zeros(x.shape[0], W.shape[0], dtype=x.dtype)
-    prev = torch.zeros_like(z, dtype=torch.bool)
-    done = torch.zeros(x.shape[0], dtype=torch.bool)
-    while not done.all():
-        values, indices = torch.max(torch.relu(r @ W.T), dim=1, keepdim=True)
-        step = torch.zeros_like(z).scatter(1, indices, values)
-        z = torch.where(done[:, None], z, z + step)
-        r = torch.where(done[:, None], r, r - step @ W)
-        support = z != 0
-        done = done | (support == prev).all(1) | (r.norm(dim=1) < threshold)
-        prev = support
-    return z
 
 
 class ListSource:
@@ -110,7 +95,6 @@ def test_official_wsd_factor__the_official_lambda():
 
 
 def test_official_pursuit__equals_the_package_pursuit_with_threshold_and_stop_on_repeat():
-    from sae_theory.experiments.official_toy import official_pursuit
     from sae_theory.models.mp.reference import matching_pursuit_reference
 
     data = HierarchicalFeatureModel(0.3, 0.3, seed=3, dtype=torch.float64)
