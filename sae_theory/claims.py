@@ -110,10 +110,15 @@ class Verdict:
     conditions: str
     profile: str
     notebook: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Scale fields changed from the named profile for this run (:attr:`Profile.overrides`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(status=self.status, reason=self.reason, measured=self.measured, conditions=self.conditions,
-                    profile=self.profile, notebook=self.notebook)
+        out = dict(status=self.status, reason=self.reason, measured=self.measured, conditions=self.conditions,
+                   profile=self.profile, notebook=self.notebook)
+        if self.overrides:
+            out["overrides"] = self.overrides
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,8 +622,9 @@ def record(claim_id: str, measured: Mapping[str, Any], profile: Profile | str, *
         raise TypeError(f"conditions must be a string, got {type(conditions).__name__}.")
     values = {str(k): _plain(str(k), v) for k, v in measured.items()}
     status, reason = evaluate(claim, values)
+    overrides = {} if isinstance(profile, str) else profile.to_dict().get("overrides", {})
     verdict = Verdict(claim=claim.id, status=status, reason=reason, measured=values, conditions=conditions,
-                      profile=_profile_name(profile), notebook=claim.notebook)
+                      profile=_profile_name(profile), notebook=claim.notebook, overrides=overrides)
     _merge(verdicts_path(profile, folder), verdict)
     return verdict
 
@@ -708,6 +714,10 @@ def verdict_table(profile: Profile | str, folder: str | os.PathLike | None = Non
     return pd.DataFrame(rows, columns=["claim", "paper", "where", "notebook", "status", "reason"])
 
 
+def _override_text(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -726,7 +736,11 @@ def readme_table(folder: str | os.PathLike | None = None, profiles: tuple[str, .
         cells = [f"`{c.id}`: {c.statement}", f"{c.paper} {c.where}", c.paper_numbers, f"`{c.notebook}`"]
         for p in profiles:
             v = got[p].get(c.id)
-            cells.append("not run" if v is None else f"**{v['status']}** ({v['reason']})")
+            if v is None:
+                cells.append("not run")
+                continue
+            changed = "; ".join(f"{k} = {_override_text(x)}" for k, x in v.get("overrides", {}).items())
+            cells.append(f"**{v['status']}** ({v['reason']})" + (f" [profile changed: {changed}]" if changed else ""))
         lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return "\n".join(lines)
 

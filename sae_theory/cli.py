@@ -249,10 +249,33 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     import nbformat
     from tqdm.auto import tqdm
 
-    from sae_theory.profiles import THREADS_ENV, parse_threads
+    from sae_theory.profiles import OVERRIDES_ENV, THREADS_ENV, apply_overrides, get_profile, parse_overrides, parse_threads
 
     # Every check first; the two folder checks that create folders come last.
     profile = _profile(args)
+    overrides = None
+    if args.set:
+        try:
+            parsed: dict[str, str] = {}
+            for item in args.set:
+                for path, value in parse_overrides(item).items():
+                    if path in parsed:
+                        raise ValueError(f"override path {path!r} is given twice.")
+                    parsed[path] = value
+            saved = os.environ.pop(OVERRIDES_ENV, None)  # --set replaces the environment's overrides
+            try:
+                apply_overrides(get_profile(profile, device="cpu"), parsed)
+            finally:
+                if saved is not None:
+                    os.environ[OVERRIDES_ENV] = saved
+        except ValueError as exc:
+            _usage(args, f"argument --set: {exc}")
+        overrides = ";".join(f"{k}={v}" for k, v in parsed.items())
+    elif os.environ.get(OVERRIDES_ENV, "").strip():
+        try:
+            get_profile(profile, device="cpu")
+        except ValueError as exc:
+            _usage(args, f"{exc}")
     if args.threads is not None:  # the kernels apply it through profiles.set_threads
         try:
             parse_threads(args.threads)
@@ -296,8 +319,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     # Kernels inherit the environment: the profile, and the figure folder resolved here, so the
     # runner watches exactly the folder the notebooks write to. Restored afterwards.
-    saved_env = {k: os.environ.get(k) for k in (PROFILE_ENV, plotting.FIGURE_DIR_ENV, THREADS_ENV, plotting.UPDATE_FIGURES_ENV)}
+    saved_env = {k: os.environ.get(k) for k in (PROFILE_ENV, plotting.FIGURE_DIR_ENV, THREADS_ENV, plotting.UPDATE_FIGURES_ENV,
+                                                OVERRIDES_ENV)}
     os.environ[PROFILE_ENV] = profile
+    if overrides is not None:
+        os.environ[OVERRIDES_ENV] = overrides
     if threads is not None:
         os.environ[THREADS_ENV] = str(threads)
     if args.update_figures:
@@ -527,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--update-figures", action="store_true",
         help="write into the committed paper_figures/ (default: the git-ignored paper_figures/_latest/); "
              "files whose bytes do not change are left untouched",
+    )
+    p_rep.add_argument(
+        "--set", action="append", metavar="STUDY.FIELD=VALUE",
+        help="change one scale field of the profile, e.g. --set hierarchy.seeds=0,1 (repeatable; "
+             "default: $SAE_THEORY_OVERRIDES); figure sidecars, verdicts and the README table say so",
     )
     p_rep.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     p_rep.add_argument("--no-progress", action="store_true", help="no progress bar")

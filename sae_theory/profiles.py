@@ -32,8 +32,11 @@ __all__ = [
     "ResonanceScale",
     "ToyScale",
     "PROFILE_NAMES",
+    "OVERRIDES_ENV",
     "THREADS_ENV",
+    "apply_overrides",
     "get_profile",
+    "parse_overrides",
     "parse_threads",
     "resolve_device",
     "resolve_threads",
@@ -45,6 +48,10 @@ DEFAULT_PROFILE = "quick"
 #: Environment variable that overrides every profile's ``cpu_threads`` (a positive int, or
 #: ``"all"`` for torch's default of one thread per physical core).
 THREADS_ENV = "SAE_THEORY_THREADS"
+#: Environment variable of scale overrides that :func:`get_profile` applies to every profile it
+#: returns, e.g. ``hierarchy.seeds=0;hierarchy.absorption_seeds=0`` (:func:`parse_overrides`);
+#: ``sae-theory reproduce --set`` passes them to the notebooks this way.
+OVERRIDES_ENV = "SAE_THEORY_OVERRIDES"
 
 
 @dataclass(frozen=True)
@@ -250,14 +257,21 @@ class Profile:
     physical core). ``quick`` uses 1: its problems are small, and on a busy 2-core machine a
     second thread made a BA step 4-10x slower (22-25 ms with one thread, 103-255 ms with two, at
     load 4-5). The environment variable ``SAE_THEORY_THREADS`` overrides it."""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """The scale fields changed from the named profile (:func:`apply_overrides`), as sorted
+    ``(dotted path, value)`` pairs; empty for the profile as defined. Figure sidecars and verdicts
+    carry it, so a ``full`` run with fewer seeds says so."""
 
     def __post_init__(self):
         if self.cpu_threads is not None:
             check_int("cpu_threads", self.cpu_threads, minimum=1)  # None: torch's default
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints."""
-        return to_jsonable(self, "profile")
+        """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints; ``overrides``
+        as a ``{path: value}`` mapping."""
+        out = to_jsonable(self, "profile")
+        out["overrides"] = {path: to_jsonable(value, path) for path, value in self.overrides}
+        return out
 
 
 _QUICK = dict(
@@ -449,4 +463,114 @@ def get_profile(name: str | None = None, *, device: str = "auto", **overrides: A
     if overrides.get("theory_dtype", torch.float64) != torch.float64:
         raise ValueError("theory_dtype must stay torch.float64: theory checks always run in float64.")
     kwargs = {**_PROFILES[name], **overrides}
-    return Profile(name=name, device=resolve_device(device), **kwargs)
+    profile = Profile(name=name, device=resolve_device(device), **kwargs)
+    raw = os.environ.get(OVERRIDES_ENV, "").strip()
+    if raw:
+        try:
+            profile = apply_overrides(profile, parse_overrides(raw))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"${OVERRIDES_ENV}: {exc} Unset it to use the profile as defined.") from None
+    return profile
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """``"study.field=value;study.field=value"`` (as in ``$SAE_THEORY_OVERRIDES`` or one
+    ``--set`` each) -> ``{"study.field": "value"}``; the values stay text until
+    :func:`apply_overrides` reads them against the field they replace.
+
+    Raises
+    ------
+    ValueError
+        If an item is not ``path=value`` or a path is given twice.
+    """
+    out: dict[str, str] = {}
+    for item in str(text).split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        path, sep, value = item.partition("=")
+        path, value = path.strip(), value.strip()
+        if not sep or not path or not value:
+            raise ValueError(f"override {item!r} is not 'path=value', e.g. 'hierarchy.seeds=0,1,2'.")
+        if path in out:
+            raise ValueError(f"override path {path!r} is given twice.")
+        out[path] = value
+    return out
+
+
+def _read_value(path: str, raw: Any, current: Any) -> Any:
+    """``raw`` (text from the command line, or a Python value) as the type of ``current``."""
+    if not isinstance(raw, str):
+        return tuple(raw) if isinstance(current, tuple) and isinstance(raw, (list, tuple)) else raw
+    text = raw.strip()
+
+    def scalar(tok: str, like: Any) -> Any:
+        tok = tok.strip()
+        try:
+            if isinstance(like, bool):
+                if tok.lower() not in ("true", "false"):
+                    raise ValueError
+                return tok.lower() == "true"
+            if isinstance(like, int):
+                return int(tok)
+            if isinstance(like, float):
+                return float(tok)
+        except ValueError:
+            raise ValueError(f"override {path}={raw!r}: {tok!r} is not a {type(like).__name__}.") from None
+        return tok
+
+    if isinstance(current, tuple):
+        if text in ("", "()"):
+            return ()
+        like = current[0] if current else 0
+        if isinstance(like, tuple):
+            raise ValueError(f"override {path}: a tuple of tuples cannot be set from text; use get_profile(..., {path.split('.')[0]}=...) in Python.")
+        return tuple(scalar(t, like) for t in text.strip("()").split(",") if t.strip())
+    if current is None:
+        return scalar(text, 0) if text.lstrip("-").isdigit() else text
+    return scalar(text, current)
+
+
+def apply_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
+    """``profile`` with the dotted fields of ``overrides`` replaced (``"seeds"``,
+    ``"hierarchy.steps"``, ``"toy.widths"``, ...), recorded in :attr:`Profile.overrides`.
+
+    Text values are read as the type of the field they replace (a tuple field from ``"0,1,2"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown study or field, ``name``/``device``/``theory_dtype``, or a value of the
+        wrong type.
+    """
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a Profile, got {type(profile).__name__}.")
+    top = {f.name for f in dataclasses.fields(Profile)} - {"name", "device", "theory_dtype", "overrides", "dtype"}
+    changes: dict[str, Any] = {}
+    scales: dict[str, dict[str, Any]] = {}
+    for path, raw in overrides.items():
+        parts = str(path).split(".")
+        if len(parts) == 1:
+            if parts[0] not in top:
+                raise ValueError(f"unknown override {path!r}; top-level fields are {sorted(top)}, or 'study.field' such as 'hierarchy.seeds'.")
+            changes[parts[0]] = _read_value(path, raw, getattr(profile, parts[0]))
+            continue
+        if len(parts) != 2:
+            raise ValueError(f"override {path!r} must be 'field' or 'study.field', e.g. 'hierarchy.seeds'.")
+        study, name = parts
+        scale = getattr(profile, study, None) if study in top else None
+        if not dataclasses.is_dataclass(scale):
+            studies = sorted(f for f in top if dataclasses.is_dataclass(getattr(profile, f, None)))
+            raise ValueError(f"unknown study {study!r} in override {path!r}; choose one of {studies}.")
+        names = {f.name for f in dataclasses.fields(scale)}
+        if name not in names:
+            raise ValueError(f"unknown field {name!r} of {study} in override {path!r}; its fields are {sorted(names)}.")
+        scales.setdefault(study, {})[name] = _read_value(path, raw, getattr(scale, name))
+    for study, fields in scales.items():
+        changes[study] = dataclasses.replace(getattr(profile, study), **fields)
+    recorded = dict(profile.overrides)
+    for path, raw in overrides.items():
+        parts = str(path).split(".")
+        value = changes[parts[0]] if len(parts) == 1 else getattr(changes[parts[0]], parts[1])
+        recorded[str(path)] = value
+    return dataclasses.replace(profile, **changes, overrides=tuple(sorted(recorded.items())))
