@@ -210,6 +210,19 @@ def test_record__bad_measurements_raise_before_anything_is_written(tmp_path, bad
     assert not claims.verdicts_path("quick", tmp_path).exists()
 
 
+def test_record__a_changed_profile_is_stated_in_the_verdict_and_the_readme(tmp_path):
+    from sae_theory.profiles import apply_overrides, get_profile
+
+    P = apply_overrides(get_profile("full", device="cpu"), {"hierarchy.seeds": "0"})
+    v = claims.record("mp.prop.c1", dict(max_error_unit=2e-16, max_error_non_unit=0.3), P, folder=tmp_path)
+    assert v.profile == "full" and v.to_dict()["overrides"] == {"hierarchy.seeds": [0]}
+    assert claims.load_verdicts("full", tmp_path)["mp.prop.c1"]["overrides"] == {"hierarchy.seeds": [0]}
+    row = next(line for line in claims.readme_table(tmp_path).splitlines() if "`mp.prop.c1`" in line)
+    assert "[profile changed: hierarchy.seeds = 0]" in row
+    plain = claims.record("mp.prop.c2", dict(max_error_unit=2e-16, max_error_non_unit=0.3), get_profile("full", device="cpu"), folder=tmp_path)
+    assert "overrides" not in plain.to_dict()
+
+
 def test_record__unknown_claim_and_damaged_file(tmp_path):
     with pytest.raises(KeyError, match="registered claims"):
         claims.record("gba.no.such", {}, "quick", folder=tmp_path)

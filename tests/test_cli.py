@@ -108,6 +108,10 @@ INVALID = {
     "threads variable": (["reproduce", "01"], {"SAE_THEORY_THREADS": "-1"}, "SAE_THEORY_THREADS"),
     "figure folder unwritable": (["reproduce", "01"], {plotting.FIGURE_DIR_ENV: "{file}/figs"}, plotting.FIGURE_DIR_ENV),
     "unknown option": (["reproduce", "01", "--dry-run"], {}, "--dry-run"),
+    "set without value": (["reproduce", "01", "--set", "hierarchy.seeds"], {}, "--set"),
+    "set unknown field": (["reproduce", "01", "--set", "hierarchy.stps=3"], {}, "--set"),
+    "set twice": (["reproduce", "01", "--set", "seeds=1", "--set", "seeds=2"], {}, "--set"),
+    "overrides variable unknown": (["reproduce", "01"], {"SAE_THEORY_OVERRIDES": "toy.nope=1"}, "SAE_THEORY_OVERRIDES"),
     "list notebooks-dir missing": (["list", "--notebooks-dir", "{missing}"], {}, "--notebooks-dir"),
     "claims profile unknown": (["claims", "--profile", "huge"], {}, "--profile"),
     "claims profile variable unknown": (["claims"], {cli.PROFILE_ENV: "huge"}, cli.PROFILE_ENV),
@@ -144,7 +148,7 @@ def test_invalid_arguments_are_usage_errors_before_anything_runs(case, monkeypat
     fill = {k: str(v) for k, v in layout.items()}
 
     monkeypatch.setenv(plotting.FIGURE_DIR_ENV, str(tmp_path / "figs"))
-    for key in (cli.PROFILE_ENV, "SAE_THEORY_THREADS", plotting.UPDATE_FIGURES_ENV):
+    for key in (cli.PROFILE_ENV, "SAE_THEORY_THREADS", plotting.UPDATE_FIGURES_ENV, "SAE_THEORY_OVERRIDES"):
         monkeypatch.delenv(key, raising=False)
     for key, value in environ.items():
         monkeypatch.setenv(key, value.format(**fill))
@@ -273,6 +277,19 @@ def test_reproduce__threads_reach_the_kernel_and_the_environment_is_restored(env
     nb = _write_notebook(env / "01_threads.ipynb", cell)
     assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--threads", "2", "--no-progress"]) == 0
     assert THREADS_ENV not in os.environ
+
+
+def test_reproduce__set_reaches_the_kernel_and_the_environment_is_restored(env, monkeypatch):
+    from sae_theory.profiles import OVERRIDES_ENV
+
+    monkeypatch.delenv(OVERRIDES_ENV, raising=False)
+    cell = ("from sae_theory import get_profile\nP = get_profile(device='cpu')\n"
+            "assert P.hierarchy.seeds == (0,) and P.hierarchy.steps == 15000, P.hierarchy\n"
+            "assert dict(P.overrides) == {'hierarchy.seeds': (0,), 'hierarchy.steps': 15000}")
+    nb = _write_notebook(env / "01_set.ipynb", cell)
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb.parent), "--set", "hierarchy.seeds=0", "--set", "hierarchy.steps=15000",
+                     "--no-progress"]) == 0
+    assert OVERRIDES_ENV not in os.environ
 
 
 def test_reproduce__update_figures_writes_into_the_committed_folder_only_on_request(env, monkeypatch, capsys, tmp_path):

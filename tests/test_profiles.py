@@ -136,3 +136,48 @@ def test_set_threads__refuses_what_is_not_a_profile(bad):
 
     with pytest.raises(TypeError, match="profile must be a Profile or None"):
         set_threads(bad)
+
+
+# ---- overrides (study.field=value) -------------------------------------------------------------
+
+
+def test_apply_overrides__text_read_as_the_fields_type_and_recorded():
+    P = get_profile("full", device="cpu")
+    Q = profiles.apply_overrides(P, profiles.parse_overrides("hierarchy.seeds=0; hierarchy.steps=1500;seeds=3,4;toy.widths=512"))
+    assert Q.hierarchy.seeds == (0,) and Q.hierarchy.steps == 1500 and Q.seeds == (3, 4) and Q.toy.widths == (512,)
+    assert Q.hierarchy.rhos == P.hierarchy.rhos and Q.toy.steps == P.toy.steps  # nothing else moves
+    assert Q.overrides == (("hierarchy.seeds", (0,)), ("hierarchy.steps", 1500), ("seeds", (3, 4)), ("toy.widths", (512,)))
+    assert json.loads(json.dumps(Q.to_dict()))["overrides"] == {"hierarchy.seeds": [0], "hierarchy.steps": 1500, "seeds": [3, 4],
+                                                                 "toy.widths": [512]}
+    assert P.overrides == () and P.to_dict()["overrides"] == {}
+    # Python values pass through, a second application keeps the first's record
+    R = profiles.apply_overrides(Q, {"hierarchy.exact_seeds": [1, 2]})
+    assert R.hierarchy.exact_seeds == (1, 2) and dict(R.overrides)["hierarchy.seeds"] == (0,)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("hierarchy.seeds", "path=value"),
+    ("hierarchy.seeds=0;hierarchy.seeds=1", "twice"),
+    ("hierarchy.stps=1", "unknown field 'stps' of hierarchy"),
+    ("hierachy.steps=1", "unknown study 'hierachy'"),
+    ("name=full", "unknown override 'name'"),
+    ("theory_dtype=float32", "unknown override"),
+    ("hierarchy.steps=many", "'many' is not a int"),
+    ("hierarchy.seeds=0,x", "'x' is not a int"),
+    ("a.b.c=1", "'field' or 'study.field'"),
+    ("hierarchy.absorption_cells=0.1", "tuple of tuples"),
+])
+def test_apply_overrides__refuses_what_it_cannot_read(text, match):
+    with pytest.raises(ValueError, match=match):
+        profiles.apply_overrides(get_profile("quick", device="cpu"), profiles.parse_overrides(text))
+
+
+def test_get_profile__applies_the_overrides_variable(monkeypatch):
+    monkeypatch.setenv(profiles.OVERRIDES_ENV, "hierarchy.seeds=1,2")
+    P = get_profile("quick", device="cpu")
+    assert P.hierarchy.seeds == (1, 2) and P.overrides == (("hierarchy.seeds", (1, 2)),)
+    monkeypatch.setenv(profiles.OVERRIDES_ENV, "hierarchy.seeds=one")
+    with pytest.raises(ValueError, match=r"SAE_THEORY_OVERRIDES.*'one' is not a int.*Unset it"):
+        get_profile("quick", device="cpu")
+    monkeypatch.delenv(profiles.OVERRIDES_ENV)
+    assert get_profile("quick", device="cpu").overrides == ()
