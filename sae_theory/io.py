@@ -9,8 +9,10 @@ One format, one writer, one reader. A *save folder* holds
 
 * ``sae.safetensors``: ``model.state_dict()`` (parameters and buffers);
 * ``config.json``: ``sae_class`` (the registered class name, :mod:`sae_theory.models.registry`),
-  ``config`` (``model.config.to_dict()``), ``sae_theory_version``, and any extra keys of the
-  writer (a training checkpoint adds ``step`` and ``train_config``).
+  ``config`` (``model.config.to_dict()``), ``input_norm`` (the model's input normalisation,
+  ``{"kind", "scale"}``; :attr:`~sae_theory.models.base.SAE.input_norm`; a save without it, from an
+  older sae_theory, loads as ``"none"``), ``sae_theory_version``, and any extra keys of the writer
+  (a training checkpoint adds ``step`` and ``train_config``).
 
 :func:`write_sae_files` is the only code that writes these two files (:func:`save_sae` and the
 trainer's :func:`~sae_theory.training.save_checkpoint` both call it), :func:`read_sae_config` and
@@ -45,11 +47,11 @@ from ._checks import check_path
 from .models import SAE
 from .models.registry import get_sae
 
-__all__ = ["atomic_folder", "load_sae", "read_sae_config", "read_sae_weights", "save_sae", "write_sae_files"]
+__all__ = ["apply_input_norm", "atomic_folder", "load_sae", "read_sae_config", "read_sae_weights", "save_sae", "write_sae_files"]
 
 WEIGHTS, CONFIG = "sae.safetensors", "config.json"
 #: config.json keys that write_sae_files owns; extra keys may not override them.
-RESERVED_KEYS = ("sae_class", "config", "sae_theory_version")
+RESERVED_KEYS = ("sae_class", "config", "input_norm", "sae_theory_version")
 #: The weights file of checkpoints written before checkpoints became save folders.
 _OLD_CHECKPOINT_WEIGHTS = "model.safetensors"
 _FIX = "pass the folder given to save_sae, a checkpoint's step_XXXXXXXX folder, or a checkpoint_dir"
@@ -168,7 +170,8 @@ def write_sae_files(model: SAE, folder: str | os.PathLike, *, extra: dict[str, A
     # clone: safetensors refuses tensors that share storage (a tied weight and its view).
     tensors = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS))
-    meta = dict(sae_class=type(model).__name__, config=config.to_dict(), sae_theory_version=__version__, **extra)
+    norm = getattr(model, "input_norm", None) or {"kind": "none", "scale": None}
+    meta = dict(sae_class=type(model).__name__, config=config.to_dict(), input_norm=dict(norm), sae_theory_version=__version__, **extra)
     (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -327,8 +330,23 @@ def load_sae(folder: str | os.PathLike, *, device: str | torch.device | None = N
         raise ValueError(f"{folder / CONFIG} holds a config {cfg_cls.__name__} cannot take ({exc}); the save is damaged or "
                          "from another version of the class: save it again.") from None
     model = cls(config)
+    apply_input_norm(model, meta.get("input_norm"), where=folder / CONFIG)
     try:
         model.load_state_dict(weights if weights is not None else read_sae_weights(folder, device=config.device))
     except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
         raise ValueError(f"{folder / WEIGHTS} does not fit the {name} that {CONFIG} describes: {exc}") from None
     return model
+
+
+def apply_input_norm(model: SAE, record: Any, *, where: Any = "the save") -> None:
+    """Set ``model``'s input normalisation from a saved ``{"kind", "scale"}`` record (None: an
+    older save without one, loaded as ``"none"``); a damaged record is a ValueError naming
+    ``where``."""
+    if record is None:
+        return
+    if not isinstance(record, dict) or set(record) != {"kind", "scale"}:
+        raise ValueError(f"{where} holds input_norm={record!r}; it must be {{'kind': ..., 'scale': ...}}: the save is damaged, save it again.")
+    try:
+        model.set_input_norm(record["kind"], record["scale"])
+    except ValueError as exc:
+        raise ValueError(f"{where} holds an input_norm the model cannot take ({exc}); the save is damaged, save it again.") from None

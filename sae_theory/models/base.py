@@ -26,7 +26,10 @@ the batch, mean_b ||x_b - x_hat_b||^2 (the GBA paper's 1/2 factor only rescales 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +38,31 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_finite, check_int, check_tensor
 
-__all__ = ["PreActivationCodes", "SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "check_k", "reconstruction_loss",
+__all__ = ["INPUT_NORM_KINDS", "PreActivationCodes", "SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "check_k", "reconstruction_loss",
            "topk_relu", "unit_rows_"]
+
+
+#: The input normalisations a model can carry (:meth:`SAE.set_input_norm`), the trainer's
+#: ``TrainConfig.input_norm`` values.
+INPUT_NORM_KINDS = ("none", "unit", "scale")
+
+
+def _normalizes_raw_inputs(fn):
+    """Wrap a ``training_forward``: raw inputs are normalised once as the model's input
+    normalisation says, and the body runs with inputs marked prepared (no second normalisation)."""
+    if getattr(fn, "_sae_normalizing", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(self, x, *args, **kwargs):
+        if self._input_norm == "none" or self._inputs_prepared:
+            return fn(self, x, *args, **kwargs)
+        x = self._check_input(x)
+        with self.prepared_inputs():
+            return fn(self, x, *args, **kwargs)
+
+    wrapper._sae_normalizing = True
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -126,10 +152,72 @@ class SAE(nn.Module):
 
     config: SAEConfig
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.training_forward = _normalizes_raw_inputs(cls.training_forward)
+
     def __init__(self, config: SAEConfig):
         super().__init__()
         self.config = config
         self.d, self.n_latents = config.d, config.n_latents
+        self._input_norm, self._input_scale, self._inputs_prepared = "none", None, 0
+
+    # -- input normalisation: part of the model ------------------------------------------------
+    @property
+    def input_norm(self) -> dict[str, Any]:
+        """The input normalisation the model was trained with, ``{"kind", "scale"}``:
+        ``"none"``; ``"unit"`` (every row to unit L2 norm, a zero row stays zero); ``"scale"``
+        (every row times the constant ``scale``). Every method taking data (``encode``,
+        ``forward``, ``pre_activations``, ``training_forward``, ...) applies it to raw inputs, so
+        raw activations give the codes training saw; ``forward`` returns the reconstruction in
+        the raw inputs' units (``"unit"``: times the row's norm; ``"scale"``: divided by the
+        scale), while ``decode`` returns it in the normalised units. Set by the trainer
+        (``TrainConfig.input_norm``), kept by :func:`~sae_theory.io.save_sae`, checkpoints and the
+        SAELens export."""
+        return {"kind": self._input_norm, "scale": self._input_scale}
+
+    def set_input_norm(self, kind: str, scale: float | None = None) -> None:
+        """Set :attr:`input_norm`: ``kind`` in :data:`INPUT_NORM_KINDS`; ``scale`` a finite
+        positive number with ``"scale"`` (None only while it is not yet known, e.g. before a
+        trainer has seen its first batch), None otherwise."""
+        if kind not in INPUT_NORM_KINDS:
+            raise ValueError(f"input norm kind must be one of {INPUT_NORM_KINDS}, got {kind!r}.")
+        if kind == "scale" and scale is not None:
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+                raise ValueError(f"scale must be a finite positive number for input norm 'scale', got {scale!r}.")
+            scale = float(scale)
+        elif kind != "scale" and scale is not None:
+            raise ValueError(f"scale={scale!r} is only for input norm 'scale' (got kind {kind!r}); pass scale=None.")
+        self._input_norm, self._input_scale = kind, scale
+
+    def normalize_input(self, x: Tensor) -> Tensor:
+        """``x`` as the model's input normalisation maps it (the identity for ``"none"``)."""
+        if self._input_norm == "unit":
+            norms = x.norm(dim=-1, keepdim=True)
+            return x / torch.where(norms > 0, norms, torch.ones_like(norms))
+        if self._input_norm == "scale":
+            if self._input_scale is None:
+                raise ValueError("this SAE's input norm is 'scale' but its scale is not known yet (set_input_norm('scale', c)).")
+            return x * self._input_scale
+        return x
+
+    def _denormalize_output(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        """A reconstruction of the normalised ``x`` back in the units of the raw ``x``."""
+        if self._inputs_prepared or self._input_norm == "none":
+            return x_hat
+        if self._input_norm == "unit":
+            return x_hat * x.norm(dim=-1, keepdim=True)
+        return x_hat / self._input_scale
+
+    @contextlib.contextmanager
+    def prepared_inputs(self):
+        """Inside, inputs are taken as already normalised (the trainer normalises its batches
+        itself and calls the model inside this)."""
+        self._inputs_prepared += 1
+        try:
+            yield self
+        finally:
+            self._inputs_prepared -= 1
 
     # -- helpers for subclasses ---------------------------------------------------------------
     def _generator(self) -> torch.Generator:
@@ -148,12 +236,15 @@ class SAE(nn.Module):
 
     def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
         """``x`` if it is a (..., d) tensor of the SAE's dtype without NaN or infinity, else
-        TypeError / ValueError naming ``name``. Costs one sum over x (:func:`check_finite`)."""
+        TypeError / ValueError naming ``name``; normalised per :attr:`input_norm` unless inside
+        :meth:`prepared_inputs`. Costs one sum over x (:func:`check_finite`)."""
         check_tensor(name, x, what=f"(..., d={self.d})")
         if x.ndim < 1 or x.shape[-1] != self.d:
             raise ValueError(f"{name} must have shape (..., d={self.d}), got {tuple(x.shape)}.")
         self._check_dtype(name, x)
         check_finite(name, x)
+        if self._input_norm != "none" and not self._inputs_prepared:
+            return self.normalize_input(x)
         return x
 
     def _check_codes(self, codes: Tensor, name: str = "codes") -> Tensor:
@@ -193,7 +284,8 @@ class SAE(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._decode(self.encode(x))
+        """``decode(encode(x))``, in the units of ``x`` (:attr:`input_norm`)."""
+        return self._denormalize_output(self._decode(self.encode(x)), x)
 
     def training_forward(self, x: Tensor) -> TrainOutput:
         """Default: reconstruction loss only. ``pre_acts`` defaults to the codes."""

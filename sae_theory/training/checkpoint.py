@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import torch
 
 from .._checks import check_int
-from ..io import CONFIG, WEIGHTS, atomic_folder, read_sae_config, read_sae_weights, write_sae_files
+from ..io import CONFIG, WEIGHTS, apply_input_norm, atomic_folder, read_sae_config, read_sae_weights, write_sae_files
 from .config import TrainConfig
 from .history import History
 from .sources import BatchSource
@@ -375,6 +375,7 @@ def apply_resume(
             for name, m in master_weights.items():
                 m.copy_(state["master_weights"][name])
     model.load_state_dict(prepared["weights"])
+    apply_input_norm(model, prepared["meta"].get("input_norm"), where=Path(prepared["folder"]) / CONFIG)
     h = state["history"]
     history = History(rows=list(h["rows"]), steps_run=int(h["steps_run"]), input_scale=h["input_scale"])
     return {"step": int(state["step"]), "history": history, "path": prepared["folder"], "config": prepared["meta"]}

@@ -303,7 +303,13 @@ def train(
         )
 
     model.train()
+    # the input normalisation belongs to the model: set it now (a resumed run's scale comes back
+    # through its history), again once the first batch gave the scale; the loop's batches are
+    # normalised here, so the model takes them as prepared
+    model.set_input_norm(cfg.input_norm, batches.input_scale)
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
+    prepared = model.prepared_inputs()
+    prepared.__enter__()
     try:
         for step in range(start + 1, cfg.steps + 1):
             lr = lr_at(step, cfg)
@@ -312,6 +318,8 @@ def train(
             source_before = source.state_dict() if ckpt_dir is not None else None
             scale_before = batches.input_scale
             x = batches.next(step)
+            if scale_before is None and batches.input_scale is not None:
+                model.set_input_norm(cfg.input_norm, batches.input_scale)
             out = model.training_forward(x)
             if not bool(torch.isfinite(out.loss.detach()).all()):
                 where = ""
@@ -320,6 +328,7 @@ def train(
                     # only the data stream moved on, so put its state back first
                     source.load_state_dict(source_before)
                     batches.input_scale = scale_before
+                    model.set_input_norm(cfg.input_norm, scale_before)
                     where = f" The state before this step was saved to {str(checkpoint(step - 1))!r}."
                 raise FloatingPointError(
                     f"the loss is {float(out.loss.detach())} at step {step} (lr={lr:.3g}); lower TrainConfig.lr "
@@ -350,6 +359,8 @@ def train(
             if ckpt_dir is not None and (step == cfg.steps or (cfg.checkpoint_every is not None and step % cfg.checkpoint_every == 0)):
                 checkpoint(step)
     finally:
+        prepared.__exit__(None, None, None)
         bar.close()
     history.input_scale = batches.input_scale
+    model.set_input_norm(cfg.input_norm, batches.input_scale)
     return history
