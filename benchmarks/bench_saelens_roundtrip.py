@@ -91,10 +91,21 @@ def cases(dtype: torch.dtype = torch.float32, d: int = 16, M: int = 64, seed: in
         "MP threshold=1": MPSAE(**kw, k=12, threshold=1.0, seed=seed),
         "MP stop_on_repeat": MPSAE(**kw, k=12, stop_on_repeat=True, seed=seed),
         "MP b_dec, free atoms": perturb(MPSAE(**kw, k=6, train_b_dec=True, unit_norm_decoder=False, seed=seed)),
+        # trained with an input normalisation: it is part of the model and the export folds it
+        "TopK k=4, unit norm": perturb(TopKSAE(**kw, k=4)),
+        "JumpReLU, scale 0.25": perturb(JumpReLUSAE(**kw)),
+        "GBA relu, unit norm": perturb(TiedSAE(**kw, activation="relu")),
+        "MP threshold=0.3, unit norm": perturb(MPSAE(**kw, k=12, threshold=0.3, train_b_dec=True, unit_norm_decoder=False, seed=seed)),
+        "MP threshold=0.3, scale 0.25": perturb(MPSAE(**kw, k=12, threshold=0.3, train_b_dec=True, unit_norm_decoder=False, seed=seed)),
     }
+    for name, m in out.items():
+        if name.endswith("unit norm"):
+            m.set_input_norm("unit")
+        elif name.endswith("scale 0.25"):
+            m.set_input_norm("scale", 0.25)
     with torch.no_grad():
         out["BatchTopK"].threshold.fill_(0.15)
-        for name in ("GBA jumprelu_threshold", "GBA jumprelu_biased", "GBA relu", "GBA topk k=4"):
+        for name in ("GBA jumprelu_threshold", "GBA jumprelu_biased", "GBA relu", "GBA topk k=4", "GBA relu, unit norm"):
             b = out[name].b_enc  # a buffer (bias adaptation moves it): in [-0.5, 0] as adaptation keeps it
             b.copy_(-0.5 * torch.rand(b.shape, generator=g, dtype=torch.float64).to(b.dtype))
     return out
@@ -112,16 +123,16 @@ def write_cases(root: Path, models: dict, x: torch.Tensor, tag: str = "") -> Non
     reads). A second call adds its cases (``tag`` tells them apart, e.g. the dtype)."""
     from safetensors.torch import save_file
 
-    from sae_theory.saelens import export_saelens
+    from sae_theory.saelens import export_saelens, saelens_codes_factor
 
     path = root / MANIFEST
     manifest = json.loads(path.read_text()) if path.exists() else []
     for name, model in models.items():
         case = root / f"case{len(manifest):03d}"
         export_saelens(model, case / "sae")
-        with torch.no_grad():
-            codes = model.encode(x)
-            x_hat = model.decode(codes)
+        with torch.no_grad():  # what SAELens must give: its codes (saelens_codes_factor) and decode(encode(x)) = our forward
+            codes = model.encode(x) * saelens_codes_factor(model)
+            x_hat = model(x)
         save_file({"x": x.contiguous(), "codes": codes.contiguous(), "x_hat": x_hat.contiguous()}, str(case / "io.safetensors"))
         manifest.append({"name": f"{tag} {name}".strip(), "tag": tag, "folder": str(case / "sae"), "io": str(case / "io.safetensors")})
     path.write_text(json.dumps(manifest, indent=1))

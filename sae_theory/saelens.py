@@ -10,10 +10,27 @@ A SAELens save folder holds ``cfg.json`` (the config, with an ``architecture`` k
 version's source and loader (``tests/test_saelens.py``, ``benchmarks/bench_saelens_roundtrip.py``).
 SAELens's conventions match ours: ``W_enc`` (d_in, d_sae) = (d, M), ``W_dec`` (d_sae, d_in) = (M, d)
 with the atoms as rows, ``hidden_pre = (x - b_dec) W_enc + b_enc`` when
-``apply_b_dec_to_input`` (always written True), ``x_hat = codes W_dec + b_dec``. No input
-normalisation is part of our SAEs (``TrainConfig.input_norm`` scales the data, not the model), so
-``normalize_activations`` is ``"none"``; nothing rescales by decoder norms
-(``rescale_acts_by_decoder_norm`` False).
+``apply_b_dec_to_input`` (always written True), ``x_hat = codes W_dec + b_dec``; nothing
+rescales by decoder norms (``rescale_acts_by_decoder_norm`` False).
+
+The model's input normalisation (:attr:`~sae_theory.models.base.SAE.input_norm`, set by training)
+goes with it. SAELens sees an input u where our model sees s u:
+
+* ``"none"``: ``normalize_activations = "none"``, s = 1, nothing changes;
+* ``"scale"`` (every row times c): SAELens has no run-time constant scale (its
+  ``expected_average_only_in`` factor is folded into the weights before saving), so the scale is
+  folded in the same way: ``normalize_activations = "none"``, s = c;
+* ``"unit"`` (every row to norm 1): ``normalize_activations = "constant_norm_rescale"``, which
+  scales each row to norm sqrt(d) on the way in and back on the way out of ``decode``; s = 1/sqrt(d).
+
+The fold: ``W_enc`` times s, ``W_dec`` and ``b_dec`` divided by s, so SAELens's pre-activations and
+codes are ours and its ``decode(encode(x))`` is our ``forward(x)`` (the raw units). An MP-SAE keeps
+unit atoms (its pursuit needs them): ``b_dec`` and ``residual_threshold`` are divided by s, and its
+codes are ours divided by s (:func:`saelens_codes_factor`), with the same support. The tied SAEs'
+``threshold``/``b_enc`` need no change. :func:`import_saelens` undoes the fold (to rounding: the
+round trip of a normalised model is exact to a few ulps, not bit for bit); a plain SAELens save
+with ``constant_norm_rescale`` comes in as a ``"unit"`` model, one with ``expected_average_only_in``
+(folded already, identity at inference) as ``"none"``; ``layer_norm`` is refused.
 
 What each SAE becomes (``architecture`` in ``cfg.json``):
 
@@ -104,7 +121,8 @@ from .models import (
 )
 from .models.registry import get_sae
 
-__all__ = ["CFG", "METADATA_KEY", "SAELENS_VERSION", "SUPPORTED_ARCHITECTURES", "WEIGHTS", "export_saelens", "import_saelens"]
+__all__ = ["CFG", "METADATA_KEY", "SAELENS_VERSION", "SUPPORTED_ARCHITECTURES", "WEIGHTS", "export_saelens", "import_saelens",
+           "saelens_codes_factor"]
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 SAELENS_VERSION = "6.54.12"
@@ -115,6 +133,7 @@ METADATA_KEY = "sae_theory"
 """Key of our block in the config's ``metadata``."""
 SUPPORTED_ARCHITECTURES = ("standard", "topk", "jumprelu", "matching_pursuit")
 """The SAELens architectures that :func:`import_saelens` reads."""
+_READ_NORMS = ("none", "expected_average_only_in", "constant_norm_rescale")
 
 _FORMAT = 1
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -245,6 +264,66 @@ _LAYOUTS: dict[type, Callable[[Any], _Layout]] = {
 }
 
 
+def _norm_factor(model: SAE) -> tuple[str, float]:
+    """SAELens's ``normalize_activations`` for the model's input norm, and the factor s with which
+    our model's input is s times SAELens's SAE input u: ``"scale"`` c -> ("none", c) (u = x);
+    ``"unit"`` -> ("constant_norm_rescale", 1 / sqrt(d)) (u = sqrt(d) x / ||x||); none -> ("none", 1)."""
+    norm = model.input_norm
+    if norm["kind"] == "scale":
+        if norm["scale"] is None:
+            raise ValueError("this SAE's input norm is 'scale' but its scale is not known (set_input_norm('scale', c)); "
+                             "train it or set the scale before exporting.")
+        return "none", float(norm["scale"])
+    if norm["kind"] == "unit":
+        return "constant_norm_rescale", 1.0 / math.sqrt(model.d)
+    return "none", 1.0
+
+
+def _layout(model: SAE) -> _Layout:
+    """The model's SAELens layout with its input normalisation folded in (module docstring):
+    SAELens's input u is our input divided by s (:func:`_norm_factor`), so W_enc -> s W_enc,
+    W_dec -> W_dec / s, b_dec -> b_dec / s (the same pre-activations and codes, the
+    reconstruction in u's units); for matching pursuit the atoms stay unit and the codes and the
+    residual threshold are divided by s instead."""
+    layout = _LAYOUTS[type(model)](model)
+    _, s = _norm_factor(model)
+    if s == 1.0:
+        return layout
+    t = dict(layout.tensors)
+    fields = dict(layout.fields)
+    t["b_dec"] = t["b_dec"] / s
+    if layout.architecture == "matching_pursuit":
+        if fields.get("residual_threshold"):
+            fields["residual_threshold"] = fields["residual_threshold"] / s
+        note = f"input norm folded: b_dec and residual_threshold divided by s = {s!r}, so SAELens's codes are ours divided by s"
+    else:
+        t["W_enc"], t["W_dec"] = t["W_enc"] * s, t["W_dec"] / s
+        note = f"input norm folded: W_enc times s = {s!r}, W_dec and b_dec divided by s (the same codes)"
+    return layout._replace(fields=fields, tensors=t, note=f"{layout.note}; {note}" if layout.note else note)
+
+
+def saelens_codes_factor(model: SAE) -> float:
+    """SAELens's codes of ``export_saelens(model)`` are ours times this: 1, except for an MP-SAE
+    with an input normalisation (its atoms stay unit, so the codes carry the fold: sqrt(d) for
+    ``"unit"``, 1 / c for ``"scale"`` c). SAELens's ``decode(encode(x))`` is our ``forward(x)``."""
+    if not isinstance(model, SAE):
+        raise TypeError(f"model must be an SAE of sae_theory, got {type(model).__name__}.")
+    if type(model) is MPSAE:
+        return 1.0 / _norm_factor(model)[1]
+    return 1.0
+
+
+def _unfold(model: SAE, t: dict[str, Tensor], s: float) -> dict[str, Tensor]:
+    """The SAELens tensors ``t`` of a folded export with the fold of :func:`_layout` undone."""
+    if s == 1.0:
+        return t
+    t = dict(t)
+    t["b_dec"] = t["b_dec"] * s
+    if "W_enc" in t:
+        t["W_enc"], t["W_dec"] = t["W_enc"] / s, t["W_dec"] * s
+    return t
+
+
 def _log_preimage(theta: Tensor) -> Tensor:
     """A log_threshold l with exp(l) == theta bit for bit wherever one lies within 64 ulps of
     log(theta) (always, for a theta that was exp of something: then one exists next to log(theta));
@@ -279,6 +358,13 @@ def _inverse(model: SAE, t: dict[str, Tensor]) -> dict[str, Tensor]:
     elif isinstance(model, BatchTopKSAE):
         out["threshold"] = t["threshold"][0].clone()
     return out
+
+
+def _close_to_rounding(a: Tensor, b: Tensor) -> bool:
+    """a == b to a few roundings of their dtype (relative to the tensor's largest entry)."""
+    eps = torch.finfo(b.dtype).eps
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool(((a - b).abs() <= 8 * eps * max(scale, 1e-30)).all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +446,7 @@ def export_saelens(model: SAE, folder: str | os.PathLike) -> Path:
         raise ValueError(f"SAELens loads float32, float64, float16 and bfloat16 weights, not {dtype}; convert the model "
                          f"(build it with dtype=torch.float32) before exporting.")
     with torch.no_grad():
-        layout = layout_of(model)
+        layout = _layout(model)
         state = model.state_dict()
         extra = {k: _encode_tensor(v) for k, v in state.items() if k not in layout.derived}
         tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in layout.tensors.items()}
@@ -371,7 +457,7 @@ def export_saelens(model: SAE, folder: str | os.PathLike) -> Path:
         "dtype": _DTYPE_NAMES[dtype],
         "device": model.config.device,
         "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
+        "normalize_activations": _norm_factor(model)[0],
         "reshape_activations": "none",
         **layout.fields,
         "metadata": {
@@ -382,6 +468,7 @@ def export_saelens(model: SAE, folder: str | os.PathLike) -> Path:
                 "sae_theory_version": __version__,
                 "sae_class": type(model).__name__,
                 "config": model.config.to_dict(),
+                "input_norm": dict(model.input_norm),
                 "note": layout.note,
                 "tensors": extra,
             },
@@ -490,9 +577,17 @@ def _our_model(meta: dict[str, Any], arch: str, cfg: dict[str, Any], t: dict[str
     model = entry.cls(config)
     if type(model) not in _LAYOUTS:
         raise ValueError(f"{where} names {entry.name}, which export_saelens does not write.")
+    from .io import apply_input_norm
+
+    apply_input_norm(model, meta.get("input_norm"), where=f"{where}.input_norm")
+    norm_name, s = _norm_factor(model)
+    if cfg.get("normalize_activations", "none") != norm_name:
+        raise ValueError(f"{path} has normalize_activations={cfg.get('normalize_activations')!r}, its metadata.{METADATA_KEY} "
+                         f"input_norm {model.input_norm} exports as {norm_name!r}; the SAELens save was changed after "
+                         f"export_saelens wrote it. Remove metadata.{METADATA_KEY} from {CFG} to import it as a plain SAELens SAE.")
     stale = (f"; the SAELens save was changed after export_saelens wrote it. Remove metadata.{METADATA_KEY} from {CFG} to "
              "import it as a plain SAELens SAE.")
-    expected = _LAYOUTS[type(model)](model)
+    expected = _layout(model)
     if expected.architecture != arch:
         raise ValueError(f"{path} has architecture {arch!r} but its metadata.{METADATA_KEY} describes a {entry.name} "
                          f"exported as {expected.architecture!r}{stale}")
@@ -512,18 +607,21 @@ def _our_model(meta: dict[str, Any], arch: str, cfg: dict[str, Any], t: dict[str
         if key not in extra:
             raise ValueError(f"{where}.tensors has no {key!r}, which a {entry.name} needs; the metadata is damaged{stale}")
         state[key] = _decode_tensor(extra[key], f"{where}.tensors[{key!r}]", device)
-    state.update({k: v.to(device) for k, v in _inverse(model, t).items()})
+    state.update({k: v.to(device) for k, v in _inverse(model, _unfold(model, t, s)).items()})
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"{path.parent / WEIGHTS} does not fit the {entry.name} that {where} describes: {exc}") from None
     try:
         with torch.no_grad():
-            again = _LAYOUTS[type(model)](model).tensors
+            again = _layout(model).tensors
     except ValueError as exc:
         raise ValueError(f"{path.parent / WEIGHTS} rebuilt with metadata.{METADATA_KEY} cannot be exported again ({exc}){stale}") from None
     for name, value in again.items():
-        if not torch.equal(value.to(t[name].device), t[name]):
+        value = value.to(t[name].device)
+        # an unfolded input norm comes back to rounding (two products by s), not bit for bit
+        same = torch.equal(value, t[name]) if s == 1.0 else _close_to_rounding(value, t[name])
+        if not same:
             raise ValueError(f"{path.parent / WEIGHTS}: {name} is not what the {entry.name} rebuilt from it and from "
                              f"metadata.{METADATA_KEY} exports{stale}")
     return model
@@ -595,10 +693,10 @@ def import_saelens(folder: str | os.PathLike, *, device: str | torch.device | No
         raise ValueError(f"{path} has architecture {arch!r}, which import_saelens does not read; supported: "
                          f"{', '.join(SUPPORTED_ARCHITECTURES)}.")
     norm = cfg.get("normalize_activations", "none")
-    if norm != "none":
-        raise ValueError(f"{path} has normalize_activations={norm!r}: SAELens normalises the inputs at run time, which our "
-                         "SAEs do not, and a constant scale is not stored in the folder; fold it into the weights in SAELens "
-                         "(sae.fold_activation_norm_scaling_factor) and save again, or normalise the inputs yourself.")
+    if norm not in _READ_NORMS:
+        raise ValueError(f"{path} has normalize_activations={norm!r}, which import_saelens does not read: it reads "
+                         f"{', '.join(map(repr, _READ_NORMS))} ('layer_norm' standardises each input with statistics our "
+                         "SAEs have no place for); normalise the inputs yourself and save the SAE with 'none'.")
     dtype_name = _field(cfg, "dtype", path, "float32")
     if dtype_name not in _DTYPES:
         raise ValueError(f"{path} has dtype {dtype_name!r}; import_saelens reads {', '.join(_DTYPE_NAMES.values())}.")
@@ -621,4 +719,18 @@ def import_saelens(folder: str | os.PathLike, *, device: str | torch.device | No
     meta = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     if meta is not None:
         return _our_model(meta, arch, cfg, t, path, device)
-    return _plain_model(arch, cfg, t, path, dtype, device)
+    model = _plain_model(arch, cfg, t, path, dtype, device)
+    if norm == "constant_norm_rescale":  # SAELens's input is sqrt(d) x / ||x||: our unit norm, with the fold undone
+        model.set_input_norm("unit")
+        s = 1.0 / math.sqrt(model.d)
+        with torch.no_grad():
+            model.b_dec.mul_(s)
+            if isinstance(model, MPSAE):
+                if model.config.threshold is not None:
+                    import dataclasses
+
+                    model.config = dataclasses.replace(model.config, threshold=model.config.threshold * s)
+            else:
+                model.W_enc.div_(s)
+                model.W_dec.mul_(s)
+    return model

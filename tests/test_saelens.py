@@ -14,7 +14,7 @@ from _helpers import tolerance
 from safetensors.torch import load_file, save_file
 
 from sae_theory import MPSAE, BatchTopKSAE, JumpReLUSAE, ReLUSAE, TiedSAE, TopKSAE, save_sae
-from sae_theory.saelens import CFG, METADATA_KEY, SAELENS_VERSION, SUPPORTED_ARCHITECTURES, WEIGHTS, export_saelens, import_saelens
+from sae_theory.saelens import CFG, METADATA_KEY, SAELENS_VERSION, SUPPORTED_ARCHITECTURES, WEIGHTS, export_saelens, import_saelens, saelens_codes_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_saelens_roundtrip", ROOT / "benchmarks" / "bench_saelens_roundtrip.py")
@@ -43,6 +43,8 @@ def _x(dtype, n=64):
 def _saelens_encode(folder: Path, x: torch.Tensor) -> torch.Tensor:
     cfg = json.loads((folder / CFG).read_text())
     t = load_file(str(folder / WEIGHTS))
+    if cfg["normalize_activations"] == "constant_norm_rescale":  # run_time_activation_norm_fn_in
+        x = x * (cfg["d_in"] ** 0.5 / x.norm(dim=-1, keepdim=True))
     sae_in = x - t["b_dec"] * cfg["apply_b_dec_to_input"]
     arch = cfg["architecture"]
     if arch == "matching_pursuit":  # _encode_matching_pursuit
@@ -71,10 +73,15 @@ def _saelens_encode(folder: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(h).scatter(-1, top.indices, top.values.relu())
 
 
-def _saelens_decode(folder: Path, codes: torch.Tensor) -> torch.Tensor:
+def _saelens_decode(folder: Path, codes: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """SAELens's decode of ``codes``; ``x``: the input they were encoded from, whose norm
+    ``constant_norm_rescale`` scales the output back with (run_time_activation_norm_fn_out)."""
     cfg = json.loads((folder / CFG).read_text())
     t = load_file(str(folder / WEIGHTS))
-    return codes @ t["W_dec"] + t["b_dec"] * cfg["apply_b_dec_to_input"]
+    out = codes @ t["W_dec"] + t["b_dec"] * cfg["apply_b_dec_to_input"]
+    if cfg["normalize_activations"] == "constant_norm_rescale":
+        out = out / (cfg["d_in"] ** 0.5 / x.norm(dim=-1, keepdim=True))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,11 +132,12 @@ def test_saelens__restated_saelens_formulas_match_ours(tmp_path, models, name):
     model = models[torch.float64][name]
     export_saelens(model, tmp_path / "e")
     x = _x(torch.float64)
-    codes = model.encode(x)
+    codes = model.encode(x) * saelens_codes_factor(model)  # ours, in SAELens's units (1 but for a normalised MP-SAE)
     ours_again = _saelens_encode(tmp_path / "e", x)
     assert torch.equal((ours_again != 0), (codes != 0)), f"{name}: supports differ"
     torch.testing.assert_close(ours_again, codes, rtol=tolerance(torch.float64), atol=tolerance(torch.float64))
-    torch.testing.assert_close(_saelens_decode(tmp_path / "e", codes), model.decode(codes), rtol=1e-12, atol=1e-12)
+    # SAELens's decode(encode(x)) is our forward(x): the reconstruction in the raw units
+    torch.testing.assert_close(_saelens_decode(tmp_path / "e", codes, x), model(x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -141,7 +149,10 @@ def test_saelens__writes_the_fields_saelens_loader_reads(tmp_path, models, name)
     arch = cfg["architecture"]
     assert arch in SUPPORTED_ARCHITECTURES
     assert (cfg["d_in"], cfg["d_sae"], cfg["dtype"], cfg["device"]) == (16, 64, "float32", "cpu")
-    assert cfg["apply_b_dec_to_input"] is True and cfg["normalize_activations"] == "none" and cfg["reshape_activations"] == "none"
+    norm = model.input_norm["kind"]  # "unit" has SAELens's run-time rescale; "scale" is folded into the weights
+    assert cfg["apply_b_dec_to_input"] is True and cfg["reshape_activations"] == "none"
+    assert cfg["normalize_activations"] == {"unit": "constant_norm_rescale", "scale": "none", "none": "none"}[norm]
+    assert cfg["metadata"][METADATA_KEY]["input_norm"] == model.input_norm
     assert cfg["metadata"]["sae_lens_version"] == SAELENS_VERSION  # >= 6: no pre-6.0 defaulting in SAELens
     assert cfg["metadata"][METADATA_KEY]["sae_class"] == type(model).__name__
     if arch == "topk":
@@ -149,7 +160,8 @@ def test_saelens__writes_the_fields_saelens_loader_reads(tmp_path, models, name)
     if arch == "matching_pursuit":
         c = model.config
         assert cfg["max_iterations"] == c.k and cfg["stop_on_duplicate_support"] == c.stop_on_repeat
-        assert cfg["residual_threshold"] == (c.threshold or 0.0)
+        s = {"unit": 16 ** -0.5, "scale": model.input_norm["scale"], "none": 1.0}[norm]  # the input is s times SAELens's
+        assert cfg["residual_threshold"] == (c.threshold or 0.0) / s
     t = load_file(str(tmp_path / "e" / WEIGHTS))
     assert set(t) == SAELENS_KEYS[arch]
     shapes = {"W_enc": (16, 64), "b_enc": (64,), "W_dec": (64, 16), "b_dec": (16,), "threshold": (64,)}
@@ -160,7 +172,8 @@ def test_saelens__writes_the_fields_saelens_loader_reads(tmp_path, models, name)
 def test_saelens__architectures_of_each_class(tmp_path, models):
     expected = {"ReLU": "standard", "TopK k=4": "topk", "BatchTopK": "jumprelu", "JumpReLU": "jumprelu",
                 "Matryoshka": "standard", "GBA jumprelu_threshold": "jumprelu", "GBA jumprelu_biased": "jumprelu",
-                "GBA relu": "standard", "GBA topk k=4": "topk", "Tied TopK k=4": "topk", "Tied ReLU": "standard"}
+                "GBA relu": "standard", "GBA topk k=4": "topk", "Tied TopK k=4": "topk", "Tied ReLU": "standard",
+                "TopK k=4, unit norm": "topk", "JumpReLU, scale 0.25": "jumprelu", "GBA relu, unit norm": "standard"}
     expected.update({n: "matching_pursuit" for n in CASE_NAMES if n.startswith("MP")})
     assert set(expected) == set(CASE_NAMES)
     for i, name in enumerate(CASE_NAMES):
@@ -447,3 +460,38 @@ def test_saelens__real_saelens_loads_our_exports_and_we_load_its_saves(tmp_path,
         assert r["support_agreement"] == 1.0, f"SAELens save {name}: supports differ on {1 - r['support_agreement']:.2%} of inputs"
         assert r["encode_max_abs"] <= 1e-5 * max(1.0, r["codes_max_abs"]), f"SAELens save {name}: encode differs"
         assert r["decode_max_abs"] <= 1e-5 * max(1.0, r["x_hat_max_abs"]), f"SAELens save {name}: decode differs"
+
+
+@pytest.mark.parametrize("name", ["TopK k=4, unit norm", "GBA relu, unit norm", "MP threshold=0.3, unit norm"])
+def test_saelens__plain_constant_norm_rescale_save_imports_as_a_unit_norm_model(tmp_path, models, name):
+    # a SAELens save with constant_norm_rescale and no metadata of ours: SAELens's formulas on the
+    # file are what the imported model computes, in raw units
+    model = models[torch.float64][name]
+    export_saelens(model, tmp_path / "e")
+    cfg = json.loads((tmp_path / "e" / CFG).read_text())
+    del cfg["metadata"][METADATA_KEY]
+    (tmp_path / "e" / CFG).write_text(json.dumps(cfg))
+    back = import_saelens(tmp_path / "e")
+    assert back.input_norm == {"kind": "unit", "scale": None}
+    x = _x(torch.float64)
+    sl_codes = _saelens_encode(tmp_path / "e", x)
+    torch.testing.assert_close(back.encode(x), sl_codes / saelens_codes_factor(back), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(back(x), _saelens_decode(tmp_path / "e", sl_codes, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(back(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_saelens__normalised_round_trip_is_exact_to_rounding_and_layer_norm_is_refused(tmp_path, models):
+    for i, name in enumerate(["TopK k=4, unit norm", "JumpReLU, scale 0.25", "MP threshold=0.3, scale 0.25"]):
+        model = models[torch.float64][name]
+        export_saelens(model, tmp_path / str(i))
+        back = import_saelens(tmp_path / str(i))
+        assert type(back) is type(model) and back.input_norm == model.input_norm and back.config == model.config
+        x = _x(torch.float64)
+        torch.testing.assert_close(back.encode(x), model.encode(x), rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(back(x), model(x), rtol=1e-13, atol=1e-13)
+    cfg = json.loads((tmp_path / "0" / CFG).read_text())
+    cfg["normalize_activations"] = "layer_norm"
+    del cfg["metadata"][METADATA_KEY]
+    (tmp_path / "0" / CFG).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="normalize_activations='layer_norm'.*does not read"):
+        import_saelens(tmp_path / "0")
