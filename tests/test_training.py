@@ -285,7 +285,10 @@ def test_TensorSource__epochs_are_permutations_and_drop_the_last_partial_batch()
 
 def test_as_source__rejects_objects_without_the_protocol():
     with pytest.raises(TypeError, match="next_batch"):
-        as_source([1, 2, 3])
+        as_source(object())
+    # an iterable is taken as a sampler of batches (SamplerSource); items that are no tensors fail on the first batch
+    with pytest.raises(TypeError, match="an item of SamplerSource.*is a int"):
+        as_source([1, 2, 3]).next_batch(2)
 
 
 def test_train__nan_data_raises_valueerror_naming_step():

@@ -1,7 +1,7 @@
 """Training: one generic loop (:func:`train`) for every SAE, its config, data sources and
 checkpoints. Method-specific pieces are model methods or post-step hooks."""
 
-from .sources import BatchSource, FeatureModelSource, HierarchicalSource, TensorSource, as_source
+from .sources import BatchSource, FeatureModelSource, HierarchicalSource, SamplerSource, TensorSource, as_source
 from .config import TrainConfig, lr_at
 from .history import History
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -24,6 +24,7 @@ __all__ = [
     "FeatureModelSource",
     "HierarchicalSource",
     "History",
+    "SamplerSource",
     "TensorSource",
     "TrainConfig",
     "as_source",
