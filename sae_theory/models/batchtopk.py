@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_real
+from .auxk import auxk_loss, check_auxk_fields, register_auxk_buffer
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
@@ -49,6 +50,14 @@ class BatchTopKSAEConfig(SAEConfig):
     """Training passes at ``k_initial``."""
     threshold_lr: float = 0.01
     """Rate of the moving average of the inference threshold, in (0, 1]."""
+    auxk_coefficient: float = 0.0
+    """Weight of the AuxK dead-latent loss (:mod:`sae_theory.models.auxk`; SAELens's
+    ``aux_loss_coefficient``, default 1 there); 0: off."""
+    auxk_k: int | None = None
+    """Dead latents that reconstruct the residual per input; None: d // 2 (Gao et al.)."""
+    dead_steps: int = 1000
+    """A latent is dead after this many training steps without firing (SAELens's
+    ``dead_feature_window``)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,6 +69,7 @@ class BatchTopKSAEConfig(SAEConfig):
             raise ValueError(f"k_initial_steps={self.k_initial_steps} needs a k_initial; set k_initial (or k_initial_steps=0).")
         if not (isinstance(self.threshold_lr, (int, float)) and 0 < self.threshold_lr <= 1):
             raise ValueError(f"threshold_lr must lie in (0, 1], got {self.threshold_lr!r}.")
+        check_auxk_fields(self)
 
 
 def batch_topk(acts: Tensor, budget: int) -> Tensor:
@@ -82,6 +92,7 @@ class BatchTopKSAE(UntiedSAE):
         dev = self.config.device
         self.register_buffer("threshold", torch.zeros((), dtype=self.config.dtype, device=dev))
         self.register_buffer("n_train_passes", torch.zeros((), dtype=torch.long, device=dev))
+        register_auxk_buffer(self)
 
     @property
     def k(self) -> float:
@@ -117,6 +128,11 @@ class BatchTopKSAE(UntiedSAE):
         codes = batch_topk(torch.relu(pre), self.budget(pre.shape[0]))
         x_hat = self._decode(codes)
         loss = reconstruction_loss(x, x_hat)
+        metrics = {"mse": loss.detach()}
+        aux = auxk_loss(self, x, x_hat, pre, codes)
+        if aux is not None:
+            loss = loss + aux
+            metrics["auxk"] = aux.detach()
         if self.training:
             with torch.no_grad():
                 kept = codes[codes > 0]
@@ -124,4 +140,4 @@ class BatchTopKSAE(UntiedSAE):
                     lr = self.config.threshold_lr
                     self.threshold.mul_(1 - lr).add_(lr * kept.min())
                 self.n_train_passes += 1
-        return TrainOutput(loss, x_hat, codes, pre, {"mse": loss.detach()})
+        return TrainOutput(loss, x_hat, codes, pre, metrics)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from .._checks import check_int
-from .base import SAEConfig, UntiedSAE, check_k, topk_relu
+from .auxk import auxk_loss, check_auxk_fields, register_auxk_buffer
+from .base import SAEConfig, TrainOutput, UntiedSAE, check_k, reconstruction_loss, topk_relu
 from .registry import register_sae
 
 __all__ = ["TopKSAE", "TopKSAEConfig"]
@@ -22,10 +23,19 @@ class TopKSAEConfig(SAEConfig):
     """Renormalise the atoms (rows of W_dec) to unit norm after every step (the default here)."""
     k: int = 32
     """Active latents per input, 1 <= k <= n_latents."""
+    auxk_coefficient: float = 0.0
+    """Weight of the AuxK dead-latent loss (:mod:`sae_theory.models.auxk`; SAELens's
+    ``aux_loss_coefficient``, default 1 there); 0: off."""
+    auxk_k: int | None = None
+    """Dead latents that reconstruct the residual per input; None: d // 2 (Gao et al.)."""
+    dead_steps: int = 1000
+    """A latent is dead after this many training steps without firing (SAELens's
+    ``dead_feature_window``)."""
 
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "k", check_k(self.k, self.n_latents))
+        check_auxk_fields(self)
 
 
 @register_sae("TopK", config=TopKSAEConfig)
@@ -38,6 +48,7 @@ class TopKSAE(UntiedSAE):
     def __init__(self, config: TopKSAEConfig | None = None, **kwargs):
         super().__init__(config if config is not None else TopKSAEConfig(**kwargs))
         self.k = self.config.k
+        register_auxk_buffer(self)
 
     def _check_k(self, k) -> int:
         k = check_int("k", k)
@@ -53,3 +64,16 @@ class TopKSAE(UntiedSAE):
         if k is not None:
             self._check_k(k)  # before any work on x
         return self.activate(self.pre_activations(x), k)
+
+    def training_forward(self, x: Tensor) -> TrainOutput:
+        """Reconstruction loss, plus the AuxK dead-latent loss when ``auxk_coefficient`` > 0."""
+        pre = self.pre_activations(x)
+        codes = self.activate(pre)
+        x_hat = self._decode(codes)
+        loss = reconstruction_loss(x, x_hat)
+        metrics = {"mse": loss.detach()}
+        aux = auxk_loss(self, x, x_hat, pre, codes)
+        if aux is not None:
+            loss = loss + aux
+            metrics["auxk"] = aux.detach()
+        return TrainOutput(loss, x_hat, codes, pre, metrics)
