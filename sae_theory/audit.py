@@ -213,7 +213,8 @@ def _where(info: dict[str, Any]) -> str:
 
 
 def _sae_info(model: SAE, where: dict[str, Any]) -> dict[str, Any]:
-    return {**where, "class": type(model).__name__, "config": model.config.to_dict(), "d": model.d, "n_latents": model.n_latents}
+    return {**where, "class": type(model).__name__, "config": model.config.to_dict(), "d": model.d, "n_latents": model.n_latents,
+            "input_norm": dict(model.input_norm)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,7 +632,8 @@ class AuditReport:
               f"- Sample: {c['sample']['rows']:,} rows ({c['sample']['note']}); the GBA and MP-SAE views below use it.", ""]
         L += ["## Reconstruction", "",
               f"- **FVU** {r['fvu']:.4g}: fraction of variance unexplained, sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the "
-              f"{c['rows_read']:,} rows (0 perfect, 1 no better than the mean).",
+              f"{c['rows_read']:,} rows (0 perfect, 1 no better than the mean), in the activations' own units: the SAE's input "
+              f"normalisation ({sae.get('input_norm', {}).get('kind', 'none')}) is applied on the way in and undone on the way out.",
               f"- **MSE** {r['mse']:.4g}: mean over rows of ||x - x_hat||^2 (summed over the d coordinates).",
               f"- **Mean L0** {r['mean_l0']:.4g}: mean number of non-zero codes per row (median {r['l0_quantiles']['0.5']:g}, "
               f"99% of rows at most {r['l0_quantiles']['0.99']:g}, largest {r['l0_quantiles']['1']:g}).",
@@ -920,7 +922,7 @@ def audit(
     with tqdm(total=budget, desc="audit", unit="row", disable=not progress, leave=False) as bar:
         for x in source.batches(batch_size, max_rows, dtype=dtype, device=dev):
             codes = model.encode(x)
-            x_hat = model.decode(codes)
+            x_hat = model.denormalize(model.decode(codes), x)  # raw units, whatever the model's input norm
             sse += float((x_hat - x).to(torch.float64).pow(2).sum())
             moments.update(x)
             stats.update(codes)
@@ -1043,11 +1045,11 @@ def audit(
     for i in range(0, S, batch_size):
         x = sample[i : i + batch_size]
         codes = model.encode(x)
-        nat_sse += float((model.decode(codes) - x).to(torch.float64).pow(2).sum())
+        nat_sse += float((model.denormalize(model.decode(codes), x) - x).to(torch.float64).pow(2).sum())
         nat_l0 += float((codes != 0).sum())
         at_k = _mp_codes_at(model, x, ks) if is_mp else ((k, _top_k_codes(codes, k)) for k in ks)
         for j, (k, ck) in enumerate(at_k):
-            s_sse[j] += float((model.decode(ck) - x).to(torch.float64).pow(2).sum())
+            s_sse[j] += float((model.denormalize(model.decode(ck), x) - x).to(torch.float64).pow(2).sum())
             s_l0[j] += float((ck != 0).sum())
     fvu_of = (lambda v: v / s_var) if s_var > 0 else (lambda v: math.nan)
     shown = [k for k in ks if k in (1, 2, 4, 8, 16, 32, 64, 128, 256, natural_k, ks[-1])]

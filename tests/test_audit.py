@@ -418,3 +418,24 @@ def test_audit__write_failure_leaves_no_half_folder(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed mid-write"):
         audit(_relu_identity(), HAND_ROWS, out=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_audit__a_normalised_sae_is_read_on_raw_activations(tmp_path):
+    # a TopK trained on unit rows, audited on the raw (norm ~ 30) rows: the audit's FVU is the one
+    # of the normalised rows (FVU is scale-free per row only up to the mean; here the mean is ~0)
+    from sae_theory.audit import audit
+    from sae_theory.models import TopKSAE
+    from sae_theory.training import TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    X = 30 * torch.randn(2048, 8, generator=g)
+    sae = TopKSAE(d=8, n_latents=16, k=3, seed=1)
+    train(sae, X, TrainConfig(steps=200, batch_size=64, lr=1e-2, input_norm="unit", progress=False))
+    save_sae(sae, tmp_path / "sae")
+    torch.save(X, tmp_path / "x.pt")
+    got = audit(tmp_path / "sae", tmp_path / "x.pt", out=tmp_path / "out", progress=False)
+    with torch.no_grad():
+        ref = float(((sae(X) - X) ** 2).sum() / ((X - X.mean(0)) ** 2).sum())
+    assert got.conditions["sae"]["input_norm"] == {"kind": "unit", "scale": None}
+    assert abs(got.reconstruction["fvu"] - ref) < 1e-5, (got.reconstruction["fvu"], ref)
+    assert got.reconstruction["fvu"] < 0.9  # without undoing the norm it would be about 1 (x_hat of norm 1 against rows of norm 30)

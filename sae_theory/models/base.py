@@ -201,8 +201,9 @@ class SAE(nn.Module):
             return x * self._input_scale
         return x
 
-    def _denormalize_output(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        """A reconstruction of the normalised ``x`` back in the units of the raw ``x``."""
+    def denormalize(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        """A reconstruction ``x_hat`` of the normalised ``x`` (what :meth:`decode` returns) back in
+        the units of the raw ``x``: ``forward(x) = denormalize(decode(encode(x)), x)``."""
         if self._inputs_prepared or self._input_norm == "none":
             return x_hat
         if self._input_norm == "unit":
@@ -285,7 +286,7 @@ class SAE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``decode(encode(x))``, in the units of ``x`` (:attr:`input_norm`)."""
-        return self._denormalize_output(self._decode(self.encode(x)), x)
+        return self.denormalize(self._decode(self.encode(x)), x)
 
     def training_forward(self, x: Tensor) -> TrainOutput:
         """Default: reconstruction loss only. ``pre_acts`` defaults to the codes."""
