@@ -97,12 +97,16 @@ def cases(dtype: torch.dtype = torch.float32, d: int = 16, M: int = 64, seed: in
         "GBA relu, unit norm": perturb(TiedSAE(**kw, activation="relu")),
         "MP threshold=0.3, unit norm": perturb(MPSAE(**kw, k=12, threshold=0.3, train_b_dec=True, unit_norm_decoder=False, seed=seed)),
         "MP threshold=0.3, scale 0.25": perturb(MPSAE(**kw, k=12, threshold=0.3, train_b_dec=True, unit_norm_decoder=False, seed=seed)),
+        "ReLU, standardized": perturb(ReLUSAE(**kw)),
     }
     for name, m in out.items():
         if name.endswith("unit norm"):
             m.set_input_norm("unit")
         elif name.endswith("scale 0.25"):
             m.set_input_norm("scale", 0.25)
+        elif name.endswith("standardized"):  # per-coordinate mean and std, as an activation cache gives them
+            m.set_input_norm("standardize", mean=0.5 * torch.randn(d, generator=g, dtype=torch.float64),
+                             std=0.5 + torch.rand(d, generator=g, dtype=torch.float64))
     with torch.no_grad():
         out["BatchTopK"].threshold.fill_(0.15)
         for name in ("GBA jumprelu_threshold", "GBA jumprelu_biased", "GBA relu", "GBA topk k=4", "GBA relu, unit norm"):

@@ -344,9 +344,9 @@ def apply_input_norm(model: SAE, record: Any, *, where: Any = "the save") -> Non
     ``where``."""
     if record is None:
         return
-    if not isinstance(record, dict) or set(record) != {"kind", "scale"}:
+    if not isinstance(record, dict) or set(record) not in ({"kind", "scale"}, {"kind", "scale", "mean", "std"}):
         raise ValueError(f"{where} holds input_norm={record!r}; it must be {{'kind': ..., 'scale': ...}}: the save is damaged, save it again.")
     try:
-        model.set_input_norm(record["kind"], record["scale"])
+        model.set_input_norm(record["kind"], record["scale"], mean=record.get("mean"), std=record.get("std"))
     except ValueError as exc:
         raise ValueError(f"{where} holds an input_norm the model cannot take ({exc}); the save is damaged, save it again.") from None

@@ -269,6 +269,8 @@ def _norm_factor(model: SAE) -> tuple[str, float]:
     our model's input is s times SAELens's SAE input u: ``"scale"`` c -> ("none", c) (u = x);
     ``"unit"`` -> ("constant_norm_rescale", 1 / sqrt(d)) (u = sqrt(d) x / ||x||); none -> ("none", 1)."""
     norm = model.input_norm
+    if norm["kind"] == "standardize":
+        return "none", math.nan  # per coordinate: _layout folds it
     if norm["kind"] == "scale":
         if norm["scale"] is None:
             raise ValueError("this SAE's input norm is 'scale' but its scale is not known (set_input_norm('scale', c)); "
@@ -287,6 +289,22 @@ def _layout(model: SAE) -> _Layout:
     residual threshold are divided by s instead."""
     layout = _LAYOUTS[type(model)](model)
     _, s = _norm_factor(model)
+    if model.input_norm["kind"] == "standardize":
+        # ours sees (x - mu) / sigma, SAELens x: W_enc -> W_enc / sigma (rows), W_dec -> W_dec sigma (columns),
+        # b_dec -> mu + sigma b_dec; the same codes, SAELens's decode in x's units
+        if layout.architecture == "matching_pursuit":
+            raise ValueError("cannot export an MP-SAE with input norm 'standardize': SAELens has no per-coordinate input "
+                             "scaling and folding it into the atoms would change the pursuit (it needs unit atoms); export a "
+                             "model trained with 'unit' or 'scale', or standardise the inputs yourself before SAELens.")
+        t = dict(layout.tensors)
+        mu = torch.tensor(model.input_norm["mean"], dtype=torch.float64)
+        sigma = torch.tensor(model.input_norm["std"], dtype=torch.float64)
+        dt = t["W_dec"].dtype
+        t["W_enc"] = (t["W_enc"].to(torch.float64) / sigma[:, None]).to(dt)
+        t["W_dec"] = (t["W_dec"].to(torch.float64) * sigma[None, :]).to(dt)
+        t["b_dec"] = (mu + sigma * t["b_dec"].to(torch.float64)).to(dt)
+        note = "input norm 'standardize' folded: W_enc rows divided by std, W_dec columns times std, b_dec -> mean + std b_dec"
+        return layout._replace(tensors=t, note=f"{layout.note}; {note}" if layout.note else note)
     if s == 1.0:
         return layout
     t = dict(layout.tensors)
@@ -315,6 +333,15 @@ def saelens_codes_factor(model: SAE) -> float:
 
 def _unfold(model: SAE, t: dict[str, Tensor], s: float) -> dict[str, Tensor]:
     """The SAELens tensors ``t`` of a folded export with the fold of :func:`_layout` undone."""
+    if model.input_norm["kind"] == "standardize":
+        t = dict(t)
+        mu = torch.tensor(model.input_norm["mean"], dtype=torch.float64)
+        sigma = torch.tensor(model.input_norm["std"], dtype=torch.float64)
+        dt = t["W_dec"].dtype
+        t["W_enc"] = (t["W_enc"].to(torch.float64) * sigma[:, None]).to(dt)
+        t["W_dec"] = (t["W_dec"].to(torch.float64) / sigma[None, :]).to(dt)
+        t["b_dec"] = ((t["b_dec"].to(torch.float64) - mu) / sigma).to(dt)
+        return t
     if s == 1.0:
         return t
     t = dict(t)

@@ -1,11 +1,15 @@
 """Generative models of data: the GBA statistical feature model X = H V and its laws."""
 
+from .activations import ActivationCache, ActivationRequest, ActivationShards, extract_activations
 from .hierarchical import ConceptTree, HierarchicalFeatureModel, Magnitudes, mixing_epsilon
 from .features import coherent_features, gaussian_features, welch_bound
 from .laws import Balanced, Bernoulli, CoefficientLaw, Constant, LogNormal, MixedSparsity, SupportLaw, Uniform, Zipf
 from .sparse_feature_model import SparseFeatureModel
 
 __all__ = [
+    "ActivationCache",
+    "ActivationRequest",
+    "ActivationShards",
     "Balanced",
     "Bernoulli",
     "CoefficientLaw",
@@ -20,6 +24,7 @@ __all__ = [
     "Uniform",
     "Zipf",
     "coherent_features",
+    "extract_activations",
     "gaussian_features",
     "mixing_epsilon",
     "welch_bound",

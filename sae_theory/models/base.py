@@ -44,7 +44,7 @@ __all__ = ["INPUT_NORM_KINDS", "PreActivationCodes", "SAE", "SAEConfig", "TiedWe
 
 #: The input normalisations a model can carry (:meth:`SAE.set_input_norm`), the trainer's
 #: ``TrainConfig.input_norm`` values.
-INPUT_NORM_KINDS = ("none", "unit", "scale")
+INPUT_NORM_KINDS = ("none", "unit", "scale", "standardize")
 
 
 def _normalizes_raw_inputs(fn):
@@ -161,25 +161,33 @@ class SAE(nn.Module):
         self.config = config
         self.d, self.n_latents = config.d, config.n_latents
         self._input_norm, self._input_scale, self._inputs_prepared = "none", None, 0
+        self._input_mean = self._input_std = None
+        self._norm_cache: dict = {}
 
     # -- input normalisation: part of the model ------------------------------------------------
     @property
     def input_norm(self) -> dict[str, Any]:
-        """The input normalisation the model was trained with, ``{"kind", "scale"}``:
-        ``"none"``; ``"unit"`` (every row to unit L2 norm, a zero row stays zero); ``"scale"``
-        (every row times the constant ``scale``). Every method taking data (``encode``,
-        ``forward``, ``pre_activations``, ``training_forward``, ...) applies it to raw inputs, so
-        raw activations give the codes training saw; ``forward`` returns the reconstruction in
-        the raw inputs' units (``"unit"``: times the row's norm; ``"scale"``: divided by the
-        scale), while ``decode`` returns it in the normalised units. Set by the trainer
-        (``TrainConfig.input_norm``), kept by :func:`~sae_theory.io.save_sae`, checkpoints and the
-        SAELens export."""
-        return {"kind": self._input_norm, "scale": self._input_scale}
+        """The input normalisation the model was trained with, JSON-ready: ``{"kind", "scale"}``,
+        plus ``"mean"`` and ``"std"`` (lists of d floats) for ``"standardize"``. Kinds: ``"none"``;
+        ``"unit"`` (every row to unit L2 norm, a zero row stays zero); ``"scale"`` (every row times
+        the constant ``scale``); ``"standardize"`` (every coordinate j to (x_j - mean_j) / std_j, the
+        population statistics of the data, MP-SAE's real-data setting). Every method taking data
+        (``encode``, ``forward``, ``pre_activations``, ``training_forward``, ...) applies it to raw
+        inputs, so raw activations give the codes training saw; ``forward`` returns the
+        reconstruction in the raw inputs' units (:meth:`denormalize`), while ``decode`` returns it
+        in the normalised units. Set by the trainer (``TrainConfig.input_norm``; ``"model"`` keeps
+        one set here with :meth:`set_input_norm`), kept by :func:`~sae_theory.io.save_sae`,
+        checkpoints and the SAELens export."""
+        out: dict[str, Any] = {"kind": self._input_norm, "scale": self._input_scale}
+        if self._input_norm == "standardize":
+            out["mean"], out["std"] = self._input_mean.tolist(), self._input_std.tolist()
+        return out
 
-    def set_input_norm(self, kind: str, scale: float | None = None) -> None:
+    def set_input_norm(self, kind: str, scale: float | None = None, *, mean: Any = None, std: Any = None) -> None:
         """Set :attr:`input_norm`: ``kind`` in :data:`INPUT_NORM_KINDS`; ``scale`` a finite
         positive number with ``"scale"`` (None only while it is not yet known, e.g. before a
-        trainer has seen its first batch), None otherwise."""
+        trainer has seen its first batch), None otherwise; ``mean`` and ``std`` (d values each,
+        finite, std > 0; kept in float64) with ``"standardize"`` only."""
         if kind not in INPUT_NORM_KINDS:
             raise ValueError(f"input norm kind must be one of {INPUT_NORM_KINDS}, got {kind!r}.")
         if kind == "scale" and scale is not None:
@@ -188,7 +196,29 @@ class SAE(nn.Module):
             scale = float(scale)
         elif kind != "scale" and scale is not None:
             raise ValueError(f"scale={scale!r} is only for input norm 'scale' (got kind {kind!r}); pass scale=None.")
+        if kind == "standardize":
+            vecs = []
+            for name, v in (("mean", mean), ("std", std)):
+                if v is None:
+                    raise ValueError(f"input norm 'standardize' needs {name} (d={self.d} values).")
+                t = torch.as_tensor(v, dtype=torch.float64).detach().cpu().reshape(-1).clone()
+                if t.numel() != self.d or not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"{name} must hold d={self.d} finite values, got {t.numel()} values"
+                                     + ("" if bool(torch.isfinite(t).all()) else " with NaN or infinity") + ".")
+                vecs.append(t)
+            if not bool((vecs[1] > 0).all()):
+                raise ValueError("std must be > 0 in every coordinate (a constant coordinate: take its std as 1).")
+            self._input_mean, self._input_std, self._norm_cache = vecs[0], vecs[1], {}
+        elif mean is not None or std is not None:
+            raise ValueError(f"mean and std are only for input norm 'standardize' (got kind {kind!r}).")
         self._input_norm, self._input_scale = kind, scale
+
+    def _standardizer(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        key = (like.dtype, like.device)
+        if key not in self._norm_cache:
+            self._norm_cache[key] = (self._input_mean.to(device=like.device, dtype=like.dtype),
+                                     self._input_std.to(device=like.device, dtype=like.dtype))
+        return self._norm_cache[key]
 
     def normalize_input(self, x: Tensor) -> Tensor:
         """``x`` as the model's input normalisation maps it (the identity for ``"none"``)."""
@@ -199,6 +229,9 @@ class SAE(nn.Module):
             if self._input_scale is None:
                 raise ValueError("this SAE's input norm is 'scale' but its scale is not known yet (set_input_norm('scale', c)).")
             return x * self._input_scale
+        if self._input_norm == "standardize":
+            mean, std = self._standardizer(x)
+            return (x - mean) / std
         return x
 
     def denormalize(self, x_hat: Tensor, x: Tensor) -> Tensor:
@@ -208,6 +241,9 @@ class SAE(nn.Module):
             return x_hat
         if self._input_norm == "unit":
             return x_hat * x.norm(dim=-1, keepdim=True)
+        if self._input_norm == "standardize":
+            mean, std = self._standardizer(x_hat)
+            return x_hat * std + mean
         return x_hat / self._input_scale
 
     @contextlib.contextmanager

@@ -20,7 +20,7 @@ __all__ = ["INPUT_NORMS", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "lr_at"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "wsd")
-INPUT_NORMS = ("none", "unit", "scale")
+INPUT_NORMS = ("none", "unit", "scale", "model")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,11 @@ class TrainConfig:
     """``"none"``; ``"unit"``: every row of every batch scaled to unit L2 norm (the GBA paper's
     "sample and normalize X_t"), a zero row stays zero; ``"scale"``: every batch multiplied by one
     constant c = 1 / sqrt(mean_b ||x_b||^2) estimated on the first batch, so rows have mean squared
-    norm 1 (c is kept in the checkpoint and reported as ``History.input_scale``)."""
+    norm 1 (c is kept in the checkpoint and reported as ``History.input_scale``); ``"model"``: the
+    model's own input normalisation, set beforehand with ``SAE.set_input_norm`` (e.g. the
+    ``"standardize"`` statistics of an activation cache, ``ActivationCache.normalisation``), applied
+    to every batch and kept. The others set the model's input normalisation to themselves
+    (:attr:`SAE.input_norm <sae_theory.models.base.SAE.input_norm>`)."""
     seed: int = 0
     """Seeds the data order / sample stream generator (never the global RNG). >= 0."""
     log_every: int = 50

