@@ -33,6 +33,11 @@ Activation sources
   rows). Features are unit Gaussian directions, coefficients 1. The source's true features are
   known, so the report adds feature recovery (meaningful when the SAE was trained on the same
   model: the same n, s and seed);
+* ``real:MODEL:PLACE:LAYER[:TOKENS]``: activations of a real transformer on the Wikipedia sample
+  inside gensim, extracted into (or read from) the activation cache of
+  :mod:`sae_theory.data.activations`, e.g. ``real:minilm:resid_post:3:50000`` (MODEL: ``minilm``,
+  ``smollm2``, a local folder or a model in the local Hugging Face cache; PLACE ``resid_post`` or
+  ``mlp_out``; TOKENS default 100,000); an extracted cache folder also reads as a folder of shards;
 * in the Python API also a tensor (..., d) or a numpy array.
 
 Rows are cast to the SAE's dtype and device; a source of another width, of integers, without
@@ -435,9 +440,32 @@ def open_activations(source: Any, sae: SAE, *, argument: str = "activations") ->
     return src
 
 
+def _open_real(argument: str, text: str) -> str:
+    """``real:MODEL:PLACE:LAYER[:TOKENS]`` -> the folder of its activation cache, extracted (or
+    finished, or opened) through :func:`~sae_theory.data.activations.extract_activations` on the
+    default corpus (the Wikipedia sample inside gensim)."""
+    from .data.activations import ActivationRequest, extract_activations
+
+    parts = text.split(":")[1:]
+    if len(parts) < 3 or len(parts) > 4:
+        raise AuditError(argument, f"{text!r}: a real source is real:MODEL:PLACE:LAYER[:TOKENS], e.g. real:minilm:resid_post:3:50000.")
+    if len(parts) == 4 and not parts[3].isdigit():
+        raise AuditError(argument, f"{text!r}: TOKENS must be a positive whole number, got {parts[3]!r}.")
+    if not parts[2].isdigit():
+        raise AuditError(argument, f"{text!r}: LAYER must be a whole number, got {parts[2]!r}.")
+    try:
+        req = ActivationRequest(model=parts[0], place=parts[1], layer=int(parts[2]),
+                                **({"max_tokens": int(parts[3])} if len(parts) == 4 else {}))
+        return str(extract_activations(req).folder)
+    except (ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
+        raise AuditError(argument, f"{text!r}: {exc}") from None
+
+
 def _open_path(argument: str, text: str, sae: SAE) -> ActivationSource:
     if text.startswith("synthetic:"):
         return _open_synthetic(argument, text, sae)
+    if text.startswith("real:"):
+        text = _open_real(argument, text)
     path, key = Path(text), None
     if not path.exists():
         head, colon, tail = text.rpartition(":")
@@ -445,7 +473,8 @@ def _open_path(argument: str, text: str, sae: SAE) -> ActivationSource:
             path, key = Path(head), tail
         elif re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*:.*", text) and not Path(text.split(":")[0]).exists():
             raise AuditError(argument, f"{text!r}: unknown source kind {text.split(':')[0]!r}; give a tensor file "
-                                       f"({', '.join(ACTIVATION_SUFFIXES)}), a folder of them, or synthetic:<spec>.")
+                                       f"({', '.join(ACTIVATION_SUFFIXES)}), a folder of them, synthetic:<spec> or "
+                                       "real:MODEL:PLACE:LAYER[:TOKENS].")
         else:
             raise AuditError(argument, f"{text} does not exist; give a tensor file ({', '.join(ACTIVATION_SUFFIXES)}), a folder of "
                                        "them, or synthetic:<spec>.")

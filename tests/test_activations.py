@@ -135,6 +135,8 @@ def test_extract__a_cache_of_another_request_or_other_weights_is_refused(tiny, c
     (part / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="other weights"):
         extract_activations(r, part, model=(tiny[0], other), progress=False)
+    with pytest.raises(ValueError, match="context=128 exceeds the model's 64 positions"):
+        extract_activations(_req(corpus, context=128), tmp_path / "y", model=tiny, progress=False)
     with pytest.raises(ValueError, match="layer=5 but BertModel has 2 blocks"):
         extract_activations(_req(corpus, layer=5), tmp_path / "x", model=tiny, progress=False)
 

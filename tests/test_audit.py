@@ -439,3 +439,44 @@ def test_audit__a_normalised_sae_is_read_on_raw_activations(tmp_path):
     assert got.conditions["sae"]["input_norm"] == {"kind": "unit", "scale": None}
     assert abs(got.reconstruction["fvu"] - ref) < 1e-5, (got.reconstruction["fvu"], ref)
     assert got.reconstruction["fvu"] < 0.9  # without undoing the norm it would be about 1 (x_hat of norm 1 against rows of norm 30)
+
+
+def test_audit__a_real_source_extracts_and_reads_the_activation_cache(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers", reason="real sources need transformers (the extra sae-theory[real])")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from sae_theory.data.activations import ACTIVATIONS_ENV, ActivationRequest, extract_activations
+
+    # a tiny BERT saved as a local model folder, and a one-file corpus: nothing is downloaded
+    words = "the cat sat on a mat and dog ran far".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    t = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                               sep_token="[SEP]", mask_token="[MASK]")
+    torch.manual_seed(0)
+    net = transformers.BertModel(transformers.BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=2,
+                                                         num_attention_heads=2, intermediate_size=16, max_position_embeddings=128))
+    model_dir = tmp_path / "tiny"
+    net.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    monkeypatch.setenv(ACTIVATIONS_ENV, str(tmp_path / "acts"))
+    sae = TopKSAE(d=8, n_latents=16, k=2, seed=0)
+    save_sae(sae, tmp_path / "sae")
+    # the default corpus is the gensim sample; with gensim absent the source says which package it needs
+    try:
+        import gensim  # noqa: F401
+    except ImportError:
+        with pytest.raises(AuditError, match="gensim"):
+            audit(tmp_path / "sae", f"real:{model_dir}:resid_post:1:200", progress=False)
+        return
+    got = audit(tmp_path / "sae", f"real:{model_dir}:resid_post:1:200", out=tmp_path / "out", progress=False)
+    assert got.conditions["rows_read"] == 200
+    cache = extract_activations(ActivationRequest(model=str(model_dir), place="resid_post", layer=1, max_tokens=200), progress=False)
+    again = audit(tmp_path / "sae", str(cache.folder), progress=False)  # the cache folder reads as a folder of shards
+    assert again.reconstruction["fvu"] == pytest.approx(got.reconstruction["fvu"], rel=1e-12)
+    for bad, match in (("real:minilm:resid_post", "real:MODEL:PLACE:LAYER"), ("real:minilm:resid:3", "place must be one of"),
+                       ("real:minilm:resid_post:x", "LAYER must be a whole number")):
+        with pytest.raises(AuditError, match=match):
+            audit(tmp_path / "sae", bad, progress=False)

@@ -394,6 +394,10 @@ def extract_activations(request: ActivationRequest, folder: str | os.PathLike | 
     for p in folder.iterdir():  # a shard the manifest does not list (a kill after its rename) and temporary files
         if (p.name.startswith("shard_") and p.name not in listed) or p.name.startswith("."):
             p.unlink()
+    limit = getattr(net.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and request.context > limit:
+        raise ValueError(f"context={request.context} exceeds the model's {limit} positions (max_position_embeddings); "
+                         f"ask for context <= {limit}.")
     blocks = _blocks(net)
     if request.layer >= len(blocks):
         raise ValueError(f"layer={request.layer} but {type(net).__name__} has {len(blocks)} blocks (0..{len(blocks) - 1}).")
