@@ -12,37 +12,79 @@ __all__ = ["deployed_readings_figure", "resonance_figure", "topk_convergence_fig
 
 def resonance_figure(df):
     """BA phase diagram (``experiments.resonance``): FRR@0.9 over (p/f, d) with the theorem's band
-    (constants 1) marked, and FRR against the width M."""
+    (constants 1) marked, FRR against p/f per d beside the untrained dictionary's (chance), the
+    marks the edge verdicts use and the paper's heatmap read off, and FRR against the width M."""
+    import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    # the authors' heatmap (docs/papers.md#gba-resonance; values read off the plot): n = 65,536, s = 3,
+    # recovery near 1 for p = 80-200 u once d >~ 100, near 0 for p <= 40 u and p >= 300 u
+    paper_f = 3 / 65_536
+    paper_one = (80e-6 / paper_f, 200e-6 / paper_f)
+    paper_zero = (40e-6 / paper_f, 300e-6 / paper_f)
 
     use_style()
     phase = df[df["kind"] == "phase"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.9), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    n, f = int(phase["n"].iloc[0]), float(phase["f"].iloc[0])
+    two_root_n = 2 * np.sqrt(n)
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6), gridspec_kw={"width_ratios": [1.15, 1.25, 0.9]})
     heat = phase.pivot_table(index="d", columns="p_over_f", values="frr").sort_index(ascending=False)
     inband = phase.pivot_table(index="d", columns="p_over_f", values="in_band").sort_index(ascending=False)
-    sns.heatmap(heat, ax=axes[0], cmap="magma", vmin=0, vmax=1, annot=True, fmt=".2f", annot_kws={"fontsize": 7},
-                cbar_kws={"label": "FRR @ cos 0.9"})
+    sns.heatmap(heat, ax=axes[0], cmap="magma", vmin=0, vmax=1, annot=True, fmt=".2f", annot_kws={"fontsize": 8},
+                cbar_kws={"label": "features recovered at cos ≥ 0.9 (FRR)"})
     for (i, j), v in np.ndenumerate(inband.to_numpy()):
         if v:
             axes[0].add_patch(plt.Rectangle((j, i), 1, 1, fill=False, ec="cyan", lw=1.5))
-    n, f = int(phase["n"].iloc[0]), float(phase["f"].iloc[0])
-    axes[0].set(title=f"BA, n={n}, f={f:.3g}, M=4n (cyan: inside the theorem's band)", xlabel="target frequency p / f", ylabel="d")
-    for k, (d, g) in enumerate(phase.groupby("d")):
+    above = int((heat.index >= two_root_n).sum())  # rows d >= 2 sqrt(n), drawn first (descending d)
+    if 0 < above < len(heat.index):
+        axes[0].axhline(above, color="white", ls="--", lw=1.5)
+    axes[0].tick_params(axis="y", rotation=0)
+    axes[0].set(title=f"FRR over (p, d): BA, n = {n}, f = {f:.3g}, M = 4n", xlabel="target frequency p / f", ylabel="input dimension d")
+    axes[0].legend(handles=[Patch(fill=False, ec="cyan", lw=1.5, label="inside the theorem's band (constants 1)"),
+                            Line2D([], [], color="0.3", ls="--", lw=1.5, label=f"d = 2$\\sqrt{{n}}$ = {two_root_n:.0f}: the edge verdicts read the rows above")],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.17), fontsize=7.5, frameon=False)
+
+    ax = axes[1]
+    ds = sorted(phase["d"].unique())
+    colors = dict(zip(ds, matplotlib.colormaps["viridis"](np.linspace(0.0, 0.8, max(len(ds), 2)))))
+    for d, g in phase.groupby("d"):
         g = g.sort_values("p_over_f")
-        axes[1].plot(g["p_over_f"], g["frr"], "o-", color=f"C{k}", label=f"d={d}")
-        axes[1].plot(g["p_over_f"], g["frr_init"], ":", color=f"C{k}", lw=0.8)
-    axes[1].axvline(1.0, color="k", ls="--", lw=0.8, label="p = f")
-    axes[1].set(xscale="log", xlabel="p / f", ylabel="FRR @ 0.9", title=f"resonance (dotted: untrained; sqrt(n)={np.sqrt(n):.0f})")
-    axes[1].legend(fontsize=7)
+        ax.plot(g["p_over_f"], g["frr"], "o-", color=colors[d], label=f"d = {d}" + (" (≥ 2$\\sqrt{n}$)" if d >= two_root_n else ""))
+        ax.plot(g["p_over_f"], g["frr_init"], ":", color=colors[d], lw=1)
+    zero_init = [str(d) for d, g in phase.groupby("d") if (g["frr_init"] == 0).all()]
+    ax.plot([], [], ":", color="0.3", lw=1, label="dotted: untrained dictionary (chance)" + (f";\n  at 0 for d = {', '.join(zero_init)}" if zero_init else ""))
+    ax.axvline(1.0, color="k", ls="--", lw=0.8, label="p = f")
+    lo, hi = phase["p_over_f"].min() / 1.3, phase["p_over_f"].max() * 1.3
+    ax.plot([lo, 2.0], [0.5, 0.5], color="0.45", ls="-.", lw=1.2, label="verdict marks (d ≥ 2$\\sqrt{n}$): FRR ≥ 0.5 at p ≤ 2f,\n  FRR ≤ 0.1 at p ≥ 10f")
+    ax.plot([10.0, max(hi, 13.0)], [0.1, 0.1], color="0.45", ls="-.", lw=1.2)
+    ax.plot(paper_one, [1.0, 1.0], color="k", lw=3, solid_capstyle="butt", label="paper (n = 65,536, d above about 100), read off its heatmap:\n  bar: FRR near 1, diamonds: near 0")
+    ax.plot(paper_zero, [0.0, 0.0], "D", color="k", ms=5)
+    ax.set(xscale="log", xlim=(lo, max(hi, 13.0)), ylim=(-0.04, 1.06), xlabel="target frequency p / f",
+           ylabel="features recovered at cos ≥ 0.9 (FRR)", title=f"resonance: FRR against p ($\\sqrt{{n}}$ = {np.sqrt(n):.1f})")
+    ax.set_xticks(sorted(phase["p_over_f"].unique()), [f"{v:g}" for v in sorted(phase["p_over_f"].unique())])
+    ax.minorticks_off()
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, frameon=False)
+
     width = df[df["kind"] == "width"].sort_values("M")
     if len(width):
-        axes[2].plot(width["M"] / width["n"], width["frr"], "o-", label="FRR @ 0.9")
-        axes[2].plot(width["M"] / width["n"], width["frr_08"], "s--", label="FRR @ 0.8")
-        axes[2].set(xscale="log", xlabel="width M / n", ylabel="FRR", ylim=(-0.02, 1.02),
-                    title=f"width (d={int(width['d'].iloc[0])}, p={width['p_over_f'].iloc[0]:g} f)")
-        axes[2].legend(fontsize=7)
+        from matplotlib import patheffects
+
+        ba = method_colors(["BA"])["BA"]  # BA's palette colour is a light shade of GBA's: outlined so that it reads
+        edge = [patheffects.withStroke(linewidth=3.4, foreground="0.3")]
+        ratio = width["M"] / width["n"]
+        axes[2].plot(ratio, width["frr"], "o-", color=ba, mec="0.3", mew=0.8, ms=7, lw=2, path_effects=edge, label="BA, FRR at cos ≥ 0.9")
+        axes[2].plot(ratio, width["frr_08"], "s--", color=ba, mec="0.3", mew=0.8, ms=5, lw=2, path_effects=edge, label="BA, FRR at cos ≥ 0.8")
+        axes[2].axvline(4.0, color="k", ls=":", lw=1, label="M = 4n (the paper's run)")
+        axes[2].set_xscale("log")
+        axes[2].set_xticks(sorted(ratio.unique()), [f"{v:g}" for v in sorted(ratio.unique())])
+        axes[2].minorticks_off()
+        axes[2].set(xlabel="width M / n (neurons per feature)", ylabel="features recovered (FRR)", ylim=(-0.02, 1.02),
+                    title=f"FRR against width (d = {int(width['d'].iloc[0])}, p = {width['p_over_f'].iloc[0]:g} f)")
+        axes[2].legend(fontsize=7.5, loc="lower right")
     fig.tight_layout()
     return fig
 
