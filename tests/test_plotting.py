@@ -521,6 +521,31 @@ def test_adaptive_sparsity_figure__method_hues_use_the_palette():
         plt.close(fig)
 
 
+def test_adaptive_sparsity_figure__every_curve_of_the_mp_panel_is_mp_sae_coloured():
+    from matplotlib.colors import to_rgb
+
+    fig = plotting.adaptive_sparsity_figure(*_mp_frames())
+    try:
+        mp = np.array(to_rgb(plotting.method_colors(["MP-SAE"])["MP-SAE"]))
+        for line in fig.axes[2].get_lines():  # MP-SAE's colour or a darker shade of it (same hue)
+            rgb = np.array(to_rgb(line.get_color()))
+            assert np.allclose(rgb / rgb.max(), mp / mp.max(), atol=1e-6), line.get_label()
+    finally:
+        plt.close(fig)
+
+
+def test_conditions_figure__each_panel_says_what_its_numbers_are_and_when_it_holds():
+    cond = _feature_model_frames()[1].assign(threshold=lambda t: t["n"] ** -0.5)
+    fig = plotting.conditions_figure(cond)
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+        assert len(titles) == 2 and all("number =" in t and "green (holds) when" in t for t in titles)
+        assert "at n = 20 / 40" in titles[1]  # H3's threshold n^-1/2 per n
+        assert {t.get_text() for t in fig.legends[0].get_texts()} == {"condition holds", "condition fails"}
+    finally:
+        plt.close(fig)
+
+
 @pytest.mark.parametrize("n_slice", [0, -4, 2.5, True])
 def test_band_figure__bad_n_slice_raises(n_slice):
     band = _feature_model_frames()[3]

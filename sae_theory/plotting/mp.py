@@ -21,32 +21,96 @@ def _seaborn_boxplot():
         yield
 
 
+#: Colours of the dictionaries of notebook 04 (not methods: none is a colour of another method's
+#: palette entry; the trained dictionary is MP-SAE's and takes MP-SAE's colour).
+_DICTIONARY_COLORS = {"random unit": "0.45", "non-unit": "#b2182b", "full rank": "0.1", "rank d/2": "0.6"}
+
+
+def _dictionary_colors(names) -> dict:
+    names = list(dict.fromkeys(names))
+    spare = iter(["#7f3b08", "#542788", "#01665e", "#8c510a"])
+    out = {}
+    for name in names:
+        if name == "trained":
+            out[name] = method_colors(["MP-SAE"])["MP-SAE"]
+        else:
+            out[name] = _DICTIONARY_COLORS.get(name) or next(spare, "0.3")
+    return out
+
+
 def mp_theory_figure(props, earlier, conv):
     """MP-SAE propositions (``experiments.proposition_checks``, ``earlier_atom_cosines``,
-    ``convergence``): C.1 and C.2 errors per dictionary, residual-vs-earlier-atom cosines against
-    unselected atoms, and convergence of x_hat(t) to the projection onto span(D)."""
+    ``convergence``), two panels per row: C.1 and C.2 errors per dictionary against their pass
+    mark 1e-12 (exact zeros drawn at 1e-18), residual-vs-earlier-atom cosines against unselected
+    atoms with the verdict's mark (half the unselected atoms' median), and convergence of x_hat(t)
+    to the projection onto span(D) against the pass mark 1e-9."""
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     use_style()
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.6))
+    dictionaries = list(dict.fromkeys(list(props["dictionary"]) + list(earlier["dictionary"])))
+    colors = _dictionary_colors(dictionaries)
     tiny = 1e-18  # floor so exact zeros show on a log axis
-    for ax, col, title, what in ((axes[0], "last_inner", "C.1: |<D_j(t), r(t)>|", "inner product of the residual with the atom just selected"),
-                                 (axes[1], "norm_drop_error", "C.2: |drop of ||r||^2 - alpha^2|", "error of the squared-residual drop")):
-        d = props.assign(value=np.log10(props[col].clip(lower=tiny)))
-        sns.histplot(d, x="value", hue="dictionary", element="step", stat="probability", common_norm=False, bins=60, ax=ax)
-        ax.axvline(-12, color="k", ls="--", lw=1, label="pass mark 1e-12")
+    for ax, col, title, what in ((axes[0, 0], "last_inner", r"C.1: $|\langle D_{j(t)}, r(t) \rangle|$, 0 for unit atoms",
+                                  "inner product of the residual with the atom just selected"),
+                                 (axes[0, 1], "norm_drop_error", r"C.2: $|\,\|r(t-1)\|^2 - \|r(t)\|^2 - \alpha_t^2|$, 0 for unit atoms",
+                                  "error of the squared-residual drop")):
+        value = np.log10(props[col].clip(lower=tiny))
+        edges = np.histogram_bin_edges(value, bins=60)
+        for name in dict.fromkeys(props["dictionary"]):
+            v = value[props["dictionary"] == name]
+            heights = np.histogram(v, bins=edges)[0] / max(len(v), 1)
+            ax.stairs(heights, edges, fill=True, color=colors[name], alpha=0.25, lw=0)
+            ax.stairs(heights, edges, color=colors[name], lw=1.2, label=name)
+        ax.axvline(-12, color="k", ls="--", lw=1.2, label="pass mark 1e-12 (verdict)")
+        if (props[col] == 0).any():
+            ax.axvline(np.log10(tiny), color="0.5", ls=":", lw=1, label="exact 0 (drawn at -18)")
         ax.set(xlabel=f"log10 |{what}|\n(exact 0 drawn at -18)", ylabel="fraction of MP steps", title=title)
+        ax.legend(title="dictionary", fontsize=8, title_fontsize=8)
+
     e = earlier.copy()
     e["group"] = np.where(e["kind"] == "unselected atom", "unselected", "lag " + e["lag"].clip(upper=4).astype(str).str.replace("4", "4+"))
     order = ["lag 0", "lag 1", "lag 2", "lag 3", "lag 4+", "unselected"]
+    hue_order = [d for d in dictionaries if d in set(e["dictionary"])]
+    ax = axes[1, 0]
     with _seaborn_boxplot():
-        sns.boxplot(e, x="group", y="cosine", hue="dictionary", order=order, ax=axes[2], showfliers=False)
-    axes[2].set(xlabel="atom selected t - s steps before (lag) / never selected", ylabel="|cos(r(t), atom)|",
-                title="residual vs earlier atoms")
-    sns.lineplot(conv, x="step", y="distance_to_projection", hue="dictionary", style="selection", marker="o", ax=axes[3])
-    axes[3].set(xscale="log", yscale="log", ylabel="max ||x_hat(t) - P_span(D) x||", title="C.3: convergence to the projection")
+        sns.boxplot(e, x="group", y="cosine", hue="dictionary", order=order, hue_order=hue_order,
+                    palette={d: colors[d] for d in hue_order}, ax=ax, showfliers=False)
+    leg = ax.get_legend()
+    handles = list(leg.legend_handles) if leg is not None else []
+    labels = [t.get_text() for t in leg.get_texts()] if leg is not None else []
+    width = 0.8 / max(len(hue_order), 1)
+    for i, name in enumerate(hue_order):
+        random_level = e[(e["dictionary"] == name) & (e["group"] == "unselected")]["cosine"].median()
+        if np.isfinite(random_level):
+            x0 = 1 + (i - (len(hue_order) - 1) / 2) * width
+            ax.plot([x0 - width / 2, x0 + 3 + width / 2], [random_level / 2] * 2, color=colors[name], ls="--", lw=1.6, zorder=6)
+    handles.append(Line2D([], [], color="0.3", ls="--", lw=1.4))
+    labels.append("half the median for unselected atoms\n(verdict: lag 1 and lag 4+ medians below)")
+    lag0 = e[e["group"] == "lag 0"]["cosine"]
+    if len(lag0) and lag0.abs().max() <= 1e-12:  # a box of zero height: say what it is
+        ax.annotate(f"all ≤ {max(lag0.abs().max(), 1e-18):.0e}\n(C.1)", (0, 0), xytext=(0, 6),
+                    textcoords="offset points", ha="center", fontsize=7.5)
+    ax.legend(handles, labels, title="dictionary", fontsize=8, title_fontsize=8, loc="upper left")
+    ax.set(xlabel="atom selected t - s steps before (lag), or never selected", ylabel="|cos(residual r(t), atom)|",
+           title="residual against earlier atoms")
+
+    ax = axes[1, 1]
+    conv_colors = _dictionary_colors(conv["dictionary"])
+    styles = dict(zip(dict.fromkeys(conv["selection"]), ["-", "--", ":", "-."]))
+    distance = conv["distance_to_projection"]
+    zeros = bool((distance == 0).any())
+    for (sel, name), g in conv.assign(distance=distance.clip(lower=tiny)).groupby(["selection", "dictionary"], sort=False):
+        g = g.sort_values("step")
+        ax.plot(g["step"], g["distance"], styles[sel], marker="o", ms=3.5, color=conv_colors[name], label=f"{name}, {sel} selection")
+    ax.axhline(1e-9, color="k", ls="-.", lw=1, label="pass mark 1e-9 (verdict, abs selection = classic MP)")
+    ax.set(xscale="log", yscale="log", xlabel="MP step t",
+           ylabel=r"$\max_x \|\hat x(t) - P_{span(D)}\, x\|$" + (" (exact 0 drawn at 1e-18)" if zeros else ""),
+           title="C.3: convergence to the projection onto span(D)")
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -56,57 +120,77 @@ def adaptive_sparsity_figure(err_df, l0_df, tradeoff_df=None):
     optionally ``experiments.threshold_tradeoff``).
 
     Left: normalised MSE against inference k per method (mean over seeds, band: range), the
-    training k dashed. Middle: threshold mode's per-input L0 for each target nmse tau^2, per true
-    row sparsity. Right: MP-SAE's mean error against mean L0, fixed k (lines) against threshold
-    mode (stars; on the pooled rows labelled with tau^2), on the training sparsity and on the pooled
-    rows of every sparsity (``tradeoff_df``); without ``tradeoff_df``, the fixed-k curve of ``err_df`` against
-    threshold mode at the training sparsity.
+    training k dashed, and the mark of the TopK verdict (1.05 x TopK's error at the training k,
+    which its error at the largest k must exceed). Middle: threshold mode's per-input L0 for each
+    target nmse tau^2, per true row sparsity. Right: MP-SAE's mean error against mean L0, fixed k
+    (lines) against threshold mode (stars; on the pooled rows labelled with tau^2), on the training
+    sparsity (MP-SAE's colour) and on the pooled rows of every sparsity (a darker shade of it,
+    dashed) (``tradeoff_df``); without ``tradeoff_df``, the fixed-k curve of ``err_df`` against
+    threshold mode at the training sparsity. Every curve of the right panel is MP-SAE's, so it
+    keeps MP-SAE's colour.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.colors import to_rgb
 
     use_style()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6), gridspec_kw={"width_ratios": [1.15, 1.15, 1]})
     train_k = int(err_df["train_k"].iloc[0])
+    colors = method_colors(err_df["method"])
     sns.lineplot(err_df, x="inference_k", y="nmse", hue="method", **hue_kwargs(err_df["method"]), marker="o", markersize=3,
                  errorbar=("pi", 100), ax=axes[0])
     axes[0].axvline(train_k, color="k", ls="--", lw=0.8, label=f"training k = {train_k}")
-    axes[0].set(yscale="log", xlabel="inference k", ylabel=r"normalised MSE  $\|x-\hat x\|^2/\|x\|^2$",
-                title="error against inference k (same training L0)")
-    axes[0].legend(fontsize=7)
+    if "TopK" in colors:
+        topk = err_df[err_df["method"] == "TopK"].groupby("inference_k")["nmse"].mean()
+        if train_k in topk.index:
+            axes[0].plot([topk.index.max()], [1.05 * topk[train_k]], marker="_", ms=16, mew=2.5, color=colors["TopK"], ls="none",
+                         label=f"1.05 × TopK's error at k = {train_k}\n(verdict: TopK above it at k = {topk.index.max()})")
+    axes[0].set(yscale="log", xlabel="inference k (MP steps; latents kept for TopK and ReLU)",
+                ylabel=r"normalised MSE  $\|x-\hat x\|^2/\|x\|^2$",
+                title="error against inference k (same training L0; band: range over seeds)")
+    axes[0].legend(fontsize=8)
 
     d = l0_df.assign(target_label=l0_df["target_nmse"].map(lambda v: f"{v:.3g}"))
     order_t = [f"{v:.3g}" for v in sorted(d["target_nmse"].unique(), reverse=True)]
+    s_train = int(d["train_s"].iloc[0])
     with _seaborn_boxplot():
         sns.boxplot(d, x="target_label", y="l0", hue="true_s", order=order_t, ax=axes[1], fliersize=1.5, linewidth=0.8,
                     palette="viridis")
     axes[1].axhline(train_k, color="k", ls="--", lw=0.8)
     cap = int(d["cap"].iloc[0])
-    axes[1].set(xlabel=rf"target nmse $\tau^2$ (threshold mode, cap {cap} steps)", ylabel="per-input L0",
+    leg = axes[1].get_legend()
+    handles = list(leg.legend_handles) if leg is not None else []
+    labels = [t.get_text() + (" (training)" if t.get_text() == str(s_train) else "") for t in leg.get_texts()] if leg is not None else []
+    handles.append(plt.Line2D([], [], color="k", ls="--", lw=0.8))
+    labels.append(f"training k = {train_k}")
+    axes[1].legend(handles, labels, title="active features per row", fontsize=8, title_fontsize=8, loc="upper left")
+    axes[1].set(xlabel=rf"target normalised MSE $\tau^2$ (threshold mode, cap {cap} steps)", ylabel="per-input L0 (atoms used)",
                 title="threshold mode: L0 adapts to the input")
-    axes[1].legend(title="active features", fontsize=7, title_fontsize=7)
 
-    s_train = int(d["train_s"].iloc[0])
     ax = axes[2]
+    mp_color = method_colors(["MP-SAE"])["MP-SAE"]
+    dark = tuple(0.55 * c for c in to_rgb(mp_color))  # pooled rows: a darker shade of MP-SAE's colour
     if tradeoff_df is not None:
-        for color, pop in (("C0", f"s={s_train}"), ("C1", "mixed")):
+        for color, pop, ls in ((mp_color, f"s={s_train}", "-"), (dark, "mixed", "--")):
             g = tradeoff_df[tradeoff_df["population"] == pop]
             fixed = g[g["mode"] == "fixed k"].groupby("k")[["l0", "nmse"]].mean()
             thr = g[g["mode"] == "threshold"].groupby("target")[["l0", "nmse"]].mean()
-            label = "training rows" if pop != "mixed" else "pooled rows, s = " + ", ".join(
-                sorted({p.removeprefix("s=") for p in tradeoff_df["population"] if p != "mixed"}, key=int))
-            ax.plot(fixed["l0"], fixed["nmse"], "o-", ms=2.5, lw=1, color=color, label=f"fixed k, {label}")
-            ax.plot(thr["l0"], thr["nmse"], "*", ms=11, color=color, mec="k", mew=0.5, label=f"threshold, {label}")
+            rows = f"training rows (s = {s_train})" if pop != "mixed" else "pooled rows (s = " + ", ".join(
+                sorted({p.removeprefix("s=") for p in tradeoff_df["population"] if p != "mixed"}, key=int)) + ")"
+            ax.plot(fixed["l0"], fixed["nmse"], ls, marker="o", ms=2.5, lw=1.2, color=color, label=f"fixed k, {rows}")
+            ax.plot(thr["l0"], thr["nmse"], "*", ms=12, color=color, mec="k", mew=0.5,
+                    label="threshold, " + ("training rows" if pop != "mixed" else r"pooled rows; label: $\tau^2$"))
             for t, r in thr.iterrows() if pop == "mixed" else ():
-                ax.annotate(f"{t * t:.3g}", (r["l0"], r["nmse"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+                ax.annotate(f"{t * t:.3g}", (r["l0"], r["nmse"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
     else:
         mp = err_df[err_df["method"] == "MP-SAE"].groupby("inference_k")[["l0", "nmse"]].mean()
-        ax.plot(mp["l0"], mp["nmse"], "o-", ms=3, color=method_colors(["MP-SAE"])["MP-SAE"], label="MP-SAE, fixed k")
+        ax.plot(mp["l0"], mp["nmse"], "o-", ms=3, color=mp_color, label="MP-SAE, fixed k")
         th = d[d["true_s"] == s_train].groupby("target_nmse")[["l0", "nmse"]].mean()
-        ax.plot(th["l0"], th["nmse"], "*", ms=11, color="C3", label=f"threshold mode (s = {s_train})")
+        ax.plot(th["l0"], th["nmse"], "*", ms=12, color=dark, mec="k", mew=0.5, label=f"MP-SAE, threshold mode (s = {s_train}; label: target $\\tau^2$)")
         for t, r in th.iterrows():
-            ax.annotate(f"{t:.3g}", (r["l0"], r["nmse"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set(yscale="log", xlabel="mean L0", ylabel="mean normalised MSE", title="MP-SAE: fixed k against threshold mode")
-    ax.legend(fontsize=7)
+            ax.annotate(f"{t:.3g}", (r["l0"], r["nmse"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set(yscale="log", xlabel="mean L0 (atoms used per input)", ylabel="mean normalised MSE",
+           title="MP-SAE: fixed k against threshold mode")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
