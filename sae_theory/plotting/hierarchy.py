@@ -20,26 +20,30 @@ def hierarchy_figure(df, *, target_l0: float | None = None):
 
     use_style()
     order = method_order(df["method"])
-    fig, axes = plt.subplots(1, 5, figsize=(25, 4.2))
-    for ax, col, title in ((axes[0], "flat_mse", "flat MSE (within-level geometry)"),
-                           (axes[1], "hierarchical_mse", "hierarchical MSE (cross-level leakage)"),
-                           (axes[2], "absorption", "absorption: cos(learned child, true parent)"),
-                           (axes[3], "l0", "L0 on held-out rows (not matched across methods)")):
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8.6))
+    axes = list(grid.flat)
+    for ax, col, title, ylabel in ((axes[0], "flat_mse", "flat MSE (within-level geometry)", "flat MSE (log scale)"),
+                                   (axes[1], "hierarchical_mse", "hierarchical MSE (cross-level leakage)", "hierarchical MSE (log scale)"),
+                                   (axes[2], "absorption", "absorption", "cos(learned child, true parent)"),
+                                   (axes[3], "l0", "L0 on held-out rows (not matched across methods)", "active latents per input (L0)")):
         sns.lineplot(df, x="rho", y=col, hue="method", **hue_kwargs(order), style="method", style_order=order,
                      estimator="median", errorbar=("pi", 100), markers=True, dashes=False, ax=ax, legend=ax is axes[0])
-        ax.set(xlabel=r"within-level correlation $\rho$", ylabel=col, title=title, xticks=sorted(df["rho"].unique()))
+        ax.set(xlabel=r"within-level correlation $\rho$", ylabel=ylabel, title=title, xticks=sorted(df["rho"].unique()))
         if col in ("flat_mse", "hierarchical_mse"):
             ax.set_yscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
     if target_l0 is not None:
         axes[3].axhline(target_l0, color="black", ls="--", lw=1, label=f"true E[L0] = {target_l0:g}")
-        axes[3].legend(fontsize=7)
-    axes[0].legend(fontsize=7)
+        axes[3].legend(fontsize=8, loc="upper left")
     b = df.melt(id_vars=["method", "rho"], value_vars=["babel_1", "babel_coactive"], var_name="score", value_name="babel")
     b["score"] = b["score"].map({"babel_1": "whole dictionary, $\\mu_1(1)$", "babel_coactive": "co-active subsets"})
     sns.barplot(b, x="method", y="babel", hue="score", order=order, estimator="median", errorbar=("pi", 100), ax=axes[4])
     axes[4].set(xlabel="", ylabel="Babel (median over rho and seeds)", title="Babel: whole dictionary vs co-active")
     axes[4].tick_params(axis="x", rotation=30)
-    axes[4].legend(fontsize=7)
+    axes[4].legend(fontsize=8)
+    axes[5].axis("off")  # the methods' legend, shared by the four line panels
+    axes[5].legend(handles, labels, title="method (line: median over seeds; band: range)", loc="center", fontsize=10, title_fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -78,9 +82,18 @@ def hierarchy_heatmaps(fits, *, title: str = ""):
         if ax.has_data():
             ax.axhline(n_par, color="k", lw=0.6)
             ax.axvline(n_par, color="k", lw=0.6)
+    for ax in axes[:, 0]:
+        if ax.has_data():
+            ax.set_ylabel(f"{n_par} parents, then children", fontsize=8)
+            ax.set_xlabel(f"{n_par} parents, then children", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    import matplotlib as mpl
+
+    # one colour scale for every panel: cosine similarity of (cosine-normalised) atoms
+    fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-1, 1), cmap="RdBu_r"), ax=list(axes.flat), shrink=0.8,
+                 label="cosine similarity")
     return fig
 
 
