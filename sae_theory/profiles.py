@@ -29,6 +29,7 @@ __all__ = [
     "HierarchyScale",
     "MPScale",
     "Profile",
+    "RealScale",
     "ResonanceScale",
     "ToyScale",
     "PROFILE_NAMES",
@@ -223,6 +224,44 @@ class GBAReadingsScale:
 
 
 @dataclass(frozen=True)
+class RealScale:
+    """Scale of the real-network study (``notebooks/09_mp_real_network.ipynb``,
+    :mod:`sae_theory.experiments.real_mp`): SAEs on a transformer's activations
+    (:mod:`sae_theory.data.activations`), one SAE per method and sparsity level k."""
+
+    model: str
+    """The transformer (an :class:`~sae_theory.data.ActivationRequest` model: ``"minilm"``,
+    ``"smollm2"``, ...)."""
+    layer: int
+    """Its block whose output is read."""
+    place: str
+    """``"resid_post"`` (residual stream after the block) or ``"mlp_out"``."""
+    fallback_model: str
+    """The model used when ``model``'s package is not installed (``""``: none, the study stops)."""
+    fallback_layer: int
+    """The fallback model's layer."""
+    tokens: int
+    """Tokens extracted (training and held-out); the corpus may give fewer."""
+    eval_tokens: int
+    """The last tokens of the extraction (later documents than the training tokens), held out."""
+    expansion: int
+    """Width p of every SAE as a multiple of the model's d."""
+    ks: tuple[int, ...]
+    """Sparsity levels: MP-SAE's pursuit steps, TopK's and BatchTopK's k, the target L0 of the
+    ReLU and JumpReLU controllers."""
+    steps: int
+    """Optimiser steps per run."""
+    batch_size: int
+    """Tokens per step."""
+    lr: float
+    """Learning rate of every method (AdamW, constant)."""
+    inference_k_max_multiple: int
+    """Inference k runs from 1 to this multiple of the training k."""
+    babel_rows: int
+    """Held-out tokens on which the co-active Babel is read."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything an experiment needs besides the science.
 
@@ -252,6 +291,8 @@ class Profile:
     """Scale of the hierarchy studies."""
     gba_readings: GBAReadingsScale = field(default=None)  # type: ignore[assignment]
     """Scale of the deployed-GBA readings study."""
+    real: RealScale = field(default=None)  # type: ignore[assignment]
+    """Scale of the real-network study (MP-SAE on a transformer's activations)."""
     cpu_threads: int | None = 1
     """torch's intra-op threads on CPU (:func:`set_threads`); None: torch's default (one per
     physical core). ``quick`` uses 1: its problems are small, and on a busy 2-core machine a
@@ -305,6 +346,9 @@ _QUICK = dict(
     gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "small a", "small a + target init"),
                                   matched=("printed", "small a", "small a + target init"), n_latents=512, steps=3000, batch_size=256,
                                   n_samples=200_000, log_every=100, n_seeds=1),
+    real=RealScale(model="minilm", layer=3, place="resid_post", fallback_model="", fallback_layer=3, tokens=60_000,
+                   eval_tokens=2048, expansion=4, ks=(8, 16, 32), steps=300, batch_size=256, lr=3e-3,
+                   inference_k_max_multiple=4, babel_rows=1024),
 )
 
 _FULL = dict(
@@ -340,6 +384,9 @@ _FULL = dict(
     gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "target init", "small a", "small a + target init"),
                                   matched=("printed", "small a", "small a + target init"), n_latents=512, steps=20_000,
                                   batch_size=256, n_samples=1_000_000, log_every=250, n_seeds=3),
+    real=RealScale(model="smollm2", layer=10, place="resid_post", fallback_model="minilm", fallback_layer=3, tokens=600_000,
+                   eval_tokens=16_384, expansion=16, ks=(8, 16, 32, 64, 128), steps=8000, batch_size=1024, lr=1e-3,
+                   inference_k_max_multiple=4, babel_rows=2048),
 )
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}

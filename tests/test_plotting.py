@@ -188,7 +188,7 @@ def test_use_style__sets_theme_once(monkeypatch):
 # public names
 # --------------------------------------------------------------------------------------------
 
-SUBMODULES = (plotting.core, plotting.feature_model, plotting.gba, plotting.mp, plotting.hierarchy)
+SUBMODULES = (plotting.core, plotting.feature_model, plotting.gba, plotting.mp, plotting.hierarchy, plotting.real)
 
 
 def _public_definitions(module: types.ModuleType) -> set[str]:
@@ -437,7 +437,38 @@ def _figure_calls():
         "deployed_readings_figure": lambda: plotting.deployed_readings_figure(_readings_frame()),
         "training_curves_figure": lambda: plotting.training_curves_figure(_curves_frame(), target_l0=1.36),
         "steps_sweep_figure": lambda: plotting.steps_sweep_figure(_sweep_frame(), target_l0=1.36, profile_steps=20),
+        "real_frontier_figure": lambda: plotting.real_frontier_figure(_real_frames()[0], _real_eleuther(), model_label="tiny"),
+        "real_frontier_figure without EleutherAI": lambda: plotting.real_frontier_figure(_real_frames()[0]),
+        "real_inference_figure": lambda: plotting.real_inference_figure(_real_frames()[1]),
+        "real_babel_figure": lambda: plotting.real_babel_figure(*_real_frames()[2:4]),
+        "real_training_figure": lambda: plotting.real_training_figure(_real_frames()[4]),
     }
+
+
+REAL = ("MP-SAE", "TopK", "BatchTopK", "ReLU", "JumpReLU")
+
+
+def _real_frames():
+    """Small frames shaped as experiments.real_mp returns them (frontier, inference_sweep,
+    babel_scores, gram_histogram, training_curves)."""
+    ks = (4, 8)
+    fr = pd.DataFrame([dict(method=m, k=k, l0=k * (1 - 0.05 * i), r2=0.5 + 0.02 * k - 0.01 * i, fvu=0.5 - 0.02 * k, dead_fraction=0.1 * i)
+                       for i, m in enumerate(REAL) for k in ks])
+    sweep = pd.DataFrame([dict(method=m, train_k=k, inference_k=j, l0=float(j), r2=1 - 1 / (j + 1), nmse=1 / (j + 1),
+                               effective_rank=float(10 * j) if k == 8 else float("nan"))
+                          for m in REAL for k in ks for j in (1, 2, k, 2 * k)])
+    bab = pd.DataFrame([dict(method=m, k=k, l0=float(k), babel_coactive=0.1 * k, babel_k=0.2 * k, r=r, babel=0.1 * r)
+                        for m in REAL for k in ks for r in (1, 2, 4)])
+    edges = np.linspace(-1, 1, 5)
+    gram = pd.DataFrame([dict(method=m, k=4, bin_left=lo, bin_right=hi, density=0.5, std=0.1) for m in REAL
+                         for lo, hi in zip(edges[:-1], edges[1:])])
+    curves = pd.DataFrame([dict(method=m, k=k, step=t, loss=10.0 / t, mse=8.0 / t, l0=k + 1.0 / t) for m in REAL for k in ks
+                           for t in (10, 20, 30)])
+    return fr, sweep, bab, gram, curves
+
+
+def _real_eleuther():
+    return pd.DataFrame([dict(k=k, method=m, fvu=0.1, source="quoted") for k in (16, 32) for m in ("TopK", "MP-SAE")])
 
 
 def _sensitivity_frames():

@@ -85,6 +85,21 @@ def _code_without_docstrings(source: str) -> str:
     return ast.dump(tree, include_attributes=False)
 
 
+def _input_norm_key(input_norm: dict[str, Any]) -> dict[str, Any]:
+    """``input_norm`` (keyword arguments of ``SAE.set_input_norm``) as JSON: tensors and arrays as
+    float64 lists, so equal statistics give equal keys."""
+    if not isinstance(input_norm, dict) or "kind" not in input_norm:
+        raise TypeError(f"input_norm must be a dict of SAE.set_input_norm arguments with a 'kind', got {input_norm!r}.")
+    out = {}
+    for k, v in sorted(input_norm.items()):
+        if isinstance(v, torch.Tensor):
+            v = v.detach().to("cpu", torch.float64).tolist()
+        elif hasattr(v, "tolist"):
+            v = v.tolist()
+        out[k] = v
+    return out
+
+
 def run_key(payload: dict[str, Any]) -> str:
     """sha256 (24 hex digits) of the JSON of ``payload`` (sorted keys)."""
     text = json.dumps(payload, sort_keys=True, default=str)
@@ -157,7 +172,8 @@ def _load_snapshots(path: Path, steps: tuple[int, ...]) -> dict[int, dict[str, t
 
 def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: int, n_latents: int, seed: int,
                  run: dict[str, Any], device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 summarize: Callable[[SAE, History, list], dict] | None = None, snapshots=()) -> CachedRun:
+                 summarize: Callable[[SAE, History, list], dict] | None = None, snapshots=(),
+                 input_norm: dict[str, Any] | None = None) -> CachedRun:
     """Train ``spec`` on ``data`` (anything :func:`~sae_theory.training.train` accepts) or load it.
 
     Parameters
@@ -182,6 +198,10 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     snapshots : sequence of int, optional
         Steps in [1, steps) after which the model's state is kept (``CachedRun.snapshots``,
         ``CachedRun.at(step)``): a metric against training steps from one run. Part of the key.
+    input_norm : dict, optional
+        Keyword arguments of :meth:`~sae_theory.models.base.SAE.set_input_norm` applied to the
+        fresh SAE before training (e.g. ``ActivationCache.normalisation("mp")``), for a run whose
+        ``run`` has ``input_norm="model"``. Part of the key (its values, as float64 lists).
     """
     cfg = spec.train_config(**run)
     snapshots = _check_snapshots(snapshots, cfg.steps)
@@ -190,6 +210,8 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
                    seed=seed, dtype=str(dtype), train=train_fields, log_every=cfg.log_every)
     if snapshots:  # absent when none: the keys of runs without snapshots are those of before
         payload["snapshots"] = list(snapshots)
+    if input_norm is not None:  # absent when none, likewise
+        payload["input_norm"] = _input_norm_key(input_norm)
     key = run_key(payload)
     root = cache_dir()
     folder = None if root is None else root / key
@@ -210,6 +232,8 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     if callable(data) and not isinstance(data, torch.Tensor) and not hasattr(data, "next_batch"):
         data = data()
     model, hooks = spec.build(d=d, n_latents=n_latents, seed=seed, device=device, dtype=dtype)
+    if input_norm is not None:
+        model.set_input_norm(**input_norm)
     snap = _Snapshots(snapshots)
     t0 = time.perf_counter()
     history = train(model, data, cfg, hooks=[*hooks, snap] if snapshots else hooks)

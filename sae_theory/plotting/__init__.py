@@ -7,7 +7,8 @@ experiment.
 * :mod:`~sae_theory.plotting.feature_model`: notebook 01 (feature model, identifiability);
 * :mod:`~sae_theory.plotting.gba`: notebooks 02-03 (resonance band, imbalanced toy);
 * :mod:`~sae_theory.plotting.mp`: notebooks 04-05 (MP-SAE theory, adaptive sparsity);
-* :mod:`~sae_theory.plotting.hierarchy`: notebooks 06-07 (hierarchy, cross-paper).
+* :mod:`~sae_theory.plotting.hierarchy`: notebooks 06-07 (hierarchy, cross-paper);
+* :mod:`~sae_theory.plotting.real`: notebook 09 (MP-SAE on a real transformer).
 
 Everything public is re-exported here, so ``from sae_theory import plotting; plotting.X`` works
 for every name. Figures whose hue is a method order it by
@@ -18,7 +19,7 @@ for every name. Figures whose hue is a method order it by
 >>> save_figure(fig, "gba_fig_resonance", P, config=cfg)          # doctest: +SKIP
 """
 
-from . import core, feature_model, gba, hierarchy, mp
+from . import core, feature_model, gba, hierarchy, mp, real
 from .core import (
     FIGURE_DIR_ENV,
     PNG_DPI,
@@ -40,6 +41,7 @@ from .feature_model import band_figure, conditions_figure, feature_frequency_fig
 from .gba import deployed_readings_figure, resonance_figure, topk_convergence_figure, toy_controls_figure, toy_figure, toy_sensitivity_figure
 from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps, steps_sweep_figure, training_curves_figure
 from .mp import adaptive_sparsity_figure, mp_theory_figure
+from .real import real_babel_figure, real_frontier_figure, real_inference_figure, real_training_figure
 
 # every public name of the submodules, in their order (each module's __all__ is tested against its definitions)
-__all__ = [*core.__all__, *feature_model.__all__, *gba.__all__, *mp.__all__, *hierarchy.__all__]
+__all__ = [*core.__all__, *feature_model.__all__, *gba.__all__, *mp.__all__, *hierarchy.__all__, *real.__all__]
