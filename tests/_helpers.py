@@ -47,3 +47,22 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), f"state {k!r} differs"
+
+
+def tiny_bert(words, *, hidden_size: int = 16, intermediate_size: int = 32, max_position_embeddings: int = 64):
+    """(tokenizer, BertModel) built here, nothing downloaded: a word-level tokenizer over ``words``
+    that frames a text as [CLS] ... [SEP], and a 2-block BERT of width ``hidden_size`` in eval mode.
+    transformers initialises from the global RNG, which is seeded (0) for fixed weights."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(words)
+    t = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                  mask_token="[MASK]")
+    torch.manual_seed(0)
+    net = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings)).eval()
+    return tok, net

@@ -15,6 +15,8 @@ transformers = pytest.importorskip("transformers", reason="the activation tests 
 from sae_theory.data.activations import (ActivationRequest, ActivationShards, MANIFEST, corpus_documents, extract_activations,  # noqa: E402
                                          open_cache)
 from sae_theory.models import TopKSAE  # noqa: E402
+
+from _helpers import tiny_bert  # noqa: E402
 from sae_theory.training import TrainConfig, train  # noqa: E402
 
 WORDS = "the cat sat on a mat and dog ran far away from home while birds sang loud songs in trees".split()
@@ -23,19 +25,7 @@ WORDS = "the cat sat on a mat and dog ran far away from home while birds sang lo
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 2-block BERT (d = 16) with a word-level tokenizer, built here: nothing is downloaded."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    t = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                                  mask_token="[MASK]")
-    torch.manual_seed(0)  # transformers initialises from the global RNG; the tests only need some fixed weights
-    net = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=64)).eval()
-    return tok, net
+    return tiny_bert(WORDS)
 
 
 @pytest.fixture(scope="module")

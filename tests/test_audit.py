@@ -442,22 +442,14 @@ def test_audit__a_normalised_sae_is_read_on_raw_activations(tmp_path):
 
 
 def test_audit__a_real_source_extracts_and_reads_the_activation_cache(tmp_path, monkeypatch):
-    transformers = pytest.importorskip("transformers", reason="real sources need transformers (the extra sae-theory[real])")
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    pytest.importorskip("transformers", reason="real sources need transformers (the extra sae-theory[real])")
+    from _helpers import tiny_bert
 
     from sae_theory.data.activations import ACTIVATIONS_ENV, ActivationRequest, extract_activations
 
     # a tiny BERT saved as a local model folder, and a one-file corpus: nothing is downloaded
     words = "the cat sat on a mat and dog ran far".split()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
-    t = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                               sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
-    net = transformers.BertModel(transformers.BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=2,
-                                                         num_attention_heads=2, intermediate_size=16, max_position_embeddings=128))
+    tok, net = tiny_bert(words, hidden_size=8, intermediate_size=16, max_position_embeddings=128)
     model_dir = tmp_path / "tiny"
     net.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)

@@ -136,20 +136,11 @@ def tiny_cache(tmp_path_factory):
     """A tiny BERT (d = 16) and word-level tokenizer built here, and 640 tokens of its residual
     stream after block 1 extracted into a cache (nothing is downloaded)."""
     pytest.importorskip("transformers", reason="the real-network study needs transformers (the extra sae-theory[real])")
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
     from sae_theory.data.activations import ActivationRequest, extract_activations
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    t = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                                  mask_token="[MASK]")
-    torch.manual_seed(0)  # transformers initialises from the global RNG; the tests only need some fixed weights
-    net = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=64)).eval()
+    from _helpers import tiny_bert
+
+    tok, net = tiny_bert(WORDS)
     g = torch.Generator().manual_seed(0)
     docs = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (int(n),), generator=g).tolist())
             for n in torch.randint(20, 60, (40,), generator=g)]
