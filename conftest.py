@@ -2,7 +2,8 @@
 
 The test command trains afresh: unless ``SAE_THEORY_CACHE`` is set, the run cache
 (:mod:`sae_theory.experiments.cache`) lives in a temporary folder for the session (the notebook
-kernels inherit it, so notebook 07 reuses notebook 06's runs) and is deleted at the end.
+kernels inherit it, so notebook 07 reuses notebook 06's runs) and is deleted at the end; likewise
+the activation cache (``SAE_THEORY_ACTIVATIONS``, :mod:`sae_theory.data.activations`).
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ import tempfile
 
 import pytest
 
-_TMP_CACHE: str | None = None
+_TMP: dict[str, str] = {}
+#: The caches the test command keeps temporary unless set: the run cache and the activation cache
+#: (sae_theory.data.activations), so a test run neither reads an earlier run's results nor leaves
+#: files in the user's ~/.cache.
+_CACHE_VARIABLES = {"SAE_THEORY_CACHE": "sae_theory_runs_", "SAE_THEORY_ACTIVATIONS": "sae_theory_activations_"}
 
 
 def pytest_configure(config):
-    global _TMP_CACHE
-    if not os.environ.get("SAE_THEORY_CACHE"):
-        _TMP_CACHE = tempfile.mkdtemp(prefix="sae_theory_runs_")
-        os.environ["SAE_THEORY_CACHE"] = _TMP_CACHE
+    for variable, prefix in _CACHE_VARIABLES.items():
+        if not os.environ.get(variable):
+            _TMP[variable] = tempfile.mkdtemp(prefix=prefix)
+            os.environ[variable] = _TMP[variable]
 
 
 def pytest_unconfigure(config):
-    if _TMP_CACHE is not None:
-        shutil.rmtree(_TMP_CACHE, ignore_errors=True)
-        os.environ.pop("SAE_THEORY_CACHE", None)
+    for variable, folder in list(_TMP.items()):
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop(variable, None)
+        del _TMP[variable]
 
 
 #: The notebooks, slowest first, with their cold quick-profile times on one idle core (minutes).
