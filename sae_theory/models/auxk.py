@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .._checks import check_int
 
-__all__ = ["auxk_loss", "check_auxk_fields", "register_auxk_buffer"]
+__all__ = ["add_auxk", "auxk_loss", "check_auxk_fields", "register_auxk_buffer"]
 
 
 def check_auxk_fields(config) -> None:
@@ -72,3 +72,14 @@ def auxk_loss(model, x: Tensor, x_hat: Tensor, pre: Tensor, codes: Tensor) -> Te
     residual = (x - x_hat).detach()
     aux = (z @ model.W_dec - residual).pow(2).sum(-1).mean()
     return cfg.auxk_coefficient * scale * aux
+
+
+def add_auxk(model, loss: Tensor, x: Tensor, x_hat: Tensor, pre: Tensor, codes: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The training loss with the AuxK term added when it is on (:func:`auxk_loss`), and the
+    metrics of the step: ``mse`` (the reconstruction ``loss`` as given) and ``auxk`` when added."""
+    metrics = {"mse": loss.detach()}
+    aux = auxk_loss(model, x, x_hat, pre, codes)
+    if aux is not None:
+        loss = loss + aux
+        metrics["auxk"] = aux.detach()
+    return loss, metrics

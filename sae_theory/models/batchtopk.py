@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_real
-from .auxk import auxk_loss, check_auxk_fields, register_auxk_buffer
+from .auxk import add_auxk, check_auxk_fields, register_auxk_buffer
 from .base import SAEConfig, TrainOutput, UntiedSAE, reconstruction_loss
 from .registry import register_sae
 
@@ -127,12 +127,7 @@ class BatchTopKSAE(UntiedSAE):
             raise ValueError(f"training needs x of shape (B, d), got {tuple(x.shape)}.")
         codes = batch_topk(torch.relu(pre), self.budget(pre.shape[0]))
         x_hat = self._decode(codes)
-        loss = reconstruction_loss(x, x_hat)
-        metrics = {"mse": loss.detach()}
-        aux = auxk_loss(self, x, x_hat, pre, codes)
-        if aux is not None:
-            loss = loss + aux
-            metrics["auxk"] = aux.detach()
+        loss, metrics = add_auxk(self, reconstruction_loss(x, x_hat), x, x_hat, pre, codes)
         if self.training:
             with torch.no_grad():
                 kept = codes[codes > 0]

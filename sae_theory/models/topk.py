@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from .._checks import check_int
-from .auxk import auxk_loss, check_auxk_fields, register_auxk_buffer
+from .auxk import add_auxk, check_auxk_fields, register_auxk_buffer
 from .base import SAEConfig, TrainOutput, UntiedSAE, check_k, reconstruction_loss, topk_relu
 from .registry import register_sae
 
@@ -70,10 +70,5 @@ class TopKSAE(UntiedSAE):
         pre = self.pre_activations(x)
         codes = self.activate(pre)
         x_hat = self._decode(codes)
-        loss = reconstruction_loss(x, x_hat)
-        metrics = {"mse": loss.detach()}
-        aux = auxk_loss(self, x, x_hat, pre, codes)
-        if aux is not None:
-            loss = loss + aux
-            metrics["auxk"] = aux.detach()
+        loss, metrics = add_auxk(self, reconstruction_loss(x, x_hat), x, x_hat, pre, codes)
         return TrainOutput(loss, x_hat, codes, pre, metrics)
