@@ -281,6 +281,12 @@ def _norm_factor(model: SAE) -> tuple[str, float]:
     return "none", 1.0
 
 
+def _standardize_stats(model: SAE) -> tuple[Tensor, Tensor]:
+    """The float64 mean and std of a model with input norm ``"standardize"``."""
+    norm = model.input_norm
+    return torch.tensor(norm["mean"], dtype=torch.float64), torch.tensor(norm["std"], dtype=torch.float64)
+
+
 def _layout(model: SAE) -> _Layout:
     """The model's SAELens layout with its input normalisation folded in (module docstring):
     SAELens's input u is our input divided by s (:func:`_norm_factor`), so W_enc -> s W_enc,
@@ -297,8 +303,7 @@ def _layout(model: SAE) -> _Layout:
                              "scaling and folding it into the atoms would change the pursuit (it needs unit atoms); export a "
                              "model trained with 'unit' or 'scale', or standardise the inputs yourself before SAELens.")
         t = dict(layout.tensors)
-        mu = torch.tensor(model.input_norm["mean"], dtype=torch.float64)
-        sigma = torch.tensor(model.input_norm["std"], dtype=torch.float64)
+        mu, sigma = _standardize_stats(model)
         dt = t["W_dec"].dtype
         t["W_enc"] = (t["W_enc"].to(torch.float64) / sigma[:, None]).to(dt)
         t["W_dec"] = (t["W_dec"].to(torch.float64) * sigma[None, :]).to(dt)
@@ -335,8 +340,7 @@ def _unfold(model: SAE, t: dict[str, Tensor], s: float) -> dict[str, Tensor]:
     """The SAELens tensors ``t`` of a folded export with the fold of :func:`_layout` undone."""
     if model.input_norm["kind"] == "standardize":
         t = dict(t)
-        mu = torch.tensor(model.input_norm["mean"], dtype=torch.float64)
-        sigma = torch.tensor(model.input_norm["std"], dtype=torch.float64)
+        mu, sigma = _standardize_stats(model)
         dt = t["W_dec"].dtype
         t["W_enc"] = (t["W_enc"].to(torch.float64) * sigma[:, None]).to(dt)
         t["W_dec"] = (t["W_dec"].to(torch.float64) / sigma[None, :]).to(dt)

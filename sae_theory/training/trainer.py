@@ -167,13 +167,18 @@ def _make_optimizer(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optim
 class _Batches:
     """Draws, checks, moves and normalises the batches of one run."""
 
-    def __init__(self, source: BatchSource, model: "SAE", cfg: TrainConfig, input_scale: float | None):
+    def __init__(self, source: BatchSource, model: "SAE", cfg: TrainConfig):
         self.source, self.cfg, self.model = source, cfg, model
         self.d = model.config.d
         self.dtype = model.config.dtype
         first = next(iter(model.state_dict().values()), None)
         self.device = first.device if first is not None else torch.device(model.config.device)
-        self.input_scale = input_scale
+
+    @property
+    def input_scale(self) -> float | None:
+        """The constant of ``input_norm="scale"`` (None until the first batch gave it, and for the
+        other kinds): the model's, which holds the one copy."""
+        return self.model.input_norm["scale"] if self.cfg.input_norm == "scale" else None
 
     def next(self, step: int) -> Tensor:
         x = self.source.next_batch(self.cfg.batch_size)
@@ -185,19 +190,13 @@ class _Batches:
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"the batch from {self.source!r} at step {step} has {bad} NaN or infinite value(s); clean the data.")
-        if self.cfg.input_norm == "unit":
-            norms = x.norm(dim=-1, keepdim=True)
-            x = x / torch.where(norms > 0, norms, torch.ones_like(norms))
-        elif self.cfg.input_norm == "scale":
-            if self.input_scale is None:
-                ms = float(x.to(torch.float64).pow(2).sum(-1).mean())
-                if not ms > 0:
-                    raise ValueError(f"input_norm='scale' cannot estimate a scale from the first batch of {self.source!r}: all its rows are zero.")
-                self.input_scale = 1.0 / math.sqrt(ms)
-            x = x * self.input_scale
-        elif self.cfg.input_norm == "model":
-            x = self.model.normalize_input(x)
-        return x
+        if self.cfg.input_norm == "scale" and self.input_scale is None:
+            ms = float(x.to(torch.float64).pow(2).sum(-1).mean())
+            if not ms > 0:
+                raise ValueError(f"input_norm='scale' cannot estimate a scale from the first batch of {self.source!r}: all its rows are zero.")
+            self.model.set_input_norm("scale", 1.0 / math.sqrt(ms))
+        # the model's own normalisation (set by train() to cfg.input_norm, or the model's for "model")
+        return self.model.normalize_input(x)
 
 
 def train(
@@ -296,7 +295,7 @@ def train(
         history, start = loaded["history"], loaded["step"]
     if ckpt_dir is not None:
         clean_checkpoint_dir(Path(ckpt_dir), old_steps=foreign and cfg.overwrite_checkpoints)
-    batches = _Batches(source, model, cfg, history.input_scale)
+    batches = _Batches(source, model, cfg)
 
     def checkpoint(step: int) -> Path:
         history.input_scale = batches.input_scale
@@ -306,10 +305,10 @@ def train(
 
     model.train()
     # the input normalisation belongs to the model: set it now (a resumed run's scale comes back
-    # through its history), again once the first batch gave the scale; the loop's batches are
-    # normalised here, so the model takes them as prepared
+    # through its history; a fresh one's from the first batch, _Batches.next); the loop's batches
+    # are normalised by it, so the model takes them as prepared
     if cfg.input_norm != "model":
-        model.set_input_norm(cfg.input_norm, batches.input_scale)
+        model.set_input_norm(cfg.input_norm, history.input_scale if cfg.input_norm == "scale" else None)
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
     prepared = model.prepared_inputs()
     prepared.__enter__()
@@ -321,8 +320,6 @@ def train(
             source_before = source.state_dict() if ckpt_dir is not None else None
             scale_before = batches.input_scale
             x = batches.next(step)
-            if cfg.input_norm == "scale" and scale_before is None and batches.input_scale is not None:
-                model.set_input_norm(cfg.input_norm, batches.input_scale)
             out = model.training_forward(x)
             if not bool(torch.isfinite(out.loss.detach()).all()):
                 where = ""
@@ -330,7 +327,6 @@ def train(
                     # the state before this step: model/optimizer/hooks/history are untouched,
                     # only the data stream moved on, so put its state back first
                     source.load_state_dict(source_before)
-                    batches.input_scale = scale_before
                     if cfg.input_norm == "scale":
                         model.set_input_norm(cfg.input_norm, scale_before)
                     where = f" The state before this step was saved to {str(checkpoint(step - 1))!r}."
@@ -366,6 +362,4 @@ def train(
         prepared.__exit__(None, None, None)
         bar.close()
     history.input_scale = batches.input_scale
-    if cfg.input_norm != "model":
-        model.set_input_norm(cfg.input_norm, batches.input_scale)
     return history
