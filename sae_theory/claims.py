@@ -19,6 +19,13 @@ Statuses (:data:`STATUSES`):
   profile (a training-based claim is never refuted without that evidence);
 * ``not testable here`` — what the claim needs cannot be measured here; the reason says why.
 
+A positive status (``reproduces``, ``partly``) of a training-based claim from runs *not shown to
+have converged* keeps its status, because the claim did hold on the runs measured, but every table
+shows it qualified (:func:`display_status`): ``reproduces (not converged)`` when the runs were
+shown not to have settled, ``reproduces (convergence not shown)`` when the notebook did not
+measure it. Longer training may change such a verdict either way; only an unqualified status is
+one we would defend at paper scale.
+
 >>> from sae_theory import claims
 >>> v = claims.record("mp.prop.c1", dict(max_error_unit=3e-16, max_error_non_unit=0.4), "quick")  # doctest: +SKIP
 >>> v.status                                                                                       # doctest: +SKIP
@@ -47,6 +54,7 @@ __all__ = [
     "STATUSES",
     "Claim",
     "Verdict",
+    "display_status",
     "evaluate",
     "frame",
     "get_claim",
@@ -635,6 +643,23 @@ def evaluate(claim: Claim, measured: Mapping[str, Any]) -> tuple[str, str]:
     return status, reason
 
 
+POSITIVE = ("reproduces", "partly")
+
+
+def display_status(claim: Claim, verdict: Mapping[str, Any]) -> str:
+    """The status of a recorded ``verdict`` (a verdict file's entry) of ``claim`` as the tables show
+    it: a positive status of a training-based claim is qualified ``(not converged)`` when
+    ``measured["converged"]`` is False and ``(convergence not shown)`` when it is missing (module
+    docstring); any other status as recorded."""
+    status = verdict.get("status", "not recorded")
+    if not claim.trained or status not in POSITIVE:
+        return status
+    conv = verdict.get("measured", {}).get("converged")
+    if conv is True:
+        return status
+    return f"{status} ({'not converged' if conv is False else 'convergence not shown'})"
+
+
 def _profile_name(profile: Profile | str) -> str:
     name = profile if isinstance(profile, str) else getattr(profile, "name", None)
     if not isinstance(name, str) or not name:
@@ -751,17 +776,20 @@ def load_verdicts(profile: Profile | str, folder: str | os.PathLike | None = Non
 
 
 def frame(verdicts) -> pd.DataFrame:
-    """Verdicts (a sequence of :class:`Verdict`) as a table: ``claim, status, reason, conditions``."""
+    """Verdicts (a sequence of :class:`Verdict`) as a table: ``claim, status, reason, conditions``;
+    the status qualified as :func:`display_status` says."""
     import pandas as pd
 
-    return pd.DataFrame([dict(claim=v.claim, status=v.status, reason=v.reason, conditions=v.conditions) for v in verdicts],
+    return pd.DataFrame([dict(claim=v.claim, status=display_status(get_claim(v.claim), v.to_dict()), reason=v.reason, conditions=v.conditions)
+                         for v in verdicts],
                         columns=["claim", "status", "reason", "conditions"])
 
 
 def verdict_table(profile: Profile | str, folder: str | os.PathLike | None = None, *,
                   notebooks: tuple[str, ...] | None = None) -> pd.DataFrame:
     """One row per registered claim (of ``notebooks`` when given, by stem): ``claim, paper, where,
-    notebook, status, reason``; status ``not recorded`` where no verdict was written."""
+    notebook, status, reason``; status ``not recorded`` where no verdict was written, and qualified
+    as :func:`display_status` says."""
     import pandas as pd
 
     got = load_verdicts(profile, folder)
@@ -771,7 +799,7 @@ def verdict_table(profile: Profile | str, folder: str | os.PathLike | None = Non
             continue
         v = got.get(c.id, {})
         rows.append(dict(claim=c.id, paper=c.paper, where=c.where, notebook=c.notebook,
-                         status=v.get("status", "not recorded"), reason=v.get("reason", "")))
+                         status=display_status(c, v) if v else "not recorded", reason=v.get("reason", "")))
     return pd.DataFrame(rows, columns=["claim", "paper", "where", "notebook", "status", "reason"])
 
 
@@ -801,7 +829,9 @@ def readme_table(folder: str | os.PathLike | None = None, profiles: tuple[str, .
                 cells.append("not run")
                 continue
             changed = "; ".join(f"{k} = {_override_text(x)}" for k, x in v.get("overrides", {}).items())
-            cells.append(f"**{v['status']}** ({v['reason']})" + (f" [profile changed: {changed}]" if changed else ""))
+            shown = display_status(c, v)
+            bold = f"**{v['status']}**" + shown[len(v["status"]):]
+            cells.append(f"{bold} ({v['reason']})" + (f" [profile changed: {changed}]" if changed else ""))
         lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return "\n".join(lines)
 

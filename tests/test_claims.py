@@ -284,3 +284,26 @@ def test_cli_reproduce__ends_with_the_verdicts_of_the_notebooks_it_ran(tmp_path,
     assert re.search(r"mp\.prop\.c1\s+reproduces", out) and re.search(r"mp\.prop\.c2\s+not recorded", out)
     assert re.search(r"mp\.adaptive\.monotone\s+notebook failed", out)
     assert "gba." not in out.split("verdicts (quick")[1]  # only the claims of the notebooks that ran
+
+
+def test_display__a_positive_verdict_from_unconverged_runs_is_qualified_everywhere(tmp_path):
+    """A "reproduces" of a training-based claim keeps its status but every table says whether its
+    runs were shown to converge; a claim that trains nothing is shown as recorded."""
+    c = claims.CLAIMS["mp.hierarchy.high_rho"]
+    assert c.trained
+    passing = dict(l0_high_rho=3.0, flat_mse_low_rho=0.1, flat_mse_high_rho=0.5)
+    status = claims.evaluate(c, passing)[0]
+    assert status == "reproduces"
+    verdict = dict(status=status, measured=dict(passing, converged=False))
+    assert claims.display_status(c, verdict) == f"{status} (not converged)"
+    assert claims.display_status(c, dict(verdict, measured=passing)) == f"{status} (convergence not shown)"
+    assert claims.display_status(c, dict(verdict, measured=dict(passing, converged=True))) == status
+    assert claims.display_status(c, dict(status="not converged", measured=dict(converged=False))) == "not converged"
+    untrained = claims.CLAIMS["mp.prop.c1"]
+    assert not untrained.trained and claims.display_status(untrained, dict(status="reproduces", measured={})) == "reproduces"
+
+    v = claims.record(c.id, dict(passing, converged=False), "quick", folder=tmp_path)
+    row = next(line for line in claims.readme_table(tmp_path).splitlines() if f"`{c.id}`" in line)
+    assert f"**{status}** (not converged) (" in row
+    assert claims.verdict_table("quick", tmp_path).set_index("claim").status[c.id] == f"{status} (not converged)"
+    assert claims.frame([v]).status[0] == f"{status} (not converged)"
