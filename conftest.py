@@ -40,12 +40,13 @@ def pytest_unconfigure(config):
 #: workers and everything else fills in around them; 06 and 07 share a group, so 07 runs after 06 on
 #: the same worker and finds 06's hierarchy runs in the shared run cache instead of training them again.
 #: 09 comes next: the worker of 06 and 07 is free first (about 7.5 min against 03's 10) and takes it,
-#: while 02, 05, 01 and 04 fill the rest (about 13 min a worker).
+#: then 08 (GBA on the real network, the same kind of job); 02, 05, 01 and 04 fill the rest.
 NOTEBOOK_ORDER = {
     "03_gba_vs_topk.ipynb": 10.0,
     "06_hierarchy.ipynb": 6.0,
     "07_cross_paper.ipynb": 1.5,
     "09_mp_real_network.ipynb": 4.2,
+    "08_gba_real_network.ipynb": 3.5,
     "02_gba_resonance.ipynb": 2.0,
     "05_mp_adaptive_sparsity.ipynb": 1.3,
     "01_feature_model.ipynb": 0.5,

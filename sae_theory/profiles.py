@@ -29,6 +29,7 @@ __all__ = [
     "HierarchyScale",
     "MPScale",
     "Profile",
+    "RealGBAScale",
     "RealScale",
     "ResonanceScale",
     "ToyScale",
@@ -262,6 +263,62 @@ class RealScale:
 
 
 @dataclass(frozen=True)
+class RealGBAScale:
+    """Scale of GBA's real-network study (``notebooks/08_gba_real_network.ipynb``,
+    :mod:`sae_theory.experiments.real_gba`): tied SAEs on a transformer's activations, GBA and BA
+    against the paper's tied TopK and L1 baselines."""
+
+    model: str
+    """The transformer (an :class:`~sae_theory.data.ActivationRequest` model)."""
+    layer: int
+    """Its block whose output is read."""
+    place: str
+    """``"mlp_out"`` (the paper's) or ``"resid_post"``."""
+    fallback_model: str
+    """The model used when ``model``'s package is not installed (``""``: none, the study stops)."""
+    fallback_layer: int
+    """The fallback model's layer."""
+    tokens: int
+    """Tokens extracted (training and held-out)."""
+    eval_tokens: int
+    """The last tokens of the extraction, held out."""
+    expansion: int
+    """Width M of every SAE as a multiple of the model's d (the paper: about 43)."""
+    steps: int
+    """Optimiser steps per run."""
+    batch_size: int
+    """Tokens per step."""
+    log_every: int
+    """Steps between two logged training losses."""
+    buffer_steps: int
+    """Optimiser steps between two Algorithm 2 updates (the paper: 50 steps of 512 tokens)."""
+    readings: tuple[str, ...]
+    """GBA readings trained (keys of ``gba_readings.READINGS``); the first is the main one (BA and
+    the consistency study use it)."""
+    ba_targets: tuple[float, ...]
+    """BA's single target frequencies (the paper hand-tunes one per run)."""
+    topk_ks: tuple[int, ...]
+    """K of the tied TopK frontier."""
+    l1_coefficients: tuple[float, ...]
+    """lambda of the tied L1 frontier."""
+    consistency_seeds: int
+    """Seeds of the consistency study (the first of ``Profile.seeds``; the paper: 3)."""
+    consistency_topk: int
+    """K of the TopK run of the consistency study."""
+    consistency_l1: float
+    """lambda of the L1 run of the consistency study."""
+    alphas: tuple[float, ...]
+    """Top fractions of neurons whose MCS is read (the paper: 0.003 and 0.0005 of about 66k neurons,
+    i.e. about 197 and 33 neurons)."""
+    n_groups: int = 10
+    """GBA's groups (the paper's v1 runs: 10)."""
+    htf: float = 0.1
+    """GBA's highest target frequency (v1: 0.1)."""
+    ltf: float = 1e-3
+    """GBA's lowest target frequency (v1: 0.001)."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything an experiment needs besides the science.
 
@@ -293,6 +350,8 @@ class Profile:
     """Scale of the deployed-GBA readings study."""
     real: RealScale = field(default=None)  # type: ignore[assignment]
     """Scale of the real-network study (MP-SAE on a transformer's activations)."""
+    real_gba: RealGBAScale = field(default=None)  # type: ignore[assignment]
+    """Scale of GBA's real-network study."""
     cpu_threads: int | None = 1
     """torch's intra-op threads on CPU (:func:`set_threads`); None: torch's default (one per
     physical core). ``quick`` uses 1: its problems are small, and on a busy 2-core machine a
@@ -351,6 +410,12 @@ _QUICK = dict(
                    inference_k_max_multiple=4, babel_rows=1024),
 )
 
+_QUICK["real_gba"] = RealGBAScale(
+    model="minilm", layer=3, place="mlp_out", fallback_model="", fallback_layer=3, tokens=60_000, eval_tokens=4096, expansion=2,
+    steps=800, batch_size=256, log_every=20, buffer_steps=10, readings=("printed", "small a"), ba_targets=(0.02, 0.1),
+    topk_ks=(8, 16, 32, 64, 128), l1_coefficients=(0.2, 0.1, 0.05, 0.03), consistency_seeds=3, consistency_topk=32,
+    consistency_l1=0.05, alphas=(0.05, 0.01))
+
 _FULL = dict(
     cpu_threads=None,
     seeds=(0, 1, 2, 3, 4),
@@ -388,6 +453,12 @@ _FULL = dict(
                    eval_tokens=16_384, expansion=16, ks=(8, 16, 32, 64, 128), steps=8000, batch_size=1024, lr=1e-3,
                    inference_k_max_multiple=4, babel_rows=2048),
 )
+
+_FULL["real_gba"] = RealGBAScale(
+    model="smollm2", layer=10, place="mlp_out", fallback_model="minilm", fallback_layer=3, tokens=600_000, eval_tokens=16_384,
+    expansion=16, steps=8000, batch_size=1024, log_every=100, buffer_steps=50, readings=("printed", "small a"),
+    ba_targets=(0.003, 0.01, 0.05), topk_ks=(16, 32, 64, 128, 256, 512), l1_coefficients=(0.1, 0.03, 0.01, 0.003, 0.001),
+    consistency_seeds=3, consistency_topk=64, consistency_l1=0.01, alphas=(0.01, 0.003))
 
 _PROFILES: dict[str, dict[str, Any]] = {"quick": _QUICK, "full": _FULL}
 PROFILE_NAMES: tuple[str, ...] = tuple(_PROFILES)

@@ -442,7 +442,28 @@ def _figure_calls():
         "real_inference_figure": lambda: plotting.real_inference_figure(_real_frames()[1]),
         "real_babel_figure": lambda: plotting.real_babel_figure(*_real_frames()[2:4]),
         "real_training_figure": lambda: plotting.real_training_figure(_real_frames()[4]),
+        "gba_real_frontier_figure": lambda: plotting.gba_real_frontier_figure(*_gba_real_frames()[:2], model_label="tiny", paper_note="p"),
+        "gba_real_frontier_figure without curves": lambda: plotting.gba_real_frontier_figure(_gba_real_frames()[0]),
+        "gba_real_consistency_figure": lambda: plotting.gba_real_consistency_figure(_gba_real_frames()[2]),
+        "gba_real_neurons_figure": lambda: plotting.gba_real_neurons_figure(_gba_real_frames()[3]),
     }
+
+
+def _gba_real_frames():
+    front = pd.DataFrame([dict(family=f, value=v, method=f"{f} {v}", fraction_active=fa, fraction_pre=fp, l2_loss=l, settled=True)
+                          for f, v, fa, fp, l in (("TopK", "8", 0.01, 0.1, 0.4), ("TopK", "64", 0.1, 0.4, 0.2), ("L1", "0.1", 0.02, 0.02, 0.5),
+                                                  ("L1", "0.01", 0.2, 0.2, 0.25), ("BA", "0.05", 0.05, 0.05, 0.35),
+                                                  ("GBA", "printed", 0.04, 0.04, 0.3), ("GBA", "small a", 0.06, 0.06, 0.28))])
+    curves = pd.DataFrame([dict(family=r.family, method=r.method, step=s, loss=r.l2_loss + 1.0 / s, l0=1.0)
+                           for r in front.itertuples() for s in (10, 20, 30)])
+    cons = pd.DataFrame([dict(method=m, seed=s, selection=sel, alpha=a, n_selected=4, threshold=t, fraction=0.0 if m == "TopK" else 0.5)
+                         for m in ("GBA", "TopK", "L1") for s in (0, 1) for sel in ("max activation", "Z-score") for a in (0.05, 0.01)
+                         for t in (0.6, 0.9)])
+    g = np.random.default_rng(0)
+    diag = pd.DataFrame([dict(method=m, neuron=i, max_activation=float(g.uniform(0.1, 1)), z_score=float(g.uniform(1, 20)),
+                              frequency=0.0 if i == 0 else float(g.uniform(1e-3, 0.3)), mcs=float(g.uniform(0, 1)))
+                         for m in ("GBA", "TopK") for i in range(30)])
+    return front, curves, cons, diag
 
 
 REAL = ("MP-SAE", "TopK", "BatchTopK", "ReLU", "JumpReLU")

@@ -8,6 +8,6 @@ from .mp_theory import convergence, earlier_atom_cosines, proposition_checks
 from .mp import adaptive_sparsity, threshold_l0, threshold_tradeoff
 from .hierarchical import absorption, hierarchy
 from .cross_paper import mp_on_feature_model
-from . import real_mp
+from . import real_gba, real_mp
 
 __all__ = ["deployed_readings", "absorption", "hierarchy", "mp_on_feature_model", "adaptive_sparsity", "threshold_l0", "threshold_tradeoff", "consistency", "convergence", "earlier_atom_cosines", "proposition_checks", "frequency_check", "frontier", "gba_vs_topk", "h3_sample_size", "identifiability_grid", "resonance", "theorem_band"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..models.registry import method_order
 from .core import hue_kwargs, method_colors, use_style
 
-__all__ = ["real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_training_figure"]
+__all__ = ["gba_real_consistency_figure", "gba_real_frontier_figure", "gba_real_neurons_figure", "real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_training_figure"]
 
 
 def _plain_log(ax, axis: str = "x", ticks=None) -> None:
@@ -175,4 +175,121 @@ def real_training_figure(curves_df):
                 ax.legend(fontsize=7)
     axes[0][-1].legend(title="method", fontsize=7, loc="upper right")
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 08: GBA on a real network (experiments.real_gba)
+# --------------------------------------------------------------------------------------------
+
+#: Colour key of each family of notebook 08: the tied models' registered labels, so GBA, TopK and
+#: L1 keep their colours of the other GBA figures.
+_GBA_REAL_KEYS = {"GBA": "GBA", "BA": "BA", "TopK": "Tied TopK", "L1": "Tied L1"}
+_GBA_READING_MARKERS = ("*", "D", "P", "X", "^")
+
+
+def _gba_real_colors() -> dict[str, str]:
+    colors = method_colors(list(_GBA_REAL_KEYS.values()))
+    return {family: colors[key] for family, key in _GBA_REAL_KEYS.items()}
+
+
+def gba_real_frontier_figure(front, curves=None, *, model_label: str = "", paper_note: str = ""):
+    """The loss-sparsity frontier of GBA on a real network (``experiments.real_gba.frontier``): L2
+    loss against the fraction of active neurons (log), TopK post-act (solid) and pre-act (dashed)
+    curves, L1 and BA points, one marker per GBA reading; with ``curves``
+    (``experiments.real_gba.training_curves``) a second panel, the training loss against the step
+    of every run (convergence). ``paper_note`` is written in the first panel (the paper's point on
+    another model)."""
+    import matplotlib.pyplot as plt
+
+    use_style()
+    colors = _gba_real_colors()
+    n = 2 if curves is not None else 1
+    fig, axes = plt.subplots(1, n, figsize=(6.2 * n, 4.6), squeeze=False)
+    ax = axes[0][0]
+    tk = front[front.family == "TopK"].sort_values("fraction_active")
+    ax.plot(tk.fraction_active, tk.l2_loss, "o-", color=colors["TopK"], label="TopK, post-act fraction (K kept)")
+    for _, r in tk.iterrows():
+        ax.annotate(f"K={r.value}", (r.fraction_active, r.l2_loss), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors["TopK"])
+    pre = tk.sort_values("fraction_pre")
+    ax.plot(pre.fraction_pre, pre.l2_loss, "o--", color=colors["TopK"], alpha=0.55, label="TopK, pre-act fraction (y > 0)")
+    l1 = front[front.family == "L1"].sort_values("fraction_active")
+    ax.plot(l1.fraction_active, l1.l2_loss, "s-", color=colors["L1"], label="L1")
+    ba = front[front.family == "BA"]
+    ax.scatter(ba.fraction_active, ba.l2_loss, marker="v", s=60, color=colors["BA"], edgecolor="k", linewidth=0.5, zorder=4,
+               label="BA (" + ", ".join(f"p={v}" for v in ba.value) + ")")
+    gba = front[front.family == "GBA"]
+    for i, (_, r) in enumerate(gba.iterrows()):
+        ax.scatter([r.fraction_active], [r.l2_loss], marker=_GBA_READING_MARKERS[i % len(_GBA_READING_MARKERS)], s=160, color=colors["GBA"],
+                   edgecolor="k", linewidth=0.7, zorder=5, label=f"GBA, reading '{r.value}'")
+    ax.set(xscale="log", xlabel="fraction of neurons active per held-out token (L0 / M, log scale)",
+           ylabel="L2 loss: mean ||x - x̂||² (unit-norm rows)", title=f"loss-sparsity frontier{', ' + model_label if model_label else ''}")
+    if paper_note:
+        ax.text(0.02, 0.02, paper_note, transform=ax.transAxes, fontsize=7, va="bottom", ha="left", color="0.3")
+    ax.legend(fontsize=7, loc="upper right")
+    if curves is not None:
+        ax = axes[0][1]
+        for method, g in curves.groupby("method", sort=False):
+            family = g.family.iloc[0]
+            ax.plot(g.step, g.loss, color=colors[family], alpha=0.9 if family == "GBA" else 0.5, lw=1.6 if family == "GBA" else 1.0)
+        from matplotlib.lines import Line2D
+
+        ax.legend([Line2D([], [], color=colors[f]) for f in _GBA_REAL_KEYS], [f"{f} runs" for f in _GBA_REAL_KEYS], fontsize=7)
+        ax.set(yscale="log", xlabel="training step", ylabel="training loss (log scale)", title="convergence: training loss of every run")
+    fig.tight_layout()
+    return fig
+
+
+def gba_real_consistency_figure(cons):
+    """Cross-seed consistency (``experiments.real_gba.consistency``): the share of the top-alpha
+    neurons whose MCS reaches each threshold, mean over seeds (bars: the seeds' range), one panel
+    per selection criterion, line style per alpha."""
+    import matplotlib.pyplot as plt
+
+    use_style()
+    colors = _gba_real_colors()
+    selections = list(dict.fromkeys(cons.selection))
+    alphas = sorted(cons.alpha.unique(), reverse=True)
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(selections), figsize=(5.4 * len(selections), 4.2), sharey=True, squeeze=False)
+    for ax, sel in zip(axes[0], selections):
+        c = cons[cons.selection == sel]
+        for (method, alpha), g in c.groupby(["method", "alpha"], sort=False):
+            s = g.groupby("threshold").fraction.agg(["mean", "min", "max"])
+            n_sel = int(g.n_selected.median())
+            ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], color=colors[method],
+                        linestyle=styles[alphas.index(alpha) % len(styles)], marker="o", ms=4, capsize=2,
+                        label=f"{method}, top {alpha:.1%} ({n_sel} neurons)")
+        ax.set(xlabel="MCS threshold (max cosine with another seed's neurons)", ylabel="share of selected neurons with MCS >= threshold",
+               title=f"top neurons by {sel}", ylim=(-0.03, 1.03))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def gba_real_neurons_figure(diag):
+    """Per-neuron diagnostics (``experiments.real_gba.neuron_diagnostics``): Z-score against max
+    activation coloured by MCS, for each method, and GBA's firing frequency against Z-score.
+    Neurons that never fire on the held-out tokens are left out."""
+    import matplotlib.pyplot as plt
+
+    use_style()
+    methods = list(dict.fromkeys(diag.method))
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(4.8 * (len(methods) + 1), 4.2))
+    alive = diag[diag.frequency > 0]
+    sc = None
+    for ax, method in zip(axes, methods):
+        d = alive[alive.method == method]
+        sc = ax.scatter(d.max_activation, d.z_score, c=d.mcs, cmap="viridis", vmin=0, vmax=1, s=8)
+        ax.set(xscale="log", xlabel="max activation on held-out tokens (log scale)", ylabel="Z-score: (max - mean) / std",
+               title=f"{method}: Z-score against max activation")
+        _plain_log(ax, "x")
+    d = alive[alive.method == methods[0]]
+    ax = axes[-1]
+    ax.scatter(d.z_score, d.frequency, c=d.mcs, cmap="viridis", vmin=0, vmax=1, s=8)
+    ax.set(yscale="log", xlabel="Z-score", ylabel="firing frequency on held-out tokens (log scale)",
+           title=f"{methods[0]}: frequency against Z-score")
+    fig.tight_layout()
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes), label="MCS with the other seeds' runs (min)", shrink=0.85)
     return fig
