@@ -74,12 +74,22 @@ def test_frontier_claim_values__feed_the_rule():
 
 
 def test_consistency_and_neuron_claim_values():
-    rows = [dict(method=m, seed=s, selection=sel, alpha=a, n_selected=5, threshold=t, fraction=f, settled=True)
-            for m, f in (("GBA", 0.5), ("TopK", 0.2), ("L1", 0.6)) for s in (0, 1) for sel in ("max activation", "Z-score")
-            for a in (0.05, 0.01) for t in (0.6, 0.9)]
-    v = real_gba.consistency_claim_values(pd.DataFrame(rows))
-    assert v == dict(n_selections=4, gba_wins=4, l1_beats_gba=4, gba_min=0.5, gba_max=0.5, topk_min=0.2, topk_max=0.2)
-    assert claims.evaluate(claims.CLAIMS["gba.real.consistency"], dict(v, converged=True))[0] == "reproduces"
+    # at the end GBA 0.5, TopK 0.2, L1 0.6; half-way the shares were lower (TopK 0.0) and the medians moved
+    # by 0.02 (settled) except TopK's, which moved by 0.1
+    rows = [dict(method=m, step=step, seed=s, selection=sel, alpha=a, n_selected=5, threshold=t,
+                 fraction=f if step == 20 else (0.0 if m == "TopK" else f), median_mcs=med + (0 if step == 20 else (-0.1 if m == "TopK" else -0.02)),
+                 settled=True)
+            for m, f, med in (("GBA", 0.5, 0.8), ("TopK", 0.2, 0.5), ("L1", 0.6, 0.85)) for step in (10, 20) for s in (0, 1)
+            for sel in ("max activation", "Z-score") for a in (0.05, 0.01) for t in (0.6, 0.9)]
+    cons = pd.DataFrame(rows)
+    v = real_gba.consistency_claim_values(cons)
+    assert v == dict(n_selections=4, gba_wins=4, l1_beats_gba=4, gba_min=0.5, gba_max=0.5, topk_min=0.2, topk_max=0.2, converged=False)
+    st = real_gba.consistency_settled(cons).set_index("method")
+    assert st.settled["GBA"].all() and st.settled["L1"].all() and not st.settled["TopK"].any()
+    assert st.median_mcs_half["TopK"].iloc[0] == pytest.approx(0.4) and st.median_mcs_end["TopK"].iloc[0] == pytest.approx(0.5)
+    assert claims.evaluate(claims.CLAIMS["gba.real.consistency"], v)[0] == "reproduces"  # positive: kept, shown "(not converged)"
+    settled = cons.assign(median_mcs=cons.groupby(["method", "seed", "selection", "alpha", "threshold"]).median_mcs.transform("max"))
+    assert real_gba.consistency_claim_values(settled)["converged"]
     with pytest.raises(ValueError, match="threshold"):
         real_gba.consistency_claim_values(pd.DataFrame(rows), threshold=0.75)
     # Z-score rises with max activation; the top decile (neurons 90..99) have MCS 0.9, the rest 0.3
@@ -87,7 +97,9 @@ def test_consistency_and_neuron_claim_values():
     diag = pd.DataFrame(dict(method="GBA", neuron=range(n), max_activation=np.linspace(0.1, 1, n), z_score=np.linspace(1, 10, n),
                              frequency=0.01, mcs=[0.9 if i >= 90 else 0.3 for i in range(n)]))
     nv = real_gba.neuron_claim_values(diag)
-    assert nv["spearman_z_logmax"] == pytest.approx(1.0) and nv["mcs_top_z"] == 0.9 and nv["mcs_rest"] == 0.3
+    assert nv["spearman_z_logmax"] == pytest.approx(1.0) and nv["mcs_top_z"] == 0.9 and nv["mcs_rest"] == 0.3 and "converged" not in nv
+    assert real_gba.neuron_claim_values(diag, half=diag)["converged"]
+    assert not real_gba.neuron_claim_values(diag, half=diag.assign(mcs=0.5))["converged"]
     assert claims.evaluate(claims.CLAIMS["gba.real.neuron_diagnostics"], dict(nv, converged=True))[0] == "reproduces"
     with pytest.raises(ValueError, match="at least 10"):
         real_gba.neuron_claim_values(diag.assign(frequency=0.0))
@@ -150,6 +162,11 @@ def test_study__every_reading_on_the_tiny_cache(tiny_cache, profile):
     cons = real_gba.consistency(profile, cache=tiny_cache, progress=False)
     assert set(cons.method) == {"GBA", "TopK", "L1"} and set(cons.seed) == {0, 1} and cons.fraction.between(0, 1).all()
     assert set(cons.alpha) == set(S.alphas) and set(cons.selection) == {"max activation", "Z-score"}
+    assert set(cons.step) == set(real_gba.readings_steps(S)) == {20, 40} and cons.median_mcs.between(-1, 1).all()
+    assert {"point_settled", "l2_loss_half", "fraction_half"} <= set(front.columns)
+    half = real_gba.neuron_diagnostics(profile, cache=tiny_cache, step=20)
+    assert len(half) == 2 * S.expansion * tiny_cache.d and not half.max_activation.equals(
+        real_gba.neuron_diagnostics(profile, cache=tiny_cache).max_activation)
     diag = real_gba.neuron_diagnostics(profile, cache=tiny_cache)
     assert len(diag) == 2 * S.expansion * tiny_cache.d and diag.mcs.between(-1, 1).all() and diag.frequency.between(0, 1).all()
     curves = real_gba.training_curves(profile, cache=tiny_cache)

@@ -64,8 +64,8 @@ from .gba_readings import READINGS
 from .real_mp import activation_request, data_key, split
 from .specs import HookSpec, MethodSpec
 
-__all__ = ["FAMILIES", "PAPER_CONSISTENCY", "PAPER_SOURCE", "activation_cache", "consistency", "consistency_claim_values", "frontier", "frontier_claim_values", "frontier_summary", "method_spec", "neuron_claim_values", "neuron_diagnostics", "paper_consistency",
-           "runs", "trained", "training_curves"]
+__all__ = ["FAMILIES", "PAPER_CONSISTENCY", "PAPER_SOURCE", "activation_cache", "consistency", "consistency_claim_values", "consistency_settled", "frontier", "frontier_claim_values", "frontier_summary", "method_spec", "neuron_claim_values", "neuron_diagnostics", "paper_consistency",
+           "readings_steps", "runs", "trained", "training_curves"]
 
 FAMILIES = ("GBA", "BA", "TopK", "L1")
 
@@ -129,12 +129,20 @@ def method_spec(family: str, value, scale: RealGBAScale) -> MethodSpec:
 
 def trained(family: str, value, profile: Profile, cache: ActivationCache, seed: int | None = None) -> CachedRun:
     """The run of ``family`` at ``value`` with ``seed`` (default: the profile's first), trained
-    once and then loaded from the run cache."""
+    once and then loaded from the run cache; it keeps its model half-way (:func:`readings_steps`)."""
     S = profile.real_gba
     seed = profile.seeds[0] if seed is None else seed
     run = dict(steps=S.steps, batch_size=S.batch_size, seed=seed, progress=False, log_every=S.log_every)
     return train_cached(method_spec(family, value, S), lambda: split(cache, S.eval_tokens)[0], data_key=data_key(cache, S.eval_tokens),
-                        d=cache.d, n_latents=S.expansion * cache.d, seed=seed + 1, run=run, device=profile.device, dtype=profile.dtype)
+                        d=cache.d, n_latents=S.expansion * cache.d, seed=seed + 1, run=run, device=profile.device, dtype=profile.dtype,
+                        snapshots=readings_steps(S)[:-1])
+
+
+def readings_steps(scale: RealGBAScale) -> tuple[int, ...]:
+    """The steps at which the consistency study and the neuron diagnostics are read: half-way
+    (a snapshot every run keeps) and the end, so that a verdict on MCS shows whether MCS itself
+    has stopped moving (the training loss can settle long before the dictionaries do)."""
+    return (scale.steps // 2, scale.steps)
 
 
 def runs(profile: Profile) -> list[tuple[str, object]]:
@@ -182,14 +190,22 @@ def frontier(profile: Profile, *, cache: ActivationCache | None = None, progress
     -------
     DataFrame with ``family, value, method, l2_loss, fvu, l0, fraction_active`` (post-act: L0 / M),
     ``fraction_pre`` (neurons with a positive pre-activation; the pre-act fraction of TopK),
-    ``dead_fraction`` (silent on every held-out token), ``settled`` (the training loss), ``seconds``.
+    ``dead_fraction`` (silent on every held-out token), ``l2_loss_half`` and ``fraction_half`` (the
+    same run half-way, :func:`readings_steps`), ``point_settled`` (from half-way to the end the loss
+    moved by at most 5% and the fraction by at most 10%), ``settled`` (the training loss plateaued),
+    ``seconds``.
     """
     cache = activation_cache(profile) if cache is None else cache
     x = _held_out(profile, cache)
     rows = []
+    half = readings_steps(profile.real_gba)[0]
     for family, value in tqdm(runs(profile), desc="frontier", disable=not progress):
         run = trained(family, value, profile, cache)
-        rows.append(dict(family=family, value=str(value), method=method_spec(family, value, profile.real_gba).label, **_read(run.model, x),
+        end, mid = _read(run.model, x), _read(run.at(half), x)
+        moved = (abs(end["l2_loss"] - mid["l2_loss"]) <= 0.05 * mid["l2_loss"]
+                 and abs(math.log(max(end["fraction_active"], 1e-12) / max(mid["fraction_active"], 1e-12))) <= math.log(1.1))
+        rows.append(dict(family=family, value=str(value), method=method_spec(family, value, profile.real_gba).label, **end,
+                         l2_loss_half=mid["l2_loss"], fraction_half=mid["fraction_active"], point_settled=bool(moved),
                          settled=_settled(run.history), seconds=run.seconds))
     return pd.DataFrame(rows)
 
@@ -242,7 +258,8 @@ def frontier_claim_values(front: pd.DataFrame, main_reading: str) -> dict:
     """The values ``claims`` rule ``gba.real.frontier`` reads, from :func:`frontier`: GBA under
     ``main_reading`` against TopK post-act (``ratio_topk_post``, ``in_range``) and whether it beats
     TopK pre-act, L1 and BA; the reading with the smallest ratio (``best_*``); ``converged``: every
-    run's training loss settled."""
+    run's training loss settled and its point stopped moving (``settled`` and ``point_settled``;
+    the latter is taken as true for a frame without it)."""
     summ = frontier_summary(front)
     gba = summ[summ.family == "GBA"].set_index("value")
     if main_reading not in gba.index:
@@ -254,7 +271,8 @@ def frontier_claim_values(front: pd.DataFrame, main_reading: str) -> dict:
                 ratio_topk_post=float(g.ratio_topk_post) if in_range else 0.0,
                 beats_topk_pre=bool(g.beats_topk_pre), beats_l1=bool(g.beats_l1), beats_ba=bool(g.beats_ba),
                 best_reading=str(ranked.index[0]) if len(ranked) else main_reading,
-                best_ratio_topk_post=float(ranked.iloc[0]) if len(ranked) else 0.0, converged=bool(front.settled.all()))
+                best_ratio_topk_post=float(ranked.iloc[0]) if len(ranked) else 0.0,
+                converged=bool(front.settled.all()) and bool(front.get("point_settled", pd.Series([True])).all()))
 
 
 def _codes_stats(sae: SAE, x: Tensor) -> ActivationStats:
@@ -273,15 +291,16 @@ def _consistency_methods(scale: RealGBAScale) -> dict[str, tuple[str, object]]:
 
 def consistency(profile: Profile, *, cache: ActivationCache | None = None, thresholds=(0.6, 0.7, 0.8, 0.9),
                 progress: bool = True) -> pd.DataFrame:
-    """Cross-seed consistency of GBA (the first reading), TopK and L1: for each of the first
-    ``consistency_seeds`` seeds' run, the top alpha neurons by maximum activation and by Z-score
-    on the held-out tokens (alpha in ``alphas``; neurons that never fire are not selectable), and
-    the fraction of them whose MCS (min over the other seeds' runs) is at least each threshold.
+    """Cross-seed consistency of GBA (the first reading), TopK and L1, read half-way and at the end
+    of the runs (:func:`readings_steps`): for each of the first ``consistency_seeds`` seeds' run,
+    the top alpha neurons by maximum activation and by Z-score on the held-out tokens (alpha in
+    ``alphas``; neurons that never fire are not selectable), their median MCS (min over the other
+    seeds' runs at the same step), and the fraction of them whose MCS is at least each threshold.
 
     Returns
     -------
-    DataFrame with ``method, seed, selection, alpha, n_selected, threshold, fraction`` and
-    ``settled`` (that run's training loss).
+    DataFrame with ``method, step, seed, selection, alpha, n_selected, median_mcs, threshold,
+    fraction`` and ``settled`` (that run's training loss).
     """
     S = profile.real_gba
     seeds = profile.seeds[: S.consistency_seeds]
@@ -292,29 +311,48 @@ def consistency(profile: Profile, *, cache: ActivationCache | None = None, thres
     rows = []
     for label, (family, value) in tqdm(_consistency_methods(S).items(), desc="consistency", disable=not progress):
         fitted = {s: trained(family, value, profile, cache, seed=s) for s in seeds}
-        models = {s: r.model for s, r in fitted.items()}
-        dicts = {s: m.W_dec.detach().to(torch.float64).cpu() for s, m in models.items()}
-        for s in seeds:
-            settled = _settled(fitted[s].history)
-            stats = _codes_stats(models[s], x)
-            mcs = torch.stack([max_cosine_similarity(dicts[s], dicts[o]) for o in seeds if o != s]).min(0).values
-            alive = stats.frequency > 0
-            for selection, score in (("max activation", stats.max), ("Z-score", stats.z_score)):
-                score = torch.where(alive, score, torch.full_like(score, -1e300))  # a silent neuron is never selected
-                for alpha in S.alphas:
-                    chosen = top_fraction(score, alpha)
-                    chosen = chosen[alive[chosen]]
-                    for t in thresholds:
-                        frac = float((mcs[chosen] >= t).to(torch.float64).mean()) if len(chosen) else float("nan")
-                        rows.append(dict(method=label, seed=s, selection=selection, alpha=alpha, n_selected=int(len(chosen)), threshold=t,
-                                         fraction=frac, settled=settled))
+        for step in readings_steps(S):
+            models = {s: r.at(step) for s, r in fitted.items()}
+            dicts = {s: m.W_dec.detach().to(torch.float64).cpu() for s, m in models.items()}
+            for s in seeds:
+                settled = _settled(fitted[s].history)
+                stats = _codes_stats(models[s], x)
+                mcs = torch.stack([max_cosine_similarity(dicts[s], dicts[o]) for o in seeds if o != s]).min(0).values
+                alive = stats.frequency > 0
+                for selection, score in (("max activation", stats.max), ("Z-score", stats.z_score)):
+                    score = torch.where(alive, score, torch.full_like(score, -1e300))  # a silent neuron is never selected
+                    for alpha in S.alphas:
+                        chosen = top_fraction(score, alpha)
+                        chosen = chosen[alive[chosen]]
+                        median = float(mcs[chosen].median()) if len(chosen) else float("nan")
+                        for t in thresholds:
+                            frac = float((mcs[chosen] >= t).to(torch.float64).mean()) if len(chosen) else float("nan")
+                            rows.append(dict(method=label, step=step, seed=s, selection=selection, alpha=alpha, n_selected=int(len(chosen)),
+                                             median_mcs=median, threshold=t, fraction=frac, settled=settled))
     return pd.DataFrame(rows)
 
 
-def neuron_diagnostics(profile: Profile, *, cache: ActivationCache | None = None, methods=("GBA", "TopK")) -> pd.DataFrame:
-    """Per neuron of the first seed's run of each method (of the consistency study): maximum
-    activation, Z-score, firing frequency on the held-out tokens, and MCS (min over the other
-    consistency seeds' runs).
+def consistency_settled(cons: pd.DataFrame, *, atol: float = 0.03) -> pd.DataFrame:
+    """Whether MCS stopped moving: per method, selection and alpha, the median MCS of the selected
+    neurons (mean over seeds) half-way and at the end of the runs, and ``settled`` when they
+    differ by at most ``atol`` (``metrics.metric_settled``). A share at a high threshold can sit
+    at 0 at both readings while the MCS below it still climbs, so the median is what is tested."""
+    from ..metrics import metric_settled
+
+    m = cons.drop_duplicates(["method", "step", "seed", "selection", "alpha"]).groupby(["method", "selection", "alpha", "step"]).median_mcs.mean()
+    m = m.unstack("step")
+    steps = sorted(m.columns)
+    out = m.rename(columns={steps[0]: "median_mcs_half", steps[-1]: "median_mcs_end"})
+    out["settled"] = [metric_settled([a, b], atol=atol) for a, b in zip(out.median_mcs_half, out.median_mcs_end)]
+    return out.reset_index()
+
+
+def neuron_diagnostics(profile: Profile, *, cache: ActivationCache | None = None, methods=("GBA", "TopK"),
+                       step: int | None = None) -> pd.DataFrame:
+    """Per neuron of the first seed's run of each method (of the consistency study), at ``step``
+    (one of :func:`readings_steps`; default the end): maximum activation, Z-score, firing
+    frequency on the held-out tokens, and MCS (min over the other consistency seeds' runs at the
+    same step).
 
     Returns
     -------
@@ -328,7 +366,7 @@ def neuron_diagnostics(profile: Profile, *, cache: ActivationCache | None = None
     frames = []
     for label in methods:
         family, value = table[label]
-        models = [trained(family, value, profile, cache, seed=s).model for s in seeds]
+        models = [trained(family, value, profile, cache, seed=s).at(S.steps if step is None else step) for s in seeds]
         dicts = [m.W_dec.detach().to(torch.float64).cpu() for m in models]
         stats = _codes_stats(models[0], x)
         mcs = torch.stack([max_cosine_similarity(dicts[0], D) for D in dicts[1:]]).min(0).values if len(dicts) > 1 else torch.full((len(dicts[0]),), float("nan"))
@@ -340,20 +378,35 @@ def neuron_diagnostics(profile: Profile, *, cache: ActivationCache | None = None
 def consistency_claim_values(cons: pd.DataFrame, *, threshold: float = 0.9) -> dict:
     """The values ``claims`` rule ``gba.real.consistency`` reads, from :func:`consistency`: per
     selection (criterion, alpha) the share of selected neurons with MCS >= ``threshold``, averaged
-    over seeds; in how many GBA is above TopK, and L1 above GBA."""
-    c = cons[np.isclose(cons.threshold, threshold)]
+    over seeds, at the end of the runs; in how many GBA is above TopK, and L1 above GBA;
+    ``converged``: every run's training loss settled and every median MCS settled
+    (:func:`consistency_settled`)."""
+    converged = bool(cons.settled.all()) and bool(consistency_settled(cons).settled.all())
+    c = cons[np.isclose(cons.threshold, threshold) & (cons.step == cons.step.max())]
     if c.empty:
         raise ValueError(f"the consistency frame has no threshold {threshold}; it has {sorted(cons.threshold.unique())}.")
     share = c.groupby(["selection", "alpha", "method"]).fraction.mean().unstack("method")
     return dict(n_selections=int(len(share)), gba_wins=int((share.GBA > share.TopK).sum()), l1_beats_gba=int((share.L1 > share.GBA).sum()),
-                gba_min=float(share.GBA.min()), gba_max=float(share.GBA.max()), topk_min=float(share.TopK.min()), topk_max=float(share.TopK.max()))
+                gba_min=float(share.GBA.min()), gba_max=float(share.GBA.max()), topk_min=float(share.TopK.min()), topk_max=float(share.TopK.max()),
+                converged=converged)
 
 
-def neuron_claim_values(diag: pd.DataFrame, method: str = "GBA") -> dict:
+def neuron_claim_values(diag: pd.DataFrame, method: str = "GBA", *, half: pd.DataFrame | None = None) -> dict:
     """The values ``claims`` rule ``gba.real.neuron_diagnostics`` reads, from
     :func:`neuron_diagnostics`, over ``method``'s neurons that fire on the held-out tokens: the
     Spearman correlation of Z-score with max activation (the same as with its log), and the median
-    MCS and firing frequency of the top-decile Z-score neurons against the rest."""
+    MCS and firing frequency of the top-decile Z-score neurons against the rest. With ``half`` (the
+    diagnostics half-way through the runs), ``converged``: the correlation moved by at most 0.05
+    and both medians of MCS by at most 0.03 between the two readings."""
+    out = _neuron_values(diag, method)
+    if half is not None:
+        h = _neuron_values(half, method)
+        out["converged"] = bool(abs(out["spearman_z_logmax"] - h["spearman_z_logmax"]) <= 0.05
+                                and abs(out["mcs_top_z"] - h["mcs_top_z"]) <= 0.03 and abs(out["mcs_rest"] - h["mcs_rest"]) <= 0.03)
+    return out
+
+
+def _neuron_values(diag: pd.DataFrame, method: str) -> dict:
     d = diag[(diag.method == method) & (diag.frequency > 0)]
     if len(d) < 10:
         raise ValueError(f"{method} has {len(d)} neurons that fire on the held-out tokens; the diagnostics need at least 10.")
