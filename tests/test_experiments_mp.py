@@ -191,3 +191,27 @@ def test_babel_study__every_method_and_the_truth_with_reference_values(profile, 
     V = mp._feature_model(TINY, 0, "cpu", torch.float32).features
     assert truth.babel_1 == pytest.approx(babel(V, 1)) and truth.l0 == TINY.s  # exactly s active per row
     assert df[df.method == "MP-SAE"].l0.iloc[0] <= TINY.k
+
+
+def test_recovery_claim_values__means_at_the_end_and_convergence_from_half_way():
+    import pandas as pd
+
+    from sae_theory import claims
+    from sae_theory.experiments import mp
+
+    rows = [dict(method=m, seed=s, step=st, fvu=f, nmse=f, l0=8.0, frr_08=1.0, frr_09=r, mcc=c)
+            for m, f, r, c in (("MP-SAE", 0.02, 1.0, 0.998), ("TopK", 0.13, 0.99, 0.99)) for s in (0, 1) for st in (10, 20)]
+    rec = pd.DataFrame(rows)
+    v = mp.recovery_claim_values(rec)
+    assert v == dict(mp_fvu=0.02, topk_fvu=0.13, mp_mcc=0.998, topk_mcc=0.99, mp_frr_09=1.0, topk_frr_09=0.99, converged=True)
+    # MP-SAE recovers as well: the claim is refuted on these (converged) values
+    assert claims.evaluate(claims.CLAIMS["mp.synth.reconstruction_not_recovery"], v)[0] == "does not reproduce"
+    # TopK's MCC still climbing from half-way: not converged, so no refutation
+    moving = rec.assign(mcc=[0.7 if (m == "TopK" and st == 10) else c for m, st, c in zip(rec.method, rec.step, rec.mcc)])
+    mv = mp.recovery_claim_values(moving)
+    assert not mv["converged"] and claims.evaluate(claims.CLAIMS["mp.synth.reconstruction_not_recovery"], mv)[0] == "not converged"
+    # MP-SAE reconstructs better and recovers clearly fewer features: reproduces
+    worse = rec.assign(mcc=[0.9 if m == "MP-SAE" else c for m, c in zip(rec.method, rec.mcc)])
+    assert claims.evaluate(claims.CLAIMS["mp.synth.reconstruction_not_recovery"], mp.recovery_claim_values(worse))[0] == "reproduces"
+    with pytest.raises(ValueError, match="TopK"):
+        mp.recovery_claim_values(rec[rec.method == "MP-SAE"])

@@ -7,9 +7,9 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-from .core import hue_kwargs, method_colors, use_style
+from .core import hue_kwargs, mark_zero_bars, method_colors, use_style
 
-__all__ = ["adaptive_sparsity_figure", "mp_theory_figure"]
+__all__ = ["adaptive_sparsity_figure", "mp_theory_figure", "recovery_figure"]
 
 
 @contextmanager
@@ -192,5 +192,37 @@ def adaptive_sparsity_figure(err_df, l0_df, tradeoff_df=None):
     ax.set(yscale="log", xlabel="mean L0 (atoms used per input)", ylabel="mean normalised MSE",
            title="MP-SAE: fixed k against threshold mode")
     ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def recovery_figure(rec):
+    """Reconstruction against recovery (``experiments.mp.recovery_study``): held-out FVU against
+    the decoder MCC with the true features for each run, half-way (hollow) and at the end (filled),
+    an arrow from one to the other; and FRR at cosine 0.9 at both readings."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    use_style()
+    colors = method_colors(rec["method"])
+    half, end = sorted(rec.step.unique())[0], sorted(rec.step.unique())[-1]
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    ax = axes[0]
+    for (method, seed), g in rec.groupby(["method", "seed"], sort=False):
+        a, b = g[g.step == half].iloc[0], g[g.step == end].iloc[0]
+        ax.annotate("", xy=(b.fvu, b.mcc), xytext=(a.fvu, a.mcc), arrowprops=dict(arrowstyle="->", color=colors[method], alpha=0.6))
+        ax.scatter([a.fvu], [a.mcc], facecolor="none", edgecolor=colors[method], s=40)
+        ax.scatter([b.fvu], [b.mcc], color=colors[method], s=40, label=method if seed == rec.seed.min() else None)
+    ax.set(xscale="log", xlabel="held-out FVU at the training k (log scale; lower: better reconstruction)",
+           ylabel="decoder MCC with the true features (higher: better recovery)",
+           title=f"reconstruction against recovery (hollow: step {half:,}, filled: step {end:,})")
+    ax.legend(title="method", fontsize=8)
+    ax = axes[1]
+    sns.barplot(rec.assign(step=rec.step.map(lambda s: f"step {s:,}")), x="method", y="frr_09", hue="step", ax=ax, errorbar=("pi", 100),
+                palette=["#bbbbbb", "#555555"])
+    mark_zero_bars(ax)
+    ax.set(xlabel="method", ylabel="FRR: true features with a learned atom at cosine >= 0.9", ylim=(0, 1.05),
+           title="feature recovery rate (bars: mean, whiskers: seeds' range)")
+    ax.legend(title="reading", fontsize=8)
     fig.tight_layout()
     return fig
