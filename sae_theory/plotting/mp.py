@@ -216,6 +216,9 @@ def recovery_figure(rec):
     ax.set(xscale="log", xlabel="held-out FVU at the training k (log scale; lower: better reconstruction)",
            ylabel="decoder MCC with the true features (higher: better recovery)",
            title=f"reconstruction against recovery (hollow: step {half:,}, filled: step {end:,})")
+    from .real import _plain_log
+
+    _plain_log(ax, "x")
     ax.legend(title="method", fontsize=8)
     ax = axes[1]
     sns.barplot(rec.assign(step=rec.step.map(lambda s: f"step {s:,}")), x="method", y="frr_09", hue="step", ax=ax, errorbar=("pi", 100),
