@@ -32,6 +32,7 @@ from .core import (
     mark_zero_bars,
     method_colors,
     name_zero_curves,
+    plain_log_axis,
     repo_root,
     save_figure,
     use_style,

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "mark_zero_bars",
+    "plain_log_axis",
     "name_zero_curves",
     "FIGURE_DIR_ENV",
     "UPDATE_FIGURES_ENV",
@@ -414,3 +415,18 @@ def name_zero_curves(ax, data, *, y: str, by, fmt=str, where: str = "upper left"
         ax.text(0.02, y0, "at 0 everywhere:\n" + "\n".join(zero), transform=ax.transAxes, va=va, ha="left", fontsize=7,
                 bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"), zorder=7)
     return zero
+
+
+def plain_log_axis(ax, axis: str = "x", ticks=None) -> None:
+    """Label a log axis with plain numbers (``16``, not ``1.6 x 10^1``) and no minor labels;
+    ``ticks``: the major ticks to show (default: 1, 2, 3 and 5 times the powers of ten, so that a
+    range within one decade is labelled too)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    if ticks is not None:
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(list(ticks))
+    else:
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a.set_minor_formatter(NullFormatter())

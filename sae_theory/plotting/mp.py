@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-from .core import hue_kwargs, mark_zero_bars, method_colors, use_style
+from .core import hue_kwargs, mark_zero_bars, method_colors, plain_log_axis, use_style
 
 __all__ = ["adaptive_sparsity_figure", "mp_theory_figure", "recovery_figure"]
 
@@ -216,9 +216,7 @@ def recovery_figure(rec):
     ax.set(xscale="log", xlabel="held-out FVU at the training k (log scale; lower: better reconstruction)",
            ylabel="decoder MCC with the true features (higher: better recovery)",
            title=f"reconstruction against recovery (hollow: step {half:,}, filled: step {end:,})")
-    from .real import _plain_log
-
-    _plain_log(ax, "x")
+    plain_log_axis(ax, "x")
     ax.legend(title="method", fontsize=8)
     ax = axes[1]
     sns.barplot(rec.assign(step=rec.step.map(lambda s: f"step {s:,}")), x="method", y="frr_09", hue="step", ax=ax, errorbar=("pi", 100),

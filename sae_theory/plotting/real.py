@@ -5,24 +5,9 @@ tidy frames."""
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import hue_kwargs, method_colors, use_style
+from .core import hue_kwargs, method_colors, plain_log_axis, use_style
 
 __all__ = ["gba_real_consistency_figure", "gba_real_frontier_figure", "gba_real_neurons_figure", "real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_training_figure"]
-
-
-def _plain_log(ax, axis: str = "x", ticks=None) -> None:
-    """Label a log axis with plain numbers (``16``, not ``1.6 x 10^1``) and no minor labels;
-    ``ticks``: the major ticks to show (default: 1, 2, 3 and 5 times the powers of ten, so that a
-    range within one decade is labelled too)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    a = ax.xaxis if axis == "x" else ax.yaxis
-    if ticks is not None:
-        (ax.set_xticks if axis == "x" else ax.set_yticks)(list(ticks))
-    else:
-        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-    a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    a.set_minor_formatter(NullFormatter())
 
 
 def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""):
@@ -45,7 +30,7 @@ def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""
     ax.set(xscale="log", xlabel="L0: active latents per held-out token (log scale)", ylabel="R² on held-out tokens (global mean)",
            title=f"Fig 5 here: R² against L0{', ' + model_label if model_label else ''}")
     ks = sorted(df["k"].unique())
-    _plain_log(ax, "x", ks)
+    plain_log_axis(ax, "x", ks)
     ax.legend(title="method", fontsize=8)
     ax = axes[1]
     sns.barplot(df, x="k", y="dead_fraction", hue="method", ax=ax, **hue_kwargs(order))
@@ -59,14 +44,14 @@ def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""
         ax = axes[2]
         sns.lineplot(ours, x="k", y="fvu", hue="method", hue_order=pair, palette=colors, marker="o", ax=ax)
         ax.set(xscale="log", xlabel="k (training)", ylabel="FVU on held-out tokens", title=f"ours: {model_label or 'this study'}")
-        _plain_log(ax, "x", ks)
+        plain_log_axis(ax, "x", ks)
         ax.legend(title="method", fontsize=8)
         ax = axes[3]
         sns.lineplot(eleuther_df, x="k", y="fvu", hue="method", hue_order=pair, palette=colors, marker="s", linestyle="--", ax=ax)
         eks = sorted(eleuther_df["k"].unique())
         ax.set(xscale="log", xlabel="K (training)", ylabel="FVU (quoted)",
                title="EleutherAI (quoted): SmolLM2-135M layer 10, 64x\nanother model and scale: not comparable")
-        _plain_log(ax, "x", eks)
+        plain_log_axis(ax, "x", eks)
         ax.legend(title="method", fontsize=8)
     fig.tight_layout()
     return fig
@@ -91,8 +76,8 @@ def real_inference_figure(sweep_df):
         ax.axvline(k, color="k", ls="--", lw=1, label=f"training k = {k}")
         ax.set(xscale="log", yscale="log", xlabel="inference k (log scale)", ylabel="normalised MSE ||x - x̂||² / ||x||² (held out)",
                title=f"Fig 8 here: SAEs trained at k = {k}")
-        _plain_log(ax, "x", [j for j in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if j <= df.loc[df["train_k"] == k, "inference_k"].max()])
-        _plain_log(ax, "y")
+        plain_log_axis(ax, "x", [j for j in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if j <= df.loc[df["train_k"] == k, "inference_k"].max()])
+        plain_log_axis(ax, "y")
     axes[0].legend(fontsize=7)
     ax = axes[-1]
     if len(rank):
@@ -102,7 +87,7 @@ def real_inference_figure(sweep_df):
         ax.axvline(rk, color="k", ls="--", lw=1, label=f"training k = {rk}")
         ax.set(xscale="log", xlabel="inference k (log scale)", ylabel="effective rank of the codes (ZᵀZ)",
                title=f"Fig 6 here: effective rank (trained at k = {rk})")
-        _plain_log(ax, "x", sorted(rank["inference_k"].unique()))
+        plain_log_axis(ax, "x", sorted(rank["inference_k"].unique()))
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -126,7 +111,7 @@ def real_babel_figure(babel_df, gram_df):
                  dashes=False, ax=ax, **hue_kwargs(order))
     ax.set(xscale="log", xlabel="r (atoms summed)", ylabel=r"whole-dictionary Babel $\mu_1(r)$",
            title=f"Fig 7 here: whole dictionary (trained at k = {k_mid})")
-    _plain_log(ax, "x", sorted(babel_df["r"].unique()))
+    plain_log_axis(ax, "x", sorted(babel_df["r"].unique()))
     ax.legend(title="method", fontsize=8)
     ax = axes[1]
     per_run = babel_df.drop_duplicates(["method", "k"]).sort_values("l0")
@@ -134,7 +119,7 @@ def real_babel_figure(babel_df, gram_df):
                  estimator=None, sort=False, ax=ax, **hue_kwargs(order))
     ax.set(xscale="log", xlabel="L0: active latents per held-out token (log scale; one point per training k)",
            ylabel=r"co-active Babel $\mu_1(|S|-1)$, mean over tokens", title="Fig 7 here: atoms co-activated on held-out tokens")
-    _plain_log(ax, "x", ks)
+    plain_log_axis(ax, "x", ks)
     ax.legend(title="method", fontsize=8)
     ax = axes[2]
     colors = method_colors(order)
@@ -169,7 +154,7 @@ def real_training_figure(curves_df):
             ax = axes[i][j]
             sns.lineplot(g, x="step", y=col, hue="method", ax=ax, legend=(i, j) == (0, len(ks) - 1), linewidth=1.2, **hue_kwargs(order))
             ax.set(xlabel="training step", ylabel=label, yscale="log", title=f"trained at k = {k}")
-            _plain_log(ax, "y")
+            plain_log_axis(ax, "y")
             if col == "l0":
                 ax.axhline(k, color="k", ls="--", lw=0.8, label=f"target L0 = {k}")
                 ax.legend(fontsize=7)
@@ -283,7 +268,7 @@ def gba_real_neurons_figure(diag):
         sc = ax.scatter(d.max_activation, d.z_score, c=d.mcs, cmap="viridis", vmin=0, vmax=1, s=8)
         ax.set(xscale="log", xlabel="max activation on held-out tokens (log scale)", ylabel="Z-score: (max - mean) / std",
                title=f"{method}: Z-score against max activation")
-        _plain_log(ax, "x")
+        plain_log_axis(ax, "x")
     d = alive[alive.method == methods[0]]
     ax = axes[-1]
     ax.scatter(d.z_score, d.frequency, c=d.mcs, cmap="viridis", vmin=0, vmax=1, s=8)
