@@ -101,6 +101,9 @@ class Claim:
     """The measured values the rule reads (required keys of :func:`record`'s ``measured``)."""
     judge: Judge = field(repr=False, compare=False)
     """``judge(measured) -> (status, reason)``; ``status`` is one of :data:`STATUSES`."""
+    testable: bool = True
+    """False for a claim nothing here can test (its rule always says "not testable here" and why,
+    e.g. one that needs a model no package ships); it stays in the registry so the README lists it."""
     trained: bool = True
     """A training-based claim: "does not reproduce" needs ``measured["converged"] is True``: the
     measured metric shown stable against training steps (or, where only the loss was logged, the
@@ -446,6 +449,12 @@ def _judge_recon_not_recovery(m):
     return "does not reproduce", text + ": MP-SAE recovers the true features at least as well as TopK (MCC within 0.02 or above)"
 
 
+def _judge_vlm_modality(m):
+    return "not testable here", (f"{m['image_text_models']:.0f} image-text models ship with their weights here, and nothing is downloaded at "
+                                 "run time; with CLIP or SigLIP activations of images and captions, data.import_activations and "
+                                 "metrics.modality_score compute it")
+
+
 # --------------------------------------------------------------------------------------------
 # The registry
 # --------------------------------------------------------------------------------------------
@@ -654,6 +663,13 @@ _CLAIMS = (
        "experiments.hierarchical.hierarchy", "06_hierarchy",
        "reproduces when MP-SAE's largest median co-active Babel over rho <= 0.3 is below every standard SAE's smallest; partly when below some",
        ("mp",), _judge_babel_coactive),
+    _c("mp.vlm.modality", "MP-SAE", "§5, Figs 9 and 19 (vision-language models)", "docs/papers.md#mp-sae-natural-data",
+       "On a joint image-text embedding (CLIP, SigLIP), standard SAEs' modality scores are bimodal while MP-SAE's spread toward 0.5 "
+       "(multimodal latents).",
+       "histograms only (CLIP main; AIMv2, SigLIP, SigLIP2; MS-COCO, expansion 25, L0 = 5)",
+       "metrics.modality_score, data.import_activations", "09_mp_real_network",
+       "not testable offline: recorded as such; the score itself is implemented and tested on synthetic two-modality codes",
+       ("image_text_models",), _judge_vlm_modality, testable=False, trained=False),
     _c("mp.real.r2_frontier", "MP-SAE", "§4.2, Fig. 5", "docs/papers.md#mp-sae-natural-data",
        "On a real network's activations MP-SAE reaches a higher R^2 than ReLU, TopK, BatchTopK and JumpReLU SAEs at comparable L0.",
        "figure only (4 vision models, expansion 25): 'MP-SAE consistently achieves higher R^2 at comparable sparsity'",

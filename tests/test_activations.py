@@ -193,3 +193,71 @@ def test_minilm_on_the_gensim_wikipedia_sample(tmp_path):
     # no [CLS] outlier among the rows: MiniLM's [CLS] has one coordinate near 10 at this depth
     assert float(x.abs().max()) < 8, float(x.abs().max())
     assert open_cache(cache.folder).manifest["request"]["corpus"].startswith("gensim-wiki:")
+
+
+# ---- user-supplied activations ------------------------------------------------------------------
+
+
+def test_import_activations__tensor_numpy_and_folder_give_the_same_rows(tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from sae_theory.data import ActivationShards, import_activations, open_cache
+
+    x = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    a = import_activations(x, tmp_path / "a", name="clip", shard_rows=16)
+    assert a.tokens == 50 and a.d == 6 and len(a.manifest["shards"]) == 4 and a.manifest["request"]["model"] == "user:clip"
+    torch.testing.assert_close(a.statistics()["mean"], x.double().mean(0))
+    assert open_cache(tmp_path / "a").manifest == a.manifest
+    np.save(tmp_path / "x.npy", x.numpy())
+    b = import_activations(tmp_path / "x.npy", tmp_path / "b", name="clip", shard_rows=16)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    save_file({"x": x[:20].contiguous()}, str(folder / "0.safetensors"))
+    np.save(folder / "1.npy", x[20:].numpy())
+    c = import_activations(folder, tmp_path / "c", name="clip", shard_rows=16)
+    assert a.manifest["weights_sha256"] == b.manifest["weights_sha256"] == c.manifest["weights_sha256"]
+    # the studies' readers see the same rows in order, and the streaming source serves them all
+    from sae_theory.experiments import real_mp
+
+    train, held = real_mp.split(c, 10)
+    assert torch.equal(torch.cat([train, held]), x)
+    src = ActivationShards(tmp_path / "a", seed=0)
+    got = torch.cat([src.next_batch(10) for _ in range(5)])
+    assert torch.equal(got[got[:, 0].argsort()], x[x[:, 0].argsort()])
+    # again: opened, not rewritten; other rows into the same folder: refused
+    assert import_activations(x, tmp_path / "a", name="clip").manifest == a.manifest
+    with pytest.raises(ValueError, match="another cache"):
+        import_activations(x + 1, tmp_path / "a", name="clip")
+
+
+@pytest.mark.parametrize("source, match", [
+    (torch.zeros(5), "2-D"),
+    (torch.zeros(5, 3, dtype=torch.long), "floating point"),
+    (torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), "row 1 holds NaN"),
+    ("missing.npy", "does not exist"),
+    (3, "source must be"),
+])
+def test_import_activations__bad_sources_are_refused_before_anything_is_written(tmp_path, source, match):
+    from sae_theory.data import import_activations
+
+    if source == "missing.npy":
+        source = tmp_path / "missing.npy"
+    with pytest.raises((ValueError, TypeError, FileNotFoundError), match=match):
+        import_activations(source, tmp_path / "out", name="x")
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_activations__blocks_of_different_d_and_bad_names_are_refused(tmp_path):
+    import numpy as np
+
+    from sae_theory.data import import_activations
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    np.save(folder / "0.npy", np.zeros((3, 4), np.float32))
+    np.save(folder / "1.npy", np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="d = 5"):
+        import_activations(folder, tmp_path / "out", name="x")
+    with pytest.raises(ValueError, match="name"):
+        import_activations(torch.zeros(3, 2), tmp_path / "out", name="a b")

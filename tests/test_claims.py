@@ -114,6 +114,9 @@ def test_rule__always_returns_a_status_and_a_reason_naming_numbers(claim_id):
         status, reason = claims.evaluate(c, _values(c, rng))
         assert status in claims.STATUSES and re.search(r"\d", reason), (status, reason)
         seen.add(status)
+    if not c.testable:  # a claim nothing here can test says so, whatever it is given
+        assert seen == {"not testable here"}, seen
+        return
     assert len(seen) >= 2, f"{claim_id}: the rule gave {seen} on 200 random inputs; it cannot discriminate"
 
 

@@ -507,3 +507,30 @@ def test_decoder_mcc__bad_inputs_raise_naming_the_argument():
         metrics.decoder_mcc(good, torch.ones(3))
     with pytest.raises(TypeError, match="learned must have a floating dtype"):
         metrics.decoder_mcc(torch.eye(3, dtype=torch.int64), good)
+
+
+def test_modality_score__synthetic_two_modality_codes():
+    """Latent 0 fires on images only, 1 on text only, 2 equally on both (per input), 3 never; with
+    5 captions per image the default weight (image/text input ratio) and the paper's 1/5 agree."""
+    from sae_theory.metrics import modality_score
+
+    n_img, n_txt = 20, 100
+    is_image = torch.cat([torch.ones(n_img, dtype=torch.bool), torch.zeros(n_txt, dtype=torch.bool)])
+    codes = torch.zeros(n_img + n_txt, 4)
+    codes[:n_img, 0] = 2.0
+    codes[n_img:, 1] = 1.5
+    codes[:, 2] = 0.7
+    s = modality_score(codes, is_image)
+    assert s[0] == 1.0 and s[1] == 0.0 and s[2] == pytest.approx(0.5, abs=1e-12) and torch.isnan(s[3])
+    torch.testing.assert_close(modality_score(codes, is_image, text_weight=0.2), s, equal_nan=True)
+    # without the correction the shared latent looks text-heavy: 20 / (20 + 100)
+    assert modality_score(codes, is_image, text_weight=1.0)[2] == pytest.approx(20 / 120)
+    for bad, match in ((codes[:, 0], "2-D"), (codes.masked_fill(codes > 1.9, float("nan")), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            modality_score(bad, is_image)
+    with pytest.raises(ValueError, match="both modalities"):
+        modality_score(codes, torch.ones(n_img + n_txt, dtype=torch.bool))
+    with pytest.raises(ValueError, match="is_image"):
+        modality_score(codes, is_image.float())
+    with pytest.raises(ValueError, match="text_weight"):
+        modality_score(codes, is_image, text_weight=0.0)

@@ -62,7 +62,7 @@ from torch import Tensor
 from .._checks import check_int
 
 __all__ = ["ACTIVATIONS_ENV", "ActivationCache", "ActivationRequest", "ActivationShards", "PACKAGED_MODELS", "PLACES",
-           "activations_dir", "corpus_documents", "extract_activations", "load_transformer"]
+           "IMPORT_SUFFIXES", "activations_dir", "corpus_documents", "extract_activations", "import_activations", "load_transformer", "open_cache"]
 
 #: Places a request can name.
 PLACES = ("resid_post", "mlp_out")
@@ -488,6 +488,137 @@ def open_cache(folder: str | os.PathLike) -> ActivationCache:
     manifest = json.loads(path.read_text())
     if not manifest.get("done"):
         raise ValueError(f"{folder} is an unfinished extraction; run extract_activations with its request to finish it.")
+    return ActivationCache(folder, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# user-supplied activations
+
+#: Files :func:`import_activations` reads in a folder, and as a single file.
+IMPORT_SUFFIXES = (".safetensors", ".npy", ".pt")
+
+
+def _read_rows(path: Path) -> Tensor:
+    if path.suffix == ".npy":
+        import numpy as np
+
+        x = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif path.suffix == ".pt":
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if len(tensors) != 1:
+            raise ValueError(f"{path} holds {len(tensors)} tensors ({sorted(tensors)}); import_activations reads files of one (N, d) tensor.")
+        x = next(iter(tensors.values()))
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{path} does not hold a tensor (got {type(x).__name__}).")
+    return x
+
+
+def _user_blocks(source) -> Iterator[tuple[str, Tensor]]:
+    if isinstance(source, Tensor):
+        yield "tensor", source
+        return
+    try:
+        import numpy as np
+
+        if isinstance(source, np.ndarray):
+            yield "array", torch.from_numpy(source)
+            return
+    except ImportError:  # pragma: no cover - numpy ships with torch
+        pass
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a Tensor, a NumPy array, a file ({', '.join(IMPORT_SUFFIXES)}) or a folder of them, "
+                        f"got {type(source).__name__}.")
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in IMPORT_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"{path} holds no {', '.join(IMPORT_SUFFIXES)} files to import.")
+        for f in files:
+            yield f.name, _read_rows(f)
+    elif path.is_file():
+        if path.suffix not in IMPORT_SUFFIXES:
+            raise ValueError(f"{path}: import_activations reads {', '.join(IMPORT_SUFFIXES)} files, not {path.suffix or 'this file'}.")
+        yield path.name, _read_rows(path)
+    else:
+        raise FileNotFoundError(f"{path} does not exist.")
+
+
+def import_activations(source, folder: str | os.PathLike, *, name: str, shard_rows: int = 65_536, dtype: str = "float32") -> ActivationCache:
+    """A cache (the format of :func:`extract_activations`) of activations you already have: a
+    tensor or NumPy array (N, d), a ``.npy`` / ``.pt`` / ``.safetensors`` file of one (N, d) tensor,
+    or a folder of such files (read in name order, rows concatenated), so that every study that
+    takes an :class:`ActivationCache` (``experiments.real_mp``, ``experiments.real_gba``,
+    :class:`ActivationShards`) runs on them, e.g. CLIP or SigLIP embeddings.
+
+    The manifest names the request ``{"model": "user:<name>", "place": "user", ...}`` and, in place
+    of a weights hash, the sha256 of the rows as stored, so that two different imports never share a
+    run in the run cache. Importing the same rows into the same folder again opens the cache;
+    other rows are refused. Shards and manifest are written atomically (a temporary file, then a
+    rename); the manifest last, so a killed import leaves no cache that opens.
+
+    Raises
+    ------
+    TypeError, ValueError, FileNotFoundError
+        A source that is not one of the above, not 2-D, not floating point, holds NaN or
+        infinity, or whose blocks differ in d (each naming the block and the fix); a folder that
+        holds another cache or other files.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"name must be a non-empty string of letters, digits, '_', '.' or '-', got {name!r}.")
+    check_int("shard_rows", shard_rows, minimum=1)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+    store = _DTYPES[dtype]
+    blocks, d = [], None
+    for label, x in _user_blocks(source):
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"{label}: activations must be a non-empty 2-D (tokens, d) tensor, got shape {tuple(x.shape)}; reshape to (N, d).")
+        if not x.is_floating_point():
+            raise ValueError(f"{label}: activations must be floating point, got {x.dtype}; convert with .float().")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).any(1).nonzero()[0, 0])
+            raise ValueError(f"{label}: row {bad} holds NaN or infinity; drop or repair those rows before importing.")
+        if d is not None and x.shape[1] != d:
+            raise ValueError(f"{label} has d = {x.shape[1]}, the blocks before it d = {d}; import one representation at a time.")
+        d = int(x.shape[1])
+        blocks.append(x.detach().to("cpu", store).contiguous())
+    rows = torch.cat(blocks)
+    sha = hashlib.sha256(rows.view(torch.uint8).numpy().tobytes() if rows.numel() else b"").hexdigest()
+    identity = {"model": f"user:{name}", "place": "user", "layer": -1, "corpus": "user", "max_tokens": int(rows.shape[0]), "dtype": dtype}
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest.get("request") != identity or manifest.get("weights_sha256") != sha:
+            raise ValueError(f"{folder} holds another cache ({manifest.get('request', {}).get('model')!r}, other rows); use another folder "
+                             "or delete this one.")
+        if manifest.get("done"):
+            return ActivationCache(folder, manifest)
+    if folder.is_dir() and any(not p.name.startswith(".") and not p.name.startswith("shard_") and p.name != MANIFEST for p in folder.iterdir()):
+        raise FileExistsError(f"{folder} holds files that are not an activation cache; pass an empty or new folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in folder.iterdir():  # shards of an earlier, killed import of these rows: rewritten
+        if p.name.startswith("shard_") or p.name.startswith("."):
+            p.unlink()
+    manifest = {"format": _FORMAT, "request": identity, "model_class": "user", "weights_sha256": sha, "d": d, "next_window": 0,
+                "shards": [], "done": False}
+    for i, start in enumerate(range(0, rows.shape[0], shard_rows)):
+        x = rows[start : start + shard_rows]
+        fname = f"shard_{i:05d}.safetensors"
+        tmp = folder / f".{fname}.tmp{os.getpid()}"
+        save_file({"activations": x}, str(tmp))
+        os.replace(tmp, folder / fname)
+        xs = x.to(torch.float64)
+        manifest["shards"].append({"file": fname, "rows": int(x.shape[0]), "sum": xs.sum(0).tolist(), "sum_sq": xs.pow(2).sum(0).tolist(),
+                                   "sum_sq_norm": float(xs.pow(2).sum())})
+    manifest["tokens"], manifest["done"] = int(rows.shape[0]), True
+    _write_json_atomic(path, manifest)
     return ActivationCache(folder, manifest)
 
 

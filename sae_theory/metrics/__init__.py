@@ -19,9 +19,11 @@ from .reconstruction import (
 )
 from .convergence import metric_settled, plateaued
 from .hierarchy import absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
+from .modality import modality_score
 from .recovery import best_cosine, decoder_mcc, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
 
 __all__ = [
+    "modality_score",
     "absorption",
     "babel",
     "babel_coactive",
