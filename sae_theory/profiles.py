@@ -449,13 +449,13 @@ _FULL = dict(
     gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "target init", "small a", "small a + target init"),
                                   matched=("printed", "small a", "small a + target init"), n_latents=512, steps=20_000,
                                   batch_size=256, n_samples=1_000_000, log_every=250, n_seeds=3),
-    real=RealScale(model="smollm2", layer=10, place="resid_post", fallback_model="minilm", fallback_layer=3, tokens=600_000,
+    real=RealScale(model="smollm2", layer=10, place="resid_post", fallback_model="minilm", fallback_layer=3, tokens=1_000_000,
                    eval_tokens=16_384, expansion=16, ks=(8, 16, 32, 64, 128), steps=8000, batch_size=1024, lr=1e-3,
                    inference_k_max_multiple=4, babel_rows=2048),
 )
 
 _FULL["real_gba"] = RealGBAScale(
-    model="smollm2", layer=10, place="mlp_out", fallback_model="minilm", fallback_layer=3, tokens=600_000, eval_tokens=16_384,
+    model="smollm2", layer=10, place="mlp_out", fallback_model="minilm", fallback_layer=3, tokens=1_000_000, eval_tokens=16_384,
     expansion=16, steps=8000, batch_size=1024, log_every=100, buffer_steps=50, readings=("printed", "small a"),
     ba_targets=(0.003, 0.01, 0.05), topk_ks=(16, 32, 64, 128, 256, 512), l1_coefficients=(0.1, 0.03, 0.01, 0.003, 0.001),
     consistency_seeds=3, consistency_topk=64, consistency_l1=0.01, alphas=(0.01, 0.003))
