@@ -134,19 +134,19 @@ def _trained(spec: MethodSpec, scale: MPScale, seed: int, device: str, dtype: to
     return run, dict(run.summary)
 
 
-def trained_sae(method: str, profile: Profile, seed: int, lr: float | None = None) -> tuple[SAE, dict]:
+def trained_sae(method: str, profile: Profile, seed: int, lr: float | None = None, step: int | None = None) -> tuple[SAE, dict]:
     """The SAE of ``method`` ("MP-SAE" | "TopK" | "ReLU") trained on ``seed``'s data at the
     profile's MP scale with learning rate ``lr`` (default ``LEARNING_RATES[method]``), and a dict
     (``train_loss``, ``train_batch_l0``, ``l1_coefficient``: the ReLU's final coefficient, NaN
     otherwise). The ReLU is trained with an :class:`L1Controller` (target L0 = k, initial
     coefficient 0.1, gain 0.005). Runs are cached on disk (:mod:`sae_theory.experiments.cache`):
     :func:`adaptive_sparsity`, :func:`threshold_l0` and :func:`threshold_tradeoff` share them, and
-    each call returns a freshly loaded model. Every run keeps its model half-way
-    (:func:`recovery_study` reads it)."""
+    each call returns a freshly loaded model. Every run keeps its model half-way: ``step`` = half
+    the profile's steps returns that model (a convergence check), None the final one."""
     _check_method(method)
     lr = LEARNING_RATES[method] if lr is None else float(lr)
     run, summary = _trained(method_spec(method, profile.mp.k, lr), profile.mp, seed, profile.device, profile.dtype)
-    return run.model, summary
+    return (run.model if step is None else run.at(step)), summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,12 +184,13 @@ def _nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 def adaptive_sparsity(profile: Profile, *, methods: tuple[str, ...] = METHODS, learning_rates: dict[str, float] | None = None,
-                      n_eval: int = N_EVAL, progress: bool = True) -> pd.DataFrame:
+                      n_eval: int = N_EVAL, step: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Reconstruction error against inference k for MP-SAE, TopK and ReLU trained to the same L0.
 
     For every seed of the profile and every method, the SAE of :func:`trained_sae` is evaluated on
     ``n_eval`` held-out unit-norm rows at inference k = 1 .. ``inference_k_max_multiple`` x k.
-    ``learning_rates`` overrides ``LEARNING_RATES`` for some methods (a sensitivity check).
+    ``learning_rates`` overrides ``LEARNING_RATES`` for some methods (a sensitivity check);
+    ``step`` (half the profile's steps) reads the runs half-way instead of at the end.
 
     Returns
     -------
@@ -207,7 +208,7 @@ def adaptive_sparsity(profile: Profile, *, methods: tuple[str, ...] = METHODS, l
     rows = []
     runs = [(seed, m) for seed in profile.seeds for m in methods]
     for seed, method in tqdm(runs, desc="SAE runs", disable=not progress):
-        sae, info = trained_sae(method, profile, seed, lrs[method])
+        sae, info = trained_sae(method, profile, seed, lrs[method], step=step)
         x = _eval_set(S, seed, profile.device, profile.dtype, n=n_eval)
         with torch.no_grad():
             natural = sae.encode(x)
@@ -323,13 +324,15 @@ def threshold_tradeoff(profile: Profile, l0_df: pd.DataFrame | None = None, *, s
 # --------------------------------------------------------------------------------------------
 
 
-def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval: int = 1024, progress: bool = True) -> pd.DataFrame:
+def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval: int = 1024, step: int | None = None,
+                progress: bool = True) -> pd.DataFrame:
     """The Babel contrast (docs/papers.md#mp-sae-babel) on the overcomplete dictionaries of
     :func:`adaptive_sparsity` (p latents in R^d, p / d = 8 under quick): for every method and seed,
     the mutual coherence mu_1(1) and mu_1(2) of the whole learned dictionary and the co-active
     Babel (mu_1(|S| - 1) of the atoms each held-out row uses, averaged over rows), at the training
     setting; and the same three numbers for the true dictionary with the true codes (``method``
-    ``"truth"``), so the learned values have a reference.
+    ``"truth"``), so the learned values have a reference. ``step`` (half the profile's steps) reads
+    the runs half-way instead of at the end.
 
     Returns
     -------
@@ -349,7 +352,7 @@ def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval:
         rows.append(dict(method="truth", seed=seed, babel_1=babel(V, 1), babel_2=babel(V, 2), babel_coactive=babel_coactive(V, H),
                          l0=float((H != 0).sum(1).to(torch.float64).mean())))
         for method in methods:
-            sae, _ = trained_sae(method, profile, seed)
+            sae, _ = trained_sae(method, profile, seed, step=step)
             with torch.no_grad():
                 codes = sae.encode(X)  # the training setting: k steps / top k / the ReLU's own support
             D = sae.dictionary.detach()
