@@ -318,6 +318,21 @@ def _check_manifest(folder: Path, manifest: dict, identity: dict, sha: str | Non
                          "is keyed by the request) or delete this one.")
 
 
+def _write_shard(folder: Path, index: int, x: Tensor) -> dict[str, Any]:
+    """Write rows ``x`` (already in the cache's dtype) as shard ``index`` of ``folder`` atomically (a
+    temporary file, then a rename) and return its manifest entry: file, rows, and the float64 sums
+    the statistics are merged from."""
+    from safetensors.torch import save_file
+
+    name = f"shard_{index:05d}.safetensors"
+    tmp = folder / f".{name}.tmp{os.getpid()}"
+    save_file({"activations": x.contiguous()}, str(tmp))
+    os.replace(tmp, folder / name)
+    xs = x.to(torch.float64)
+    return {"file": name, "rows": int(x.shape[0]), "sum": xs.sum(0).tolist(), "sum_sq": xs.pow(2).sum(0).tolist(),
+            "sum_sq_norm": float(xs.pow(2).sum())}
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -361,7 +376,6 @@ def extract_activations(request: ActivationRequest, folder: str | os.PathLike | 
     ModuleNotFoundError
         A packaged model or corpus whose package is not installed (naming it).
     """
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     if not isinstance(request, ActivationRequest):
@@ -419,14 +433,7 @@ def extract_activations(request: ActivationRequest, folder: str | os.PathLike | 
     def flush(final: bool) -> None:
         nonlocal buf, buf_rows
         if buf_rows:
-            x = torch.cat(buf)
-            name = f"shard_{len(manifest['shards']):05d}.safetensors"
-            tmp = folder / f".{name}.tmp{os.getpid()}"
-            save_file({"activations": x.to(store).contiguous()}, str(tmp))
-            os.replace(tmp, folder / name)
-            xs = x.to(store).to(torch.float64)
-            manifest["shards"].append({"file": name, "rows": int(x.shape[0]), "sum": xs.sum(0).tolist(),
-                                       "sum_sq": xs.pow(2).sum(0).tolist(), "sum_sq_norm": float(xs.pow(2).sum())})
+            manifest["shards"].append(_write_shard(folder, len(manifest["shards"]), torch.cat(buf).to(store)))
         manifest["next_window"] = window
         manifest["done"] = final
         if final:
@@ -567,8 +574,6 @@ def import_activations(source, folder: str | os.PathLike, *, name: str, shard_ro
         infinity, or whose blocks differ in d (each naming the block and the fix); a folder that
         holds another cache or other files.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"name must be a non-empty string of letters, digits, '_', '.' or '-', got {name!r}.")
     check_int("shard_rows", shard_rows, minimum=1)
@@ -609,14 +614,7 @@ def import_activations(source, folder: str | os.PathLike, *, name: str, shard_ro
     manifest = {"format": _FORMAT, "request": identity, "model_class": "user", "weights_sha256": sha, "d": d, "next_window": 0,
                 "shards": [], "done": False}
     for i, start in enumerate(range(0, rows.shape[0], shard_rows)):
-        x = rows[start : start + shard_rows]
-        fname = f"shard_{i:05d}.safetensors"
-        tmp = folder / f".{fname}.tmp{os.getpid()}"
-        save_file({"activations": x}, str(tmp))
-        os.replace(tmp, folder / fname)
-        xs = x.to(torch.float64)
-        manifest["shards"].append({"file": fname, "rows": int(x.shape[0]), "sum": xs.sum(0).tolist(), "sum_sq": xs.pow(2).sum(0).tolist(),
-                                   "sum_sq_norm": float(xs.pow(2).sum())})
+        manifest["shards"].append(_write_shard(folder, i, rows[start : start + shard_rows]))
     manifest["tokens"], manifest["done"] = int(rows.shape[0]), True
     _write_json_atomic(path, manifest)
     return ActivationCache(folder, manifest)
