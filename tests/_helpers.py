@@ -66,3 +66,23 @@ def tiny_bert(words, *, hidden_size: int = 16, intermediate_size: int = 32, max_
     net = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings)).eval()
     return tok, net
+
+
+TINY_WORDS = "the cat sat on a mat and dog ran far away from home while birds sang loud songs in trees".split()
+
+
+def tiny_activation_cache(root, place: str):
+    """640 tokens of a tiny BERT's (d = 16, :func:`tiny_bert`) ``place`` of block 1, extracted
+    into ``root / "cache"`` from 40 random documents over :data:`TINY_WORDS` (nothing downloaded)."""
+    import torch
+
+    from sae_theory.data.activations import ActivationRequest, extract_activations
+
+    tok, net = tiny_bert(TINY_WORDS)
+    g = torch.Generator().manual_seed(0)
+    docs = [" ".join(TINY_WORDS[i] for i in torch.randint(len(TINY_WORDS), (int(n),), generator=g).tolist())
+            for n in torch.randint(20, 60, (40,), generator=g)]
+    (root / "docs.txt").write_text("\n\n".join(docs))
+    req = ActivationRequest(model="tiny-bert", place=place, layer=1, corpus=str(root / "docs.txt"), max_tokens=640, context=16,
+                            shard_rows=128, batch_size=4)
+    return extract_activations(req, root / "cache", model=(tok, net), progress=False)

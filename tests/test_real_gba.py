@@ -10,13 +10,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from sae_theory import claims
 from sae_theory.experiments import real_gba
 from sae_theory.profiles import RealGBAScale, get_profile
 
-WORDS = "the cat sat on a mat and dog ran far away from home while birds sang loud songs in trees".split()
 
 
 def _front(rows):
@@ -123,19 +121,9 @@ def test_method_spec__tied_models_and_the_papers_groups():
 def tiny_cache(tmp_path_factory):
     """A tiny BERT (d = 16) and 640 tokens of its MLP output of block 1 (nothing downloaded)."""
     pytest.importorskip("transformers", reason="the real-network study needs transformers (the extra sae-theory[real])")
-    from sae_theory.data.activations import ActivationRequest, extract_activations
+    from _helpers import tiny_activation_cache
 
-    from _helpers import tiny_bert
-
-    tok, net = tiny_bert(WORDS)
-    g = torch.Generator().manual_seed(0)
-    docs = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (int(n),), generator=g).tolist())
-            for n in torch.randint(20, 60, (40,), generator=g)]
-    root = tmp_path_factory.mktemp("real_gba")
-    (root / "docs.txt").write_text("\n\n".join(docs))
-    req = ActivationRequest(model="tiny-bert", place="mlp_out", layer=1, corpus=str(root / "docs.txt"), max_tokens=640, context=16,
-                            shard_rows=128, batch_size=4)
-    return extract_activations(req, root / "cache", model=(tok, net), progress=False)
+    return tiny_activation_cache(tmp_path_factory.mktemp("real_gba"), "mlp_out")
 
 
 @pytest.fixture

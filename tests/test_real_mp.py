@@ -20,7 +20,6 @@ from sae_theory.experiments.specs import MethodSpec
 from sae_theory.metrics import babel, fvu
 from sae_theory.profiles import RealScale, get_profile
 
-WORDS = "the cat sat on a mat and dog ran far away from home while birds sang loud songs in trees".split()
 
 
 # ---- pure functions --------------------------------------------------------------------------
@@ -136,19 +135,9 @@ def tiny_cache(tmp_path_factory):
     """A tiny BERT (d = 16) and word-level tokenizer built here, and 640 tokens of its residual
     stream after block 1 extracted into a cache (nothing is downloaded)."""
     pytest.importorskip("transformers", reason="the real-network study needs transformers (the extra sae-theory[real])")
-    from sae_theory.data.activations import ActivationRequest, extract_activations
+    from _helpers import tiny_activation_cache
 
-    from _helpers import tiny_bert
-
-    tok, net = tiny_bert(WORDS)
-    g = torch.Generator().manual_seed(0)
-    docs = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (int(n),), generator=g).tolist())
-            for n in torch.randint(20, 60, (40,), generator=g)]
-    root = tmp_path_factory.mktemp("real")
-    (root / "docs.txt").write_text("\n\n".join(docs))
-    req = ActivationRequest(model="tiny-bert", place="resid_post", layer=1, corpus=str(root / "docs.txt"), max_tokens=640, context=16,
-                            shard_rows=128, batch_size=4)
-    return extract_activations(req, root / "cache", model=(tok, net), progress=False)
+    return tiny_activation_cache(tmp_path_factory.mktemp("real"), "resid_post")
 
 
 @pytest.fixture
