@@ -29,6 +29,7 @@ __all__ = [
     "HierarchyScale",
     "MPScale",
     "Profile",
+    "RealDataScale",
     "RealGBAScale",
     "RealScale",
     "ResonanceScale",
@@ -225,10 +226,9 @@ class GBAReadingsScale:
 
 
 @dataclass(frozen=True)
-class RealScale:
-    """Scale of the real-network study (``notebooks/09_mp_real_network.ipynb``,
-    :mod:`sae_theory.experiments.real_mp`): SAEs on a transformer's activations
-    (:mod:`sae_theory.data.activations`), one SAE per method and sparsity level k."""
+class RealDataScale:
+    """What both real-network studies read from a transformer (:mod:`sae_theory.data.activations`):
+    the model, place and layer, the tokens, the held-out split and the SAEs' width."""
 
     model: str
     """The transformer (an :class:`~sae_theory.data.ActivationRequest` model: ``"minilm"``,
@@ -247,6 +247,14 @@ class RealScale:
     """The last tokens of the extraction (later documents than the training tokens), held out."""
     expansion: int
     """Width p of every SAE as a multiple of the model's d."""
+
+
+@dataclass(frozen=True)
+class RealScale(RealDataScale):
+    """Scale of the real-network study (``notebooks/09_mp_real_network.ipynb``,
+    :mod:`sae_theory.experiments.real_mp`): SAEs on a transformer's activations
+    (:mod:`sae_theory.data.activations`), one SAE per method and sparsity level k."""
+
     ks: tuple[int, ...]
     """Sparsity levels: MP-SAE's pursuit steps, TopK's and BatchTopK's k, the target L0 of the
     ReLU and JumpReLU controllers."""
@@ -263,27 +271,12 @@ class RealScale:
 
 
 @dataclass(frozen=True)
-class RealGBAScale:
+class RealGBAScale(RealDataScale):
     """Scale of GBA's real-network study (``notebooks/08_gba_real_network.ipynb``,
     :mod:`sae_theory.experiments.real_gba`): tied SAEs on a transformer's activations, GBA and BA
-    against the paper's tied TopK and L1 baselines."""
+    against the paper's tied TopK and L1 baselines. The paper's place is ``"mlp_out"`` and its
+    width about 43 x d."""
 
-    model: str
-    """The transformer (an :class:`~sae_theory.data.ActivationRequest` model)."""
-    layer: int
-    """Its block whose output is read."""
-    place: str
-    """``"mlp_out"`` (the paper's) or ``"resid_post"``."""
-    fallback_model: str
-    """The model used when ``model``'s package is not installed (``""``: none, the study stops)."""
-    fallback_layer: int
-    """The fallback model's layer."""
-    tokens: int
-    """Tokens extracted (training and held-out)."""
-    eval_tokens: int
-    """The last tokens of the extraction, held out."""
-    expansion: int
-    """Width M of every SAE as a multiple of the model's d (the paper: about 43)."""
     steps: int
     """Optimiser steps per run."""
     batch_size: int

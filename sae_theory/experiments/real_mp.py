@@ -66,7 +66,7 @@ from .._checks import check_int
 from ..data.activations import PACKAGED_MODELS, ActivationCache, ActivationRequest, extract_activations, open_cache
 from ..metrics import babel_coactive, effective_rank, fvu as _fvu, plateaued
 from ..models.base import SAE
-from ..profiles import Profile, RealScale
+from ..profiles import Profile, RealDataScale
 from .cache import CachedRun, train_cached
 from .specs import HookSpec, MethodSpec
 
@@ -128,7 +128,7 @@ def _check_methods(methods) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def resolve_model(scale: RealScale) -> tuple[str, int, str]:
+def resolve_model(scale: RealDataScale) -> tuple[str, int, str]:
     """``(model, layer, note)``: the scale's model when its package is installed (or it is not a
     packaged model), else its fallback, with ``note`` saying why (empty when the first choice is
     used).
@@ -149,7 +149,7 @@ def resolve_model(scale: RealScale) -> tuple[str, int, str]:
             f"{scale.fallback_model} layer {scale.fallback_layer} instead")
 
 
-def activation_request(scale: RealScale) -> ActivationRequest:
+def activation_request(scale: RealDataScale) -> ActivationRequest:
     """The extraction the scale asks for (after :func:`resolve_model`)."""
     model, layer, _ = resolve_model(scale)
     return ActivationRequest(model=model, place=scale.place, layer=layer, max_tokens=scale.tokens)
