@@ -215,3 +215,14 @@ def test_recovery_claim_values__means_at_the_end_and_convergence_from_half_way()
     assert claims.evaluate(claims.CLAIMS["mp.synth.reconstruction_not_recovery"], mp.recovery_claim_values(worse))[0] == "reproduces"
     with pytest.raises(ValueError, match="TopK"):
         mp.recovery_claim_values(rec[rec.method == "MP-SAE"])
+
+
+def test_threshold_l0__reads_the_runs_half_way_when_asked(profile, l0):
+    end = mp.threshold_l0(profile, n_eval=256, step=TINY.steps, progress=False)
+    assert end.equals(l0)  # the last step is the trained model itself
+    half = mp.threshold_l0(profile, n_eval=256, step=TINY.steps // 2, progress=False)
+    assert list(half.columns) == list(l0.columns) and len(half) == len(l0)
+    reached = half[~half["capped"]]
+    assert (reached["residual_norm"] < reached["target"] * (1 + 1e-4)).all()
+    with pytest.raises(KeyError, match="snapshot"):
+        mp.threshold_l0(profile, n_eval=16, step=TINY.steps // 3, progress=False)

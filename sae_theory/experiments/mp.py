@@ -242,13 +242,14 @@ def _per_input(sae: SAE, x: torch.Tensor, codes: torch.Tensor) -> dict:
 
 
 def threshold_l0(profile: Profile, *, targets: tuple[float, ...] = THRESHOLD_TARGETS, sparsities: tuple[int, ...] | None = None,
-                 n_eval: int = 1024, progress: bool = True) -> pd.DataFrame:
+                 n_eval: int = 1024, step: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Per-input L0 of the trained MP-SAE in threshold mode, for residual-norm targets tau.
 
     Every input x (unit norm) is pursued until ||r|| < tau, with at most
     ``inference_k_max_multiple`` x k steps. Held-out rows (``n_eval`` per sparsity) with s_test
     active features for s_test in ``sparsities`` (default: s // 2, s, 2 s of the scale; the
-    features of training).
+    features of training). ``step`` (half the profile's steps) reads the runs half-way instead of
+    at the end, as in :func:`adaptive_sparsity`.
 
     Returns
     -------
@@ -265,7 +266,7 @@ def threshold_l0(profile: Profile, *, targets: tuple[float, ...] = THRESHOLD_TAR
     cap = S.inference_k_max_multiple * S.k
     frames = []
     for seed in tqdm(profile.seeds, desc="threshold mode", disable=not progress):
-        sae, _ = trained_sae("MP-SAE", profile, seed)
+        sae, _ = trained_sae("MP-SAE", profile, seed, step=step)
         for s_test in sparsities:
             x = _eval_set(S, seed, profile.device, profile.dtype, s=s_test, n=n_eval)
             for tau in targets:
