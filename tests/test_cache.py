@@ -138,3 +138,97 @@ def test_snapshots__a_missing_snapshot_file_trains_the_run_again(cache_dir):
     with pytest.warns(UserWarning, match="cannot be read"):
         again = _run(snapshots=(5,))
     assert not again.cached and _same_state(again.at(5), first.at(5))
+
+
+class _KilledAt:
+    """A batch source that stops the process (KeyboardInterrupt) when asked for batch ``at``."""
+
+    def __init__(self, source, at):
+        self.source, self.at, self.calls = source, at, 0
+
+    def next_batch(self, batch_size):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt("killed for the test")
+        return self.source.next_batch(batch_size)
+
+    def state_dict(self):
+        return self.source.state_dict()
+
+    def load_state_dict(self, state):
+        self.source.load_state_dict(state)
+
+
+def test_checkpointed_run__killed_half_way_resumes_bit_for_bit(cache_dir, monkeypatch):
+    from sae_theory.training import as_source
+
+    monkeypatch.setenv(cache.CHECKPOINT_ENV, "4")
+    real_train, calls = cache.train, []
+
+    def killed(model, data, cfg, **kw):
+        calls.append(kw.get("resume"))
+        return real_train(model, _KilledAt(as_source(data, cfg), at=10), cfg, **kw)
+
+    monkeypatch.setattr(cache, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _run(snapshots=[5, 12])
+    partial = [p for p in cache_dir.iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1 and sorted(p.name for p in partial[0].iterdir()) == ["step_00000008"]  # the newest only
+    monkeypatch.setattr(cache, "train", lambda *a, **kw: calls.append(kw.get("resume")) or real_train(*a, **kw))
+    resumed = _run(snapshots=[5, 12])
+    assert calls == [None, "latest"] and not resumed.cached
+    assert not partial[0].exists() and (cache_dir / resumed.key / "run.json").is_file()
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    whole = _run(snapshots=[5, 12])  # no cache, no checkpoints: one uninterrupted run
+    assert _same_state(resumed.model, whole.model) and resumed.history.rows == whole.history.rows
+    assert resumed.snapshots.keys() == whole.snapshots.keys() == {5, 12}
+    assert all(torch.equal(resumed.snapshots[s][k], whole.snapshots[s][k]) for s in (5, 12) for k in whole.snapshots[s])
+
+
+def test_checkpointed_run__an_unusable_checkpoint_is_dropped_with_a_warning(cache_dir, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv(cache.CHECKPOINT_ENV, "4")
+    key = _run().key  # to learn the key; then fake an interrupted run whose checkpoint is damaged
+    shutil.rmtree(cache_dir / key)
+    other = cache_dir / f".{key}.partial" / "step_00000004"
+    other.mkdir(parents=True)
+    for name in ("sae.safetensors", "config.json", "trainer.pt"):
+        (other / name).write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be resumed"):
+        run = _run()
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    assert _same_state(run.model, _run().model) and not (cache_dir / f".{key}.partial").exists()
+
+
+def test_checkpoint_cadence__default_and_environment(monkeypatch):
+    monkeypatch.delenv(cache.CHECKPOINT_ENV, raising=False)
+    assert cache.checkpoint_cadence(cache.CHECKPOINT_MIN_STEPS - 1) is None
+    assert cache.checkpoint_cadence(30_000) == 1_500
+    monkeypatch.setenv(cache.CHECKPOINT_ENV, "0")
+    assert cache.checkpoint_cadence(30_000) is None
+    monkeypatch.setenv(cache.CHECKPOINT_ENV, "250")
+    assert cache.checkpoint_cadence(100) == 250
+    for bad in ("ten", "-1"):
+        monkeypatch.setenv(cache.CHECKPOINT_ENV, bad)
+        with pytest.raises(ValueError, match=cache.CHECKPOINT_ENV):
+            cache.checkpoint_cadence(100)
+
+
+def test_checkpointed_run__a_key_another_process_trains_runs_without_checkpoints(cache_dir, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv(cache.CHECKPOINT_ENV, "4")
+    key = _run().key
+    shutil.rmtree(cache_dir / key)  # not cached any more; its key known
+    seen, real_train = [], cache.train
+    monkeypatch.setattr(cache, "train", lambda *a, **kw: seen.append(a[2].checkpoint_dir) or real_train(*a, **kw))
+    held = cache._try_lock(cache_dir / f".{key}.lock")  # as another process training this key holds it
+    assert held is not None
+    try:
+        again = _run()
+    finally:
+        held.close()
+    assert seen == [None] and not (cache_dir / f".{key}.partial").exists()  # trained without checkpoints
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    assert _same_state(again.model, _run().model)

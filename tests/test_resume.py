@@ -332,3 +332,22 @@ def test_load_sae__a_checkpoint_dir_with_a_truncated_latest_step_loads_the_newes
     truncate(ckpt / "step_00000005" / "config.json")
     with pytest.raises(ValueError, match=r"every checkpoint in .*relu is damaged: step_00000010.*step_00000005"):
         load_sae(ckpt)
+
+
+def test_keep_checkpoints__only_the_newest_step_folders_stay_and_resume_from_them_is_exact(tmp_path):
+    ref = make_sae()
+    train(ref, make_data(), cfg(steps=20))
+    c = cfg(steps=14, checkpoint_every=3, checkpoint_dir=str(tmp_path / "ckpt"), keep_checkpoints=2)
+    train(make_sae(), make_data(), c)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_00000012", "step_00000014"]
+    # keep_checkpoints may change on resume (it is not part of the run)
+    again = make_sae()
+    train(again, make_data(), cfg(**{**c.to_dict(), "steps": 20, "keep_checkpoints": 1}), resume="latest")
+    assert_same_state(again, ref)
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["step_00000020"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_TrainConfig__keep_checkpoints_is_a_positive_int_or_none(bad):
+    with pytest.raises((TypeError, ValueError), match="keep_checkpoints"):
+        cfg(keep_checkpoints=bad)

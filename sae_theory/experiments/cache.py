@@ -12,6 +12,14 @@ Where: ``$SAE_THEORY_CACHE`` when set, else ``$XDG_CACHE_HOME/sae_theory/runs`` 
 ``~/.cache/sae_theory/runs``): outside the checkout. Clear it by deleting that folder;
 ``SAE_THEORY_CACHE=off`` disables the cache.
 
+A long run (at least :data:`CHECKPOINT_MIN_STEPS` steps) also checkpoints itself while it trains,
+every twentieth of its length (``$SAE_THEORY_CHECKPOINT_EVERY`` sets the cadence in steps; 0 turns
+it off), into ``.<key>.partial/`` beside the runs, keeping the newest checkpoint only: a run killed
+half-way (a session that ends, an out-of-memory kill) continues from there the next time it is asked
+for, bit for bit the run an uninterrupted call trains, and the folder is deleted once the run is
+stored. One process at a time checkpoints a key (a lock file beside it); a second process that asks
+for the same run meanwhile trains it without checkpoints, as before.
+
 The key also holds a fingerprint of the source code that trains (``sae_theory/models``,
 ``sae_theory/training``, ``sae_theory/data``): a change there starts fresh runs instead of reusing
 runs of other code.
@@ -21,6 +29,8 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +47,7 @@ from .._checks import check_int
 from ..io import load_sae, save_sae
 from ..models.base import SAE
 from ..training import History, train
+from ..training.checkpoint import latest_checkpoint
 from .specs import MethodSpec
 
 __all__ = ["CACHE_ENV", "CachedRun", "cache_dir", "code_fingerprint", "run_key", "train_cached"]
@@ -44,6 +55,10 @@ __all__ = ["CACHE_ENV", "CachedRun", "cache_dir", "code_fingerprint", "run_key",
 CACHE_ENV = "SAE_THEORY_CACHE"
 #: Bump when the stored layout changes.
 CACHE_FORMAT = 1
+#: Runs of at least this many steps checkpoint while they train (module docstring).
+CHECKPOINT_MIN_STEPS = 10_000
+#: Environment variable: the checkpoint cadence of cached runs in steps (0: none).
+CHECKPOINT_ENV = "SAE_THEORY_CHECKPOINT_EVERY"
 _RUN_FILE = "run.json"
 _SNAPSHOT_FILE = "snapshots.safetensors"
 
@@ -146,6 +161,16 @@ class _Snapshots:
         if step in self.steps:
             self.states[step] = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
+    def state_dict(self) -> dict:
+        """The snapshots taken so far (a checkpointed run keeps them across a resume)."""
+        return {"steps": sorted(self.steps), "states": self.states}
+
+    def load_state_dict(self, state: dict) -> None:
+        if sorted(self.steps) != list(state["steps"]):
+            raise ValueError(f"the checkpoint kept snapshots at steps {state['steps']}, this run asks for {sorted(self.steps)}; "
+                             "resume with the same snapshots.")
+        self.states = {int(k): v for k, v in state["states"].items()}
+
 
 def _check_snapshots(snapshots, steps: int) -> tuple[int, ...]:
     """Snapshot steps, sorted and unique; each an integer in [1, steps) (the last step is the run's model)."""
@@ -205,7 +230,8 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     """
     cfg = spec.train_config(**run)
     snapshots = _check_snapshots(snapshots, cfg.steps)
-    train_fields = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir", "overwrite_checkpoints")}
+    train_fields = {k: v for k, v in cfg.to_dict().items()
+                    if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir", "overwrite_checkpoints", "keep_checkpoints")}
     payload = dict(format=CACHE_FORMAT, code=code_fingerprint(), spec=spec.to_dict(), data=data_key, d=d, n_latents=n_latents,
                    seed=seed, dtype=str(dtype), train=train_fields, log_every=cfg.log_every)
     if snapshots:  # absent when none: the keys of runs without snapshots are those of before
@@ -231,27 +257,99 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
 
     if callable(data) and not isinstance(data, torch.Tensor) and not hasattr(data, "next_batch"):
         data = data()
+    every = checkpoint_cadence(cfg.steps) if folder is not None else None
+    lock = None
+    if every is not None:
+        lock = _try_lock(folder.with_name(f".{key}.lock"))
+        every = every if lock is not None else None  # another process trains this key: no shared checkpoints
+    try:
+        if every is None:
+            model, hooks, snap = _fresh(spec, d, n_latents, seed, device, dtype, input_norm, snapshots)
+            t0 = time.perf_counter()
+            history = train(model, data, cfg, hooks=[*hooks, snap] if snapshots else hooks)
+            seconds = time.perf_counter() - t0
+        else:
+            model, hooks, snap, history, seconds = _train_checkpointed(spec, data, cfg, every, folder.with_name(f".{key}.partial"),
+                                                                       d, n_latents, seed, device, dtype, input_norm, snapshots)
+        model.eval()
+        summary = {} if summarize is None else dict(summarize(model, history, hooks))
+        if folder is not None:
+            # write beside the final folder and rename: a kill leaves no half run that a later call would load
+            tmp = folder.with_name(f".{key}.tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_sae(model, tmp)
+            if snapshots:
+                _save_snapshots(snap.states, tmp / _SNAPSHOT_FILE)
+            meta = dict(key=payload, seconds=seconds, summary=summary,
+                        history=dict(rows=history.rows, steps_run=history.steps_run, input_scale=history.input_scale))
+            (tmp / _RUN_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process stored the same run first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+            if every is not None:
+                shutil.rmtree(folder.with_name(f".{key}.partial"), ignore_errors=True)
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
+    return CachedRun(model, history, seconds, False, key, summary, snap.states)
+
+
+def checkpoint_cadence(steps: int) -> int | None:
+    """How often (in steps) a cached run of ``steps`` steps checkpoints while it trains, or None:
+    ``$SAE_THEORY_CHECKPOINT_EVERY`` when set (0: never), else every ``steps // 20`` steps for a run
+    of at least :data:`CHECKPOINT_MIN_STEPS` steps and never for a shorter one."""
+    raw = os.environ.get(CHECKPOINT_ENV, "").strip()
+    if raw:
+        try:
+            every = int(raw)
+        except ValueError:
+            raise ValueError(f"${CHECKPOINT_ENV} must be a whole number of steps (0: no checkpoints), got {raw!r}.") from None
+        check_int(f"${CHECKPOINT_ENV} (0: no checkpoints)", every, minimum=0)
+        return every or None
+    return steps // 20 if steps >= CHECKPOINT_MIN_STEPS else None
+
+
+def _try_lock(path: Path):
+    """An open file holding an exclusive lock on ``path``, or None when another process holds it (or
+    the lock file cannot be made: the run then trains without checkpoints, as a short one)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
+def _fresh(spec, d, n_latents, seed, device, dtype, input_norm, snapshots):
     model, hooks = spec.build(d=d, n_latents=n_latents, seed=seed, device=device, dtype=dtype)
     if input_norm is not None:
         model.set_input_norm(**input_norm)
-    snap = _Snapshots(snapshots)
+    return model, hooks, _Snapshots(snapshots)
+
+
+def _train_checkpointed(spec, data, cfg, every, partial: Path, d, n_latents, seed, device, dtype, input_norm, snapshots):
+    """Train with checkpoints in ``partial`` (the newest kept), continuing from its latest one when
+    there is one; a checkpoint that cannot be resumed (damaged, or another run's) is deleted, with a
+    warning, and the run starts afresh. Returns (model, hooks, snapshots hook, history, seconds of
+    this call's training)."""
+    cfg = dataclasses.replace(cfg, checkpoint_every=every, checkpoint_dir=str(partial), keep_checkpoints=1, overwrite_checkpoints=True)
+    resume = "latest" if latest_checkpoint(partial) is not None else None
+    model, hooks, snap = _fresh(spec, d, n_latents, seed, device, dtype, input_norm, snapshots)
     t0 = time.perf_counter()
-    history = train(model, data, cfg, hooks=[*hooks, snap] if snapshots else hooks)
-    seconds = time.perf_counter() - t0
-    model.eval()
-    summary = {} if summarize is None else dict(summarize(model, history, hooks))
-    if folder is not None:
-        # write beside the final folder and rename: a kill leaves no half run that a later call would load
-        tmp = folder.with_name(f".{key}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_sae(model, tmp)
-        if snapshots:
-            _save_snapshots(snap.states, tmp / _SNAPSHOT_FILE)
-        meta = dict(key=payload, seconds=seconds, summary=summary,
-                    history=dict(rows=history.rows, steps_run=history.steps_run, input_scale=history.input_scale))
-        (tmp / _RUN_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process stored the same run first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    return CachedRun(model, history, seconds, False, key, summary, snap.states)
+    try:
+        history = train(model, data, cfg, hooks=[*hooks, snap] if snapshots else hooks, resume=resume)
+    except ValueError as exc:
+        if resume is None:
+            raise
+        # every check of a resume runs before anything changes: the fresh model and hooks are untouched
+        warnings.warn(f"the checkpoint of an interrupted run in {partial} cannot be resumed ({exc}); training the run afresh.", stacklevel=3)
+        shutil.rmtree(partial, ignore_errors=True)
+        model, hooks, snap = _fresh(spec, d, n_latents, seed, device, dtype, input_norm, snapshots)
+        history = train(model, data, cfg, hooks=[*hooks, snap] if snapshots else hooks)
+    return model, hooks, snap, history, time.perf_counter() - t0

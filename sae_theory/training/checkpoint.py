@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models.base import SAE, TrainOutput
 
 __all__ = ["RESUMABLE_TRAIN_FIELDS", "STEP_DIR", "TRAINER_FILE", "apply_resume", "check_checkpoint_dir_writable", "clean_checkpoint_dir", "complete_checkpoints", "latest_checkpoint",
-           "load_checkpoint", "prepare_resume", "refuse_other_runs", "resolve_checkpoint", "save_checkpoint", "step_folder_name"]
+           "load_checkpoint", "prepare_resume", "prune_checkpoints", "refuse_other_runs", "resolve_checkpoint", "save_checkpoint", "step_folder_name"]
 
 TRAINER_FILE = "trainer.pt"
 #: Names of the step folders in a checkpoint_dir.
@@ -55,7 +55,7 @@ STEP_DIR = re.compile(r"^step_(\d+)$")
 #: Names of the temporary folders of a step being written (:func:`~sae_theory.io.atomic_folder`).
 TMP_STEP_DIR = re.compile(r"^\.step_\d+\.tmp\d+$")
 #: TrainConfig fields that may differ between a checkpoint and the run that resumes it.
-RESUMABLE_TRAIN_FIELDS = ("steps", "log_every", "progress", "checkpoint_every", "checkpoint_dir", "overwrite_checkpoints")
+RESUMABLE_TRAIN_FIELDS = ("steps", "log_every", "progress", "checkpoint_every", "checkpoint_dir", "overwrite_checkpoints", "keep_checkpoints")
 #: Model config fields that may differ between a checkpoint and the model it is loaded into.
 PORTABLE_MODEL_FIELDS = ("device",)
 
@@ -467,6 +467,21 @@ def check_checkpoint_dir_writable(root: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise type(exc)(f"checkpoint_dir {str(root)!r} cannot be written ({exc}); choose a writable folder or checkpoint_dir=None.") from exc
+
+
+def prune_checkpoints(checkpoint_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete every ``step_XXXXXXXX`` folder of ``checkpoint_dir`` but the ``keep`` newest complete
+    ones (incomplete step folders older than those go too); returns the deleted folders."""
+    keep = check_int("keep", keep, minimum=1)
+    root = Path(checkpoint_dir)
+    kept = _step_folders(root, complete=True)[:keep]
+    if not kept:
+        return []
+    oldest = int(STEP_DIR.match(kept[-1].name).group(1))
+    gone = [p for p in _step_folders(root, complete=False) if p not in kept and int(STEP_DIR.match(p.name).group(1)) < oldest]
+    for p in gone:
+        shutil.rmtree(p)
+    return gone
 
 
 def clean_checkpoint_dir(root: Path, *, old_steps: bool) -> None:

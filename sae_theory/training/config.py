@@ -99,6 +99,10 @@ class TrainConfig:
     True deletes those step folders first. No effect when resuming within the run's own folder.
     Like ``steps``, ``log_every``, ``progress`` and the checkpoint cadence and folder, it may
     differ between a run and its resume."""
+    keep_checkpoints: int | None = None
+    """Keep only the newest this many ``step_XXXXXXXX`` folders in ``checkpoint_dir`` (>= 1), deleting
+    older ones after each checkpoint is written; None keeps every one. Like the cadence, it may differ
+    between a run and its resume."""
 
     def __post_init__(self):
         check_int("steps", self.steps, minimum=1)
@@ -152,6 +156,8 @@ class TrainConfig:
             object.__setattr__(self, "checkpoint_dir", os.fspath(self.checkpoint_dir))
         check_bool("progress", self.progress)
         check_bool("overwrite_checkpoints", self.overwrite_checkpoints)
+        if self.keep_checkpoints is not None:
+            check_int("keep_checkpoints (None: keep every checkpoint)", self.keep_checkpoints, minimum=1)
 
     @property
     def decay_steps(self) -> int:

@@ -76,7 +76,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..metrics import l0
-from .checkpoint import Hook, apply_resume, check_checkpoint_dir_writable, clean_checkpoint_dir, prepare_resume, refuse_other_runs, save_checkpoint
+from .checkpoint import Hook, apply_resume, check_checkpoint_dir_writable, clean_checkpoint_dir, prepare_resume, prune_checkpoints, refuse_other_runs, save_checkpoint
 from .config import TrainConfig, lr_at
 from .history import History
 from .sources import BatchSource, as_source
@@ -358,6 +358,8 @@ def train(
             del out, x
             if ckpt_dir is not None and (step == cfg.steps or (cfg.checkpoint_every is not None and step % cfg.checkpoint_every == 0)):
                 checkpoint(step)
+                if cfg.keep_checkpoints is not None:
+                    prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
     finally:
         prepared.__exit__(None, None, None)
         bar.close()
