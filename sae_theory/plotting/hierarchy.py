@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import hue_kwargs, method_colors, use_style
+from .core import _GRID_WIDTH, hue_kwargs, method_colors, use_style
 
 __all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
@@ -98,13 +98,16 @@ def hierarchy_heatmaps(fits, *, title: str = ""):
 
 
 def cross_paper_figure(absorb_df, fm_df):
-    """Notebook 07: absorption of GBA beside MP-SAE and ReLU (``experiments.absorption`` rows) and
-    FRR / L0 on GBA's statistical model (``experiments.mp_on_feature_model``)."""
+    """Notebook 07: absorption of GBA beside MP-SAE and ReLU (``experiments.absorption`` rows), the
+    full width of the first row, and FRR / L0 on GBA's statistical model
+    (``experiments.mp_on_feature_model``) side by side in the second."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     use_style()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig = plt.figure(figsize=(_GRID_WIDTH, 8.4), layout="constrained")
+    grid = fig.add_gridspec(2, 2)
+    axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
     d = absorb_df.assign(cell=absorb_df["child_mean"].map(lambda v: f"child mean {v:g}"))
     # saturation=1: the bars take the method's palette colour exactly, as lines do in other figures
     sns.barplot(d, x="cell", y="absorption", hue="method", **hue_kwargs(d["method"]), saturation=1, errorbar=("pi", 100), ax=axes[0])
@@ -119,8 +122,7 @@ def cross_paper_figure(absorb_df, fm_df):
     axes[2].axhline(float(fm_df["s"].iloc[0]), color="k", ls="--", lw=0.8, label="true L0 = s")
     axes[2].set(xlabel="", ylabel="held-out L0", title="L0 of each run")
     axes[2].tick_params(axis="x", rotation=20)
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
+    axes[2].legend(fontsize=8)
     return fig
 
 

@@ -5,9 +5,17 @@ tidy frames."""
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import hue_kwargs, method_colors, plain_log_axis, use_style
+from .core import _panel_grid, _shared_legend, hue_kwargs, method_colors, plain_log_axis, use_style
 
 __all__ = ["gba_real_consistency_figure", "gba_real_frontier_figure", "gba_real_neurons_figure", "real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_training_figure"]
+
+
+def _method_handles(ax):
+    """The method legend seaborn put on ``ax`` (lines with their markers), removed from ``ax``."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    return handles, labels
 
 
 def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""):
@@ -15,81 +23,81 @@ def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""
     per method and sparsity level), and the latents silent on every held-out token; with
     ``eleuther_df`` (``experiments.real_mp.eleuther_table()``), two more panels: our FVU of MP-SAE
     and TopK against k, and EleutherAI's on SmolLM2 in a panel of its own (another model and
-    scale: beside ours, not on the same axes)."""
-    import matplotlib.pyplot as plt
+    scale: beside ours, not on the same axes). Panels in rows of two, one method legend above
+    them (each method keeps its colour and marker in every panel; EleutherAI's lines dashed)."""
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     use_style()
     df = frontier_df
     order = method_order(df["method"])
-    n = 4 if eleuther_df is not None else 2
-    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 4.2))
+    style = dict(hue="method", style="method", style_order=order, markers=True, dashes=False, **hue_kwargs(order))
+    fig, axes, _ = _panel_grid(4 if eleuther_df is not None else 2)
     ax = axes[0]
-    sns.lineplot(df.sort_values("l0"), x="l0", y="r2", hue="method", style="method", style_order=order, markers=True, dashes=False,
-                 estimator=None, sort=False, ax=ax, **hue_kwargs(order))
+    sns.lineplot(df.sort_values("l0"), x="l0", y="r2", estimator=None, sort=False, ax=ax, **style)
     ax.set(xscale="log", xlabel="L0: active latents per held-out token (log scale)", ylabel="R² on held-out tokens (global mean)",
            title=f"Fig 5 here: R² against L0{', ' + model_label if model_label else ''}")
     ks = sorted(df["k"].unique())
     plain_log_axis(ax, "x", ks)
-    ax.legend(title="method", fontsize=8)
+    handles, labels = _method_handles(ax)
     ax = axes[1]
-    sns.barplot(df, x="k", y="dead_fraction", hue="method", ax=ax, **hue_kwargs(order))
+    # saturation=1: the bars take the method's palette colour exactly, as in the shared legend
+    sns.barplot(df, x="k", y="dead_fraction", hue="method", saturation=1, ax=ax, legend=False, **hue_kwargs(order))
     ax.set(xlabel="sparsity level k (training)", ylabel="fraction of latents silent on every held-out token",
-           title="dead latents", ylim=(0, min(1.0, 1.4 * float(df["dead_fraction"].max()) + 0.02)))
-    ax.legend(title="method", fontsize=8, ncol=3, loc="upper center")
+           title="dead latents", ylim=(0, min(1.0, 1.1 * float(df["dead_fraction"].max()) + 0.02)))
     if eleuther_df is not None:
         pair = [m for m in ("TopK", "MP-SAE") if m in set(df["method"])]
-        colors = method_colors(pair)
         ours = df[df["method"].isin(pair)]
         ax = axes[2]
-        sns.lineplot(ours, x="k", y="fvu", hue="method", hue_order=pair, palette=colors, marker="o", ax=ax)
+        sns.lineplot(ours, x="k", y="fvu", ax=ax, legend=False, **style)
         ax.set(xscale="log", xlabel="k (training)", ylabel="FVU on held-out tokens", title=f"ours: {model_label or 'this study'}")
         plain_log_axis(ax, "x", ks)
-        ax.legend(title="method", fontsize=8)
         ax = axes[3]
-        sns.lineplot(eleuther_df, x="k", y="fvu", hue="method", hue_order=pair, palette=colors, marker="s", linestyle="--", ax=ax)
+        sns.lineplot(eleuther_df[eleuther_df["method"].isin(pair)], x="k", y="fvu", linestyle="--", ax=ax, legend=False, **style)
         eks = sorted(eleuther_df["k"].unique())
         ax.set(xscale="log", xlabel="K (training)", ylabel="FVU (quoted)",
                title="EleutherAI (quoted): SmolLM2-135M layer 10, 64x\nanother model and scale: not comparable")
         plain_log_axis(ax, "x", eks)
-        ax.legend(title="method", fontsize=8)
-    fig.tight_layout()
+        handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]
+        labels += ["ours", "EleutherAI (quoted)"]
+    _shared_legend(fig, handles, labels, title="method")
     return fig
 
 
 def real_inference_figure(sweep_df):
     """Figs 6 and 8 (``experiments.real_mp.inference_sweep``): normalised error against the
     inference k, one panel per training k (its value dashed), and the effective rank of the codes
-    against the inference k for the runs where it was read."""
-    import matplotlib.pyplot as plt
+    against the inference k for the runs where it was read. Panels in rows of two, one method
+    legend (above them, or in the last row's free cell)."""
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     use_style()
     df = sweep_df
     order = method_order(df["method"])
+    style = dict(hue="method", style="method", style_order=order, markers=True, dashes=False, **hue_kwargs(order))
     train_ks = sorted(df["train_k"].unique())
     rank = df.dropna(subset=["effective_rank"])
-    fig, axes = plt.subplots(1, len(train_ks) + 1, figsize=(4.6 * (len(train_ks) + 1), 4.2))
+    fig, axes, spare = _panel_grid(len(train_ks) + 1)
     for ax, k in zip(axes, train_ks):
-        sns.lineplot(df[df["train_k"] == k], x="inference_k", y="nmse", hue="method", style="method", style_order=order, markers=True,
-                     dashes=False, ax=ax, legend=ax is axes[0], **hue_kwargs(order))
-        ax.axvline(k, color="k", ls="--", lw=1, label=f"training k = {k}")
+        sns.lineplot(df[df["train_k"] == k], x="inference_k", y="nmse", ax=ax, legend=ax is axes[0], **style)
+        ax.axvline(k, color="k", ls="--", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="inference k (log scale)", ylabel="normalised MSE ||x - x̂||² / ||x||² (held out)",
                title=f"Fig 8 here: SAEs trained at k = {k}")
         plain_log_axis(ax, "x", [j for j in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if j <= df.loc[df["train_k"] == k, "inference_k"].max()])
         plain_log_axis(ax, "y")
-    axes[0].legend(fontsize=7)
+    handles, labels = _method_handles(axes[0])
     ax = axes[-1]
     if len(rank):
         rk = int(rank["train_k"].iloc[0])
-        sns.lineplot(rank, x="inference_k", y="effective_rank", hue="method", style="method", style_order=order, markers=True,
-                     dashes=False, ax=ax, **hue_kwargs(order))
-        ax.axvline(rk, color="k", ls="--", lw=1, label=f"training k = {rk}")
+        sns.lineplot(rank, x="inference_k", y="effective_rank", ax=ax, legend=False, **style)
+        ax.axvline(rk, color="k", ls="--", lw=1)
         ax.set(xscale="log", xlabel="inference k (log scale)", ylabel="effective rank of the codes (ZᵀZ)",
                title=f"Fig 6 here: effective rank (trained at k = {rk})")
         plain_log_axis(ax, "x", sorted(rank["inference_k"].unique()))
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles.append(Line2D([], [], color="k", ls="--", lw=1))
+    labels.append("the panel's training k")
+    _shared_legend(fig, handles, labels, title="method", spare=spare)
     return fig
 
 
@@ -97,42 +105,42 @@ def real_babel_figure(babel_df, gram_df):
     """Figs 7 and 17 (``experiments.real_mp.babel_scores``, ``gram_histogram``): the Babel
     function mu_1(r) of each whole dictionary against r (one training k: the middle one), the
     co-active Babel against the held-out L0 (it grows with L0), and the histogram of the
-    off-diagonal atom cosines."""
-    import matplotlib.pyplot as plt
+    off-diagonal atom cosines. Two rows of two cells; the fourth holds the one method legend,
+    with each method's standard deviation of the atom cosines (the histogram's)."""
     import seaborn as sns
 
     use_style()
     order = method_order(babel_df["method"])
+    style = dict(hue="method", style="method", style_order=order, markers=True, dashes=False, **hue_kwargs(order))
     ks = sorted(babel_df["k"].unique())
     k_mid = ks[len(ks) // 2]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
+    fig, axes, spare = _panel_grid(3)
     ax = axes[0]
-    sns.lineplot(babel_df[babel_df["k"] == k_mid], x="r", y="babel", hue="method", style="method", style_order=order, markers=True,
-                 dashes=False, ax=ax, **hue_kwargs(order))
+    sns.lineplot(babel_df[babel_df["k"] == k_mid], x="r", y="babel", ax=ax, **style)
     ax.set(xscale="log", xlabel="r (atoms summed)", ylabel=r"whole-dictionary Babel $\mu_1(r)$",
            title=f"Fig 7 here: whole dictionary (trained at k = {k_mid})")
     plain_log_axis(ax, "x", sorted(babel_df["r"].unique()))
-    ax.legend(title="method", fontsize=8)
+    handles, labels = _method_handles(ax)
     ax = axes[1]
     per_run = babel_df.drop_duplicates(["method", "k"]).sort_values("l0")
-    sns.lineplot(per_run, x="l0", y="babel_coactive", hue="method", style="method", style_order=order, markers=True, dashes=False,
-                 estimator=None, sort=False, ax=ax, **hue_kwargs(order))
+    sns.lineplot(per_run, x="l0", y="babel_coactive", estimator=None, sort=False, ax=ax, legend=False, **style)
     ax.set(xscale="log", xlabel="L0: active latents per held-out token (log scale; one point per training k)",
            ylabel=r"co-active Babel $\mu_1(|S|-1)$, mean over tokens", title="Fig 7 here: atoms co-activated on held-out tokens")
     plain_log_axis(ax, "x", ks)
-    ax.legend(title="method", fontsize=8)
     ax = axes[2]
     colors = method_colors(order)
+    stds = {}
     for m in order:
         g = gram_df[gram_df["method"] == m]
         if len(g):
             edges = list(g["bin_left"]) + [g["bin_right"].iloc[-1]]
-            ax.stairs(g["density"].to_numpy(), edges, color=colors[m], lw=1.3, label=f"{m} (std {g['std'].iloc[0]:.3f})")
+            ax.stairs(g["density"].to_numpy(), edges, color=colors[m], lw=1.3, label=m)
+            stds[m] = float(g["std"].iloc[0])
     k_hist = int(gram_df["k"].iloc[0]) if len(gram_df) else 0
     ax.set(yscale="log", xlabel="cosine between two atoms (off-diagonal of D Dᵀ)", ylabel="density (log scale)",
            title=f"Fig 17 here: atom cosines (trained at k = {k_hist})")
-    ax.legend(title="method", fontsize=8)
-    fig.tight_layout()
+    labels = [f"{m} (std {stds[m]:.3f})" if m in stds else m for m in labels]
+    _shared_legend(fig, handles, labels, title=f"method\n(std: of its atom cosines, Fig 17, k = {k_hist})", spare=spare)
     return fig
 
 
