@@ -22,6 +22,7 @@ for every name. Figures whose hue is a method order it by
 from . import core, feature_model, gba, hierarchy, mp, real
 from .core import (
     FIGURE_DIR_ENV,
+    GRID_WIDTH,
     PNG_DPI,
     UNKNOWN_METHOD_COLOR,
     UPDATE_FIGURES_ENV,
@@ -32,9 +33,11 @@ from .core import (
     mark_zero_bars,
     method_colors,
     name_zero_curves,
+    panel_grid,
     plain_log_axis,
     repo_root,
     save_figure,
+    shared_legend,
     use_style,
     written_figures,
 )

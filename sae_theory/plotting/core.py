@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from sae_theory.profiles import Profile
 
 __all__ = [
+    "GRID_WIDTH",
+    "panel_grid",
+    "shared_legend",
     "mark_zero_bars",
     "plain_log_axis",
     "name_zero_curves",
@@ -438,24 +441,24 @@ def plain_log_axis(ax, axis: str = "x", ticks=None) -> None:
 
 #: Width (inches) of a multi-panel figure: about 1,900 px at :data:`PNG_DPI`, so a laptop screen
 #: shows it near full size and its text stays legible.
-_GRID_WIDTH = 12.6
+GRID_WIDTH = 12.6
 
 
-def _panel_grid(n: int, *, ncols: int = 2, panel_height: float = 4.2):
+def panel_grid(n: int, *, ncols: int = 2, panel_height: float = 4.2):
     """A constrained-layout figure of ``n`` panels in rows of ``ncols`` (about
-    ``_GRID_WIDTH`` wide); returns ``(fig, panels, spare)``: the first ``n`` axes in reading
+    ``GRID_WIDTH`` wide); returns ``(fig, panels, spare)``: the first ``n`` axes in reading
     order and the cells left over in the last row (for a shared legend), possibly none."""
     import matplotlib.pyplot as plt
 
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    width = _GRID_WIDTH if ncols > 1 else _GRID_WIDTH / 2
+    width = GRID_WIDTH if ncols > 1 else GRID_WIDTH / 2
     fig, grid = plt.subplots(nrows, ncols, figsize=(width, panel_height * nrows), squeeze=False, layout="constrained")
     cells = list(grid.flat)
     return fig, cells[:n], cells[n:]
 
 
-def _shared_legend(fig, handles, labels, *, title: str | None = None, spare=(), fontsize: float = 9):
+def shared_legend(fig, handles, labels, *, title: str | None = None, spare=(), fontsize: float = 9):
     """One legend for every panel of ``fig``: in the first ``spare`` cell (turned into a blank
     panel; the other spare cells are hidden) when there is one, else above the panels, in one
     row (constrained layout makes room for it)."""

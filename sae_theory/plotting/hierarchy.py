@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import _GRID_WIDTH, hue_kwargs, method_colors, use_style
+from .core import GRID_WIDTH, hue_kwargs, method_colors, use_style
 
 __all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
@@ -105,7 +105,7 @@ def cross_paper_figure(absorb_df, fm_df):
     import seaborn as sns
 
     use_style()
-    fig = plt.figure(figsize=(_GRID_WIDTH, 8.4), layout="constrained")
+    fig = plt.figure(figsize=(GRID_WIDTH, 8.4), layout="constrained")
     grid = fig.add_gridspec(2, 2)
     axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
     d = absorb_df.assign(cell=absorb_df["child_mean"].map(lambda v: f"child mean {v:g}"))

@@ -5,7 +5,7 @@ tidy frames."""
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import _panel_grid, _shared_legend, hue_kwargs, method_colors, plain_log_axis, use_style
+from .core import panel_grid, shared_legend, hue_kwargs, method_colors, plain_log_axis, use_style
 
 __all__ = ["gba_real_consistency_figure", "gba_real_frontier_figure", "gba_real_neurons_figure", "real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_training_figure"]
 
@@ -32,7 +32,7 @@ def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""
     df = frontier_df
     order = method_order(df["method"])
     style = dict(hue="method", style="method", style_order=order, markers=True, dashes=False, **hue_kwargs(order))
-    fig, axes, _ = _panel_grid(4 if eleuther_df is not None else 2)
+    fig, axes, _ = panel_grid(4 if eleuther_df is not None else 2)
     ax = axes[0]
     sns.lineplot(df.sort_values("l0"), x="l0", y="r2", estimator=None, sort=False, ax=ax, **style)
     ax.set(xscale="log", xlabel="L0: active latents per held-out token (log scale)", ylabel="R² on held-out tokens (global mean)",
@@ -60,7 +60,7 @@ def real_frontier_figure(frontier_df, eleuther_df=None, *, model_label: str = ""
         plain_log_axis(ax, "x", eks)
         handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]
         labels += ["ours", "EleutherAI (quoted)"]
-    _shared_legend(fig, handles, labels, title="method")
+    shared_legend(fig, handles, labels, title="method")
     return fig
 
 
@@ -78,7 +78,7 @@ def real_inference_figure(sweep_df):
     style = dict(hue="method", style="method", style_order=order, markers=True, dashes=False, **hue_kwargs(order))
     train_ks = sorted(df["train_k"].unique())
     rank = df.dropna(subset=["effective_rank"])
-    fig, axes, spare = _panel_grid(len(train_ks) + 1)
+    fig, axes, spare = panel_grid(len(train_ks) + 1)
     for ax, k in zip(axes, train_ks):
         sns.lineplot(df[df["train_k"] == k], x="inference_k", y="nmse", ax=ax, legend=ax is axes[0], **style)
         ax.axvline(k, color="k", ls="--", lw=1)
@@ -97,7 +97,7 @@ def real_inference_figure(sweep_df):
         plain_log_axis(ax, "x", sorted(rank["inference_k"].unique()))
     handles.append(Line2D([], [], color="k", ls="--", lw=1))
     labels.append("the panel's training k")
-    _shared_legend(fig, handles, labels, title="method", spare=spare)
+    shared_legend(fig, handles, labels, title="method", spare=spare)
     return fig
 
 
@@ -114,7 +114,7 @@ def real_babel_figure(babel_df, gram_df):
     style = dict(hue="method", style="method", style_order=order, markers=True, dashes=False, **hue_kwargs(order))
     ks = sorted(babel_df["k"].unique())
     k_mid = ks[len(ks) // 2]
-    fig, axes, spare = _panel_grid(3)
+    fig, axes, spare = panel_grid(3)
     ax = axes[0]
     sns.lineplot(babel_df[babel_df["k"] == k_mid], x="r", y="babel", ax=ax, **style)
     ax.set(xscale="log", xlabel="r (atoms summed)", ylabel=r"whole-dictionary Babel $\mu_1(r)$",
@@ -140,7 +140,7 @@ def real_babel_figure(babel_df, gram_df):
     ax.set(yscale="log", xlabel="cosine between two atoms (off-diagonal of D Dᵀ)", ylabel="density (log scale)",
            title=f"Fig 17 here: atom cosines (trained at k = {k_hist})")
     labels = [f"{m} (std {stds[m]:.3f})" if m in stds else m for m in labels]
-    _shared_legend(fig, handles, labels, title=f"method\n(std: of its atom cosines, Fig 17, k = {k_hist})", spare=spare)
+    shared_legend(fig, handles, labels, title=f"method\n(std: of its atom cosines, Fig 17, k = {k_hist})", spare=spare)
     return fig
 
 
