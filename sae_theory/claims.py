@@ -227,6 +227,9 @@ def _judge_toy_topk(m):
 def _judge_consistency(m):
     g, t, l1 = m["gba_mcs08"], m["topk_mcs08"], m["l1_mcs08"]
     text = f"neurons with MCS >= 0.8: GBA {_pct(g)}, TopK {_pct(t)}, L1 {_pct(l1)}"
+    if "gba_mcs08_half" in m:
+        text += (f" (half-way, step {m['half_step']:,.0f}: GBA {_pct(m['gba_mcs08_half'])}, TopK {_pct(m['topk_mcs08_half'])}, "
+                 f"L1 {_pct(m['l1_mcs08_half'])})")
     if g > t and g > l1:
         return "reproduces", text
     if g > t:

@@ -156,3 +156,37 @@ def test_resonance__reads_frr_at_three_quarters_and_says_whether_it_settled(tiny
     assert list(df.kind) == ["phase", "width"] and set(df.columns) >= {"frr", "frr_three_quarters", "settled"}
     assert df.frr.between(0, 1).all() and df.frr_three_quarters.between(0, 1).all()
     assert (df.settled == ((df.frr - df.frr_three_quarters).abs() <= 0.03)).all()
+
+
+def test_consistency__reads_the_same_runs_at_the_end_and_half_way(tiny):
+    two = dataclasses.replace(tiny, seeds=(0, 1))
+    df = gba.consistency(two, thresholds=(0.5, 0.8), progress=False)
+    assert len(df) == 3 * 2 * 2 and set(df.method) == {"GBA", "TopK", "L1"} and (df.half_step == 10).all()
+    for col in ("fraction", "fraction_half", "median_mcs", "median_mcs_half"):
+        assert df[col].between(0, 1 + 1e-12).all(), col
+    # a higher threshold never keeps more neurons, at either reading
+    wide = df.pivot_table(index=["method", "seed"], columns="threshold", values=["fraction", "fraction_half"])
+    assert (wide["fraction"][0.8] <= wide["fraction"][0.5]).all() and (wide["fraction_half"][0.8] <= wide["fraction_half"][0.5]).all()
+    # the half-way reading is the snapshot of the very runs read at the end (not a second, shorter run)
+    spec = gba.consistency_specs(two.toy, "analysed")["TopK"]
+    runs = [gba._cached_toy_run(spec, two.toy, s, "cpu")[0] for s in (0, 1)]
+    W0, W1 = (r.at(10).dictionary.detach().double() for r in runs)
+    from sae_theory.metrics import max_cosine_similarity
+    expect = float(max_cosine_similarity(W0, W1).median())
+    assert df[(df.method == "TopK") & (df.seed == 0)].median_mcs_half.iloc[0] == pytest.approx(expect, abs=1e-12)
+
+
+def test_consistency_settled__both_readings_within_atol_per_method():
+    rows = [dict(method=m, seed=s, threshold=0.8, fraction=f, fraction_half=fh, median_mcs=mm, median_mcs_half=mh, half_step=5)
+            for m, f, fh, mm, mh in (("A", 0.90, 0.88, 0.95, 0.94), ("B", 0.50, 0.40, 0.70, 0.70), ("C", 0.10, 0.10, 0.60, 0.50))
+            for s in (0, 1)]
+    settled = gba.consistency_settled(pd.DataFrame(rows))
+    assert settled.to_dict() == {"A": True, "B": False, "C": False}  # B: the share moved 0.10; C: the median MCS moved 0.10
+    assert gba.consistency_settled(pd.DataFrame(rows), atol=0.2).all()
+    with pytest.raises(ValueError, match="threshold 0.9"):
+        gba.consistency_settled(pd.DataFrame(rows), threshold=0.9)
+
+
+def test_consistency__refuses_one_seed(tiny):
+    with pytest.raises(ValueError, match="two seeds"):
+        gba.consistency(tiny, progress=False)

@@ -40,6 +40,7 @@ __all__ = [
     "COEFFICIENT_LAWS", "coefficient_laws", "curve_steps", "recovery_curves", "tied_baseline_spec", "tied_baselines", "truth_init",
     "algorithm2_buffer",
     "consistency",
+    "consistency_settled",
     "consistency_specs",
     "frontier",
     "gba_spec",
@@ -275,20 +276,57 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
     run (min over runs) is at least the threshold. All neurons are used (the toy has no top-alpha
     selection).
 
+    Each quantity is read twice: at the end of the runs and half-way through them (the runs'
+    snapshots at ``steps // 2``, the same runs; the learning rate is constant, so that snapshot is
+    the model a run of half the length ends with). The two readings are the convergence evidence a
+    verdict on consistency needs (:func:`consistency_settled`).
+
     Returns
     -------
-    DataFrame with ``method, seed, threshold, fraction``.
+    DataFrame with ``method, seed, threshold, fraction, median_mcs, fraction_half, median_mcs_half,
+    half_step``: ``median_mcs`` is the median over the seed's neurons of their MCS (threshold-free).
     """
     if len(profile.seeds) < 2:
         raise ValueError("consistency needs at least two seeds in profile.seeds.")
+    half = profile.toy.steps // 2
+    if half < 1:
+        raise ValueError(f"consistency reads the runs half-way through; profile.toy.steps = {profile.toy.steps} has no half-way step. "
+                         "Use at least 2 steps.")
     rows = []
     for label, spec in tqdm(consistency_specs(profile.toy, regime).items(), desc="consistency", disable=not progress):
-        dicts = {seed: _fit_toy(spec, profile.toy, seed, profile.device)[0] for seed in profile.seeds}
-        for seed, W in dicts.items():
-            mcs = torch.stack([max_cosine_similarity(W, dicts[o]) for o in profile.seeds if o != seed]).min(0).values
+        runs = {seed: _cached_toy_run(spec, profile.toy, seed, profile.device)[0] for seed in profile.seeds}
+        readings = {when: {seed: run.at(step).dictionary.detach().double().cpu() for seed, run in runs.items()}
+                    for when, step in (("end", profile.toy.steps), ("half", half))}
+        mcs = {when: {seed: torch.stack([max_cosine_similarity(W, dicts[o]) for o in profile.seeds if o != seed]).min(0).values
+                      for seed, W in dicts.items()} for when, dicts in readings.items()}
+        for seed in profile.seeds:
+            end, mid = mcs["end"][seed], mcs["half"][seed]
             for t in thresholds:
-                rows.append(dict(method=label, seed=seed, threshold=t, fraction=float((mcs >= t).double().mean())))
+                rows.append(dict(method=label, seed=seed, threshold=t, fraction=float((end >= t).double().mean()),
+                                 median_mcs=float(end.median()), fraction_half=float((mid >= t).double().mean()),
+                                 median_mcs_half=float(mid.median()), half_step=half))
     return pd.DataFrame(rows)
+
+
+def consistency_settled(cons: pd.DataFrame, *, threshold: float = 0.8, atol: float = 0.03) -> pd.Series:
+    """Per method of :func:`consistency`'s frame, whether its consistency has settled between the
+    half-way reading and the end: the fraction at ``threshold`` and the median MCS (each a mean
+    over seeds) both moved by at most ``atol`` (:func:`~sae_theory.metrics.metric_settled`).
+
+    Raises
+    ------
+    ValueError
+        ``threshold`` is not one of the frame's thresholds.
+    """
+    from ..metrics import metric_settled
+
+    at = cons[(cons.threshold - threshold).abs() <= 1e-12]
+    if at.empty:
+        raise ValueError(f"threshold {threshold} is not in the consistency frame (it has {sorted(cons.threshold.unique())}); "
+                         "pass one of those or recompute consistency with it.")
+    means = at.groupby("method")[["fraction_half", "fraction", "median_mcs_half", "median_mcs"]].mean()
+    return pd.Series({m: metric_settled([r.fraction_half, r.fraction], atol=atol) and metric_settled([r.median_mcs_half, r.median_mcs], atol=atol)
+                      for m, r in means.iterrows()}, name="settled")
 
 
 def frontier(profile: Profile, *, regime: str = "deployed", progress: bool = True) -> pd.DataFrame:
