@@ -47,7 +47,7 @@ from .._checks import check_int
 from ..io import load_sae, save_sae
 from ..models.base import SAE
 from ..training import History, train
-from ..training.checkpoint import latest_checkpoint
+from ..training.checkpoint import RESUMABLE_TRAIN_FIELDS, latest_checkpoint
 from .specs import MethodSpec
 
 __all__ = ["CACHE_ENV", "CachedRun", "cache_dir", "code_fingerprint", "run_key", "train_cached"]
@@ -230,8 +230,8 @@ def train_cached(spec: MethodSpec, data: Any, *, data_key: dict[str, Any], d: in
     """
     cfg = spec.train_config(**run)
     snapshots = _check_snapshots(snapshots, cfg.steps)
-    train_fields = {k: v for k, v in cfg.to_dict().items()
-                    if k not in ("progress", "log_every", "checkpoint_every", "checkpoint_dir", "overwrite_checkpoints", "keep_checkpoints")}
+    # what may change between a run and its resume, but for its length, does not make another run
+    train_fields = {k: v for k, v in cfg.to_dict().items() if k == "steps" or k not in RESUMABLE_TRAIN_FIELDS}
     payload = dict(format=CACHE_FORMAT, code=code_fingerprint(), spec=spec.to_dict(), data=data_key, d=d, n_latents=n_latents,
                    seed=seed, dtype=str(dtype), train=train_fields, log_every=cfg.log_every)
     if snapshots:  # absent when none: the keys of runs without snapshots are those of before
