@@ -150,6 +150,44 @@ def test_shards__stream_every_row_once_per_epoch_and_resume_exactly(tiny, corpus
         assert torch.equal(a.next_batch(33), b.next_batch(33))
 
 
+def test_shards__held_out_tokens_are_never_streamed_and_read_back_apart(tiny, corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from sae_theory.experiments.real_mp import split
+
+    cache = extract_activations(_req(corpus), tmp_path / "c", model=tiny, progress=False)  # 500 tokens in shards of 128
+    rows = torch.cat([load_file(str(cache.folder / s["file"]))["activations"] for s in cache.manifest["shards"]]).float()
+    assert torch.equal(cache.rows(), rows) and torch.equal(cache.rows(100, 300), rows[100:300]) and cache.rows(7, 7).shape == (0, 16)
+    key = lambda t: sorted(map(tuple, t.tolist()))  # noqa: E731
+    for held in (1, 100, 500 - 3 * 128, 250):  # inside the last shard, across two, on a shard boundary, half the cache
+        src = ActivationShards(cache.folder, seed=5, held_out_tokens=held)
+        need = 2 * (500 - held)  # two epochs of the training part
+        seen = torch.cat([src.next_batch(min(50, need - i)) for i in range(0, need, 50)])
+        train_rows = rows[: 500 - held]
+        assert key(seen) == key(torch.cat([train_rows, train_rows]))  # each training row twice, no held-out row
+        assert torch.equal(cache.held_out(held), rows[500 - held:])
+        tr, ev = split(cache, held)  # the real-network studies' split: the same tokens
+        assert torch.equal(tr, train_rows) and torch.equal(ev, cache.held_out(held))
+    assert "held_out_tokens=250" in repr(src)
+    # held_out_tokens=0 is the plain stream, batch for batch
+    a, b = ActivationShards(cache.folder, seed=2), ActivationShards(cache.folder, seed=2, held_out_tokens=0)
+    assert all(torch.equal(a.next_batch(70), b.next_batch(70)) for _ in range(12))
+    # resume: the same split, or an error naming it
+    c = ActivationShards(cache.folder, seed=4, held_out_tokens=100)
+    for _ in range(5):
+        c.next_batch(60)
+    d = ActivationShards(cache.folder, seed=4, held_out_tokens=100)
+    d.load_state_dict(c.state_dict())
+    assert all(torch.equal(c.next_batch(60), d.next_batch(60)) for _ in range(10))
+    with pytest.raises(ValueError, match="held out 100 tokens, this source 0"):
+        ActivationShards(cache.folder, seed=4).load_state_dict(c.state_dict())
+    for bad in (251, -1):
+        with pytest.raises(ValueError, match="held_out_tokens"):
+            ActivationShards(cache.folder, held_out_tokens=bad)
+    with pytest.raises(ValueError, match="held_out_tokens"):
+        cache.held_out(0)
+
+
 def test_standardize_normalisation_trains_and_travels(tiny, corpus, tmp_path):
     from sae_theory.io import load_sae, save_sae
     from sae_theory.saelens import export_saelens, import_saelens

@@ -289,6 +289,30 @@ class ActivationCache:
         var = (s2 / n - mean.pow(2)).clamp_min(0)
         return {"mean": mean, "std": var.sqrt(), "mean_sq_norm": torch.tensor(sum(s["sum_sq_norm"] for s in self.manifest["shards"]) / n)}
 
+    def rows(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """The raw activations (float32) of tokens ``start`` to ``stop`` (exclusive) in extraction
+        order, reading only the shards that hold them."""
+        n = self.tokens
+        stop = n if stop is None else check_int("stop", stop, minimum=0, maximum=n)
+        start = check_int(f"start (at most stop = {stop})", start, minimum=0, maximum=stop)
+        from safetensors.torch import load_file
+
+        parts, offset = [], 0
+        for entry in self.manifest["shards"]:
+            lo, hi = offset, offset + int(entry["rows"])
+            offset = hi
+            if hi <= start or lo >= stop:
+                continue
+            x = load_file(str(self.folder / entry["file"]))["activations"]
+            parts.append(x[max(start, lo) - lo : min(stop, hi) - lo].float())
+        return torch.cat(parts) if parts else torch.zeros(0, self.d)
+
+    def held_out(self, tokens: int) -> Tensor:
+        """The last ``tokens`` tokens of the extraction (later documents of the corpus than every
+        other token), float32: the held-out split that :class:`ActivationShards` with
+        ``held_out_tokens=tokens`` leaves out of training. At most half of the cache's tokens."""
+        return self.rows(self.tokens - _check_held_out(tokens, self.tokens))
+
     def normalisation(self, paper: str) -> dict[str, Any]:
         """Keyword arguments of :meth:`~sae_theory.models.base.SAE.set_input_norm` for ``paper``:
         ``"mp"``: standardise every coordinate with the population mean and standard deviation
@@ -303,6 +327,10 @@ class ActivationCache:
         if paper == "gba":
             return {"kind": "unit"}
         raise ValueError(f"paper must be 'mp' or 'gba', got {paper!r}.")
+
+
+def _check_held_out(tokens: int, n: int, *, allow_zero: bool = False) -> int:
+    return check_int("held_out_tokens (at most half of the cache's tokens)", tokens, minimum=0 if allow_zero else 1, maximum=max(1, n // 2))
 
 
 def _check_manifest(folder: Path, manifest: dict, identity: dict, sha: str | None) -> None:
@@ -631,11 +659,25 @@ class ActivationShards:
     comes from one CPU generator seeded with ``seed``; the state (epoch, shard, position and the
     generator state at the start of the current shard) resumes the exact stream. Batches are the
     raw activations in float32: the model applies its input normalisation
-    (:meth:`ActivationCache.normalisation`)."""
+    (:meth:`ActivationCache.normalisation`; its statistics cover every token of the cache).
 
-    def __init__(self, folder: str | os.PathLike, seed: int = 0):
+    ``held_out_tokens`` leaves the last that many tokens of the extraction out of the stream (the
+    shard that holds the boundary is streamed up to it), so that they can be read with
+    :meth:`ActivationCache.held_out` as held-out data; 0 streams every token."""
+
+    def __init__(self, folder: str | os.PathLike, seed: int = 0, held_out_tokens: int = 0):
         self.cache = open_cache(folder)
         self.seed = check_int("seed", seed, minimum=0)
+        self.held_out_tokens = _check_held_out(held_out_tokens, self.cache.tokens, allow_zero=True)
+        # (shard index, rows streamed from it): every shard before the held-out tokens, the boundary one cut
+        stop, offset, self._shards = self.cache.tokens - self.held_out_tokens, 0, []
+        for i, entry in enumerate(self.cache.manifest["shards"]):
+            take = min(int(entry["rows"]), stop - offset)
+            if take > 0:
+                self._shards.append((i, take))
+            offset += int(entry["rows"])
+        if not self._shards:
+            raise ValueError(f"{self.cache.folder} holds no tokens to stream.")
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch, self._slot, self._pos = 0, 0, 0
         self._order: list[int] = []
@@ -644,10 +686,11 @@ class ActivationShards:
         self._new_epoch()
 
     def __repr__(self) -> str:
-        return f"ActivationShards({str(self.cache.folder)!r}, seed={self.seed})"
+        held = f", held_out_tokens={self.held_out_tokens}" if self.held_out_tokens else ""
+        return f"ActivationShards({str(self.cache.folder)!r}, seed={self.seed}{held})"
 
     def _new_epoch(self) -> None:
-        self._order = torch.randperm(len(self.cache.manifest["shards"]), generator=self.generator).tolist()
+        self._order = torch.randperm(len(self._shards), generator=self.generator).tolist()
         self._slot = 0
         self._load_shard()
 
@@ -655,8 +698,9 @@ class ActivationShards:
         from safetensors.torch import load_file
 
         self._shard_state = self.generator.get_state()
-        entry = self.cache.manifest["shards"][self._order[self._slot]]
-        x = load_file(str(self.cache.folder / entry["file"]))["activations"].float()
+        index, take = self._shards[self._order[self._slot]]
+        entry = self.cache.manifest["shards"][index]
+        x = load_file(str(self.cache.folder / entry["file"]))["activations"][:take].float()
         self._rows = x[torch.randperm(x.shape[0], generator=self.generator)]
         self._pos = 0
 
@@ -678,13 +722,17 @@ class ActivationShards:
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "ActivationShards", "request": self.cache.manifest["request"], "weights_sha256": self.cache.manifest["weights_sha256"],
-                "epoch": self.epoch, "order": list(self._order), "slot": self._slot, "position": self._pos, "shard_generator_state": self._shard_state}
+                "held_out_tokens": self.held_out_tokens, "epoch": self.epoch, "order": list(self._order), "slot": self._slot,
+                "position": self._pos, "shard_generator_state": self._shard_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "ActivationShards":
             raise ValueError(f"this source state was saved by a {state.get('kind')!r}, not ActivationShards; pass the same kind of data.")
         if state.get("request") != self.cache.manifest["request"] or state.get("weights_sha256") != self.cache.manifest["weights_sha256"]:
             raise ValueError(f"the checkpointed run streamed another activation cache than {self.cache.folder}; pass the same cache.")
+        if int(state.get("held_out_tokens", 0)) != self.held_out_tokens:
+            raise ValueError(f"the checkpointed run held out {state.get('held_out_tokens', 0)} tokens, this source {self.held_out_tokens}; "
+                             "pass the same held_out_tokens.")
         self.epoch, self._order, self._slot = int(state["epoch"]), list(state["order"]), int(state["slot"])
         self.generator.set_state(state["shard_generator_state"])
         self._load_shard()
