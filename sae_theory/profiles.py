@@ -159,6 +159,13 @@ class MPScale:
     """Pursuit steps in the proposition checks."""
     inference_k_max_multiple: int
     """Inference k runs from 1 to this multiple of the training k."""
+    superposition_ratios: tuple[int, ...] = (4, 16)
+    """Reconstruction against recovery on Zipf data (:func:`sae_theory.experiments.mp.superposition_recovery`):
+    the numbers of true features n as multiples of ``d`` (how far in superposition), each SAE as wide as n."""
+    zipf_mean_support: float = 4.0
+    """Expected active features per row of that Zipf data (its true mean L0; the SAEs' k is its rounding)."""
+    zipf_max_frequency: float = 0.3
+    """Frequency of that Zipf data's most frequent feature (sets the exponent)."""
 
 
 @dataclass(frozen=True)
@@ -390,7 +397,8 @@ _QUICK = dict(
                  frontier_topk=(5, 10, 20, 30, 50), frontier_l1=(0.3, 0.1, 0.03),
                  widths=(512, 1024, 2048, 4096), sweep_topk=(3, 5, 10, 15, 20, 30, 50), long_steps=15_000),
     mp=MPScale(n=256, d=64, s=6, n_latents=512, k=8, steps=2000, batch_size=256, n_samples=100_000,
-               theory_inputs=200, theory_steps=64, inference_k_max_multiple=4),
+               theory_inputs=200, theory_steps=64, inference_k_max_multiple=4,
+               superposition_ratios=(4, 16), zipf_mean_support=4.0, zipf_max_frequency=0.3),
     hierarchy=HierarchyScale(steps=3000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=(0,),
                              absorption_cells=((0.1, 1 / 40), (0.5, 1 / 40), (1.0, 1 / 40)), absorption_seeds=(0,),
                              eval_samples=2000, mp_max_steps=8, convergence_steps=(1000, 3000, 6000),
@@ -433,7 +441,8 @@ _FULL = dict(
                  frontier_topk=(3, 5, 10, 15, 20, 30, 50), frontier_l1=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003),
                  widths=(512, 1024, 2048, 4096), sweep_topk=(3, 5, 10, 15, 20, 30, 50), long_steps=60_000),
     mp=MPScale(n=4096, d=256, s=16, n_latents=16384, k=32, steps=20_000, batch_size=1024, n_samples=2_000_000,
-               theory_inputs=2000, theory_steps=256, inference_k_max_multiple=4),
+               theory_inputs=2000, theory_steps=256, inference_k_max_multiple=4,
+               superposition_ratios=(4, 16), zipf_mean_support=4.0, zipf_max_frequency=0.3),
     hierarchy=HierarchyScale(steps=15_000, batch_size=200, rhos=(0.0, 0.3, 0.6, 0.9), seeds=tuple(range(10)),
                              absorption_cells=((0.1, 1 / 400), (0.1, 1 / 40), (0.5, 1 / 400), (0.5, 1 / 40), (0.5, 1 / 8),
                                                (1.0, 1 / 400), (1.0, 1 / 40), (1.0, 1 / 8), (1.0, 1 / 4)),

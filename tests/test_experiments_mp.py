@@ -217,6 +217,55 @@ def test_recovery_claim_values__means_at_the_end_and_convergence_from_half_way()
         mp.recovery_claim_values(rec[rec.method == "MP-SAE"])
 
 
+def test_superposition_recovery__zipf_data_at_each_ratio_both_readings(profile):
+    from sae_theory.metrics import decoder_mcc
+
+    P = dataclasses.replace(profile, mp=dataclasses.replace(TINY, superposition_ratios=(2, 4), steps=200, zipf_max_frequency=0.5))
+    df = mp.superposition_recovery(P, progress=False)
+    assert list(df.columns) == ["method", "ratio", "n", "seed", "step", "fvu", "nmse", "l0", "frr_08", "frr_09", "mcc"]
+    assert len(df) == 2 * 2 * 2 and set(df.n) == {32, 64} and set(df.step) == {100, 200}
+    assert df[["fvu", "nmse", "mcc", "frr_09"]].notna().all().all() and (df.mcc.between(0, 1 + 1e-12)).all()
+    # MP-SAE takes k = round(mean support) = 4 pursuit steps: never more than 4 atoms
+    assert (df[df.method == "MP-SAE"].l0 <= 4).all()
+    # the data: Zipf frequencies whose largest is the scale's, mean support as asked, magnitudes in [0.5, 1.5]
+    model = mp._zipf_feature_model(P.mp, 64, 0, "cpu", torch.float32)
+    f = model.support.frequencies(64)
+    assert float(f.max()) == pytest.approx(0.5, rel=1e-6) and float(f.sum()) == pytest.approx(TINY.zipf_mean_support, rel=1e-6)
+    _, H = model.sample(2000, torch.Generator().manual_seed(0), h_layout="sparse")
+    vals = H.to_dense()[H.to_dense() != 0]
+    assert vals.min() >= 0.5 and vals.max() <= 1.5
+    # a rerun reads the same cached runs: identical frame; the MCC of the truth itself is 1
+    assert df.equals(mp.superposition_recovery(P, progress=False))
+    assert decoder_mcc(model.features.double(), model.features.double()) == pytest.approx(1.0)
+
+
+def test_superposition_claim_values__per_ratio_and_the_verdict_as_a_function_of_it():
+    import pandas as pd
+
+    from sae_theory import claims
+
+    def frame(mp_mcc):  # MP-SAE reconstructs better everywhere; its MCC per ratio as given
+        return pd.DataFrame([dict(method=m, ratio=r, n=16 * r, seed=s, step=st, fvu=0.02 if m == "MP-SAE" else 0.1, nmse=0.1, l0=4.0,
+                                  frr_08=1.0, frr_09=0.9, mcc=mp_mcc[r] if m == "MP-SAE" else 0.95)
+                             for r in (4, 16) for m in ("MP-SAE", "TopK") for s in (0, 1) for st in (10, 20)])
+
+    claim = claims.CLAIMS["mp.synth.zipf_superposition"]
+    v = mp.superposition_claim_values(frame({4: 0.97, 16: 0.90}))
+    assert v == dict(ratios=2, ratios_holding=1, mp_fvu=0.02, topk_fvu=0.1, mp_mcc=0.90, topk_mcc=0.95,
+                     mp_fvu_r4=0.02, topk_fvu_r4=0.1, mp_mcc_r4=0.97, topk_mcc_r4=0.95,
+                     mp_fvu_r16=0.02, topk_fvu_r16=0.1, mp_mcc_r16=0.90, topk_mcc_r16=0.95, converged=True)
+    status, reason = claims.evaluate(claim, v)
+    assert status == "partly" and "n/d = 4: FVU MP-SAE 0.020" in reason and "1 of 2" in reason  # holds at n/d = 16 only
+    assert claims.evaluate(claim, mp.superposition_claim_values(frame({4: 0.90, 16: 0.90})))[0] == "reproduces"
+    assert claims.evaluate(claim, mp.superposition_claim_values(frame({4: 0.97, 16: 0.96})))[0] == "does not reproduce"
+    moving = frame({4: 0.97, 16: 0.96})
+    moving.loc[(moving.method == "TopK") & (moving.step == 10), "mcc"] = 0.5  # TopK still climbing: no refutation
+    mv = mp.superposition_claim_values(moving)
+    assert mv["converged"] is False and claims.evaluate(claim, mv)[0] == "not converged"
+    with pytest.raises(ValueError, match="empty"):
+        mp.superposition_claim_values(moving.iloc[:0])
+
+
 def test_threshold_l0__reads_the_runs_half_way_when_asked(profile, l0):
     end = mp.threshold_l0(profile, n_eval=256, step=TINY.steps, progress=False)
     assert end.equals(l0)  # the last step is the trained model itself

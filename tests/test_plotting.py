@@ -445,6 +445,9 @@ def _figure_calls():
         "recovery_figure": lambda: plotting.recovery_figure(pd.DataFrame(
             [dict(method=m, seed=sd, step=st, fvu=0.1 / st, nmse=0.1, l0=8.0, frr_08=1.0, frr_09=0.0 if m == "TopK" else 0.9, mcc=0.9)
              for m in ("MP-SAE", "TopK") for sd in (0, 1) for st in (10, 20)])),
+        "superposition_figure": lambda: plotting.superposition_figure(pd.DataFrame(
+            [dict(method=m, ratio=r, n=16 * r, seed=sd, step=st, fvu=0.1 / st, nmse=0.1, l0=4.0, frr_08=1.0, frr_09=0.9, mcc=0.9 - 0.01 * r)
+             for r in (4, 16) for m in ("MP-SAE", "TopK") for sd in (0, 1) for st in (10, 20)])),
         "gba_real_frontier_figure": lambda: plotting.gba_real_frontier_figure(*_gba_real_frames()[:2], model_label="tiny", paper_note="p"),
         "gba_real_frontier_figure without curves": lambda: plotting.gba_real_frontier_figure(_gba_real_frames()[0]),
         "gba_real_consistency_figure": lambda: plotting.gba_real_consistency_figure(_gba_real_frames()[2]),

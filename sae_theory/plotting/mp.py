@@ -7,9 +7,9 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-from .core import hue_kwargs, mark_zero_bars, method_colors, plain_log_axis, use_style
+from .core import hue_kwargs, mark_zero_bars, method_colors, panel_grid, plain_log_axis, use_style
 
-__all__ = ["adaptive_sparsity_figure", "mp_theory_figure", "recovery_figure"]
+__all__ = ["adaptive_sparsity_figure", "mp_theory_figure", "recovery_figure", "superposition_figure"]
 
 
 @contextmanager
@@ -196,6 +196,39 @@ def adaptive_sparsity_figure(err_df, l0_df, tradeoff_df=None):
     return fig
 
 
+def _recovery_scatter(ax, rec) -> tuple[int, int]:
+    """Held-out FVU against decoder MCC for each (method, seed) of ``rec``, half-way (hollow) and
+    at the end (filled), an arrow from one to the other; returns the two steps."""
+    colors = method_colors(rec["method"])
+    half, end = sorted(rec.step.unique())[0], sorted(rec.step.unique())[-1]
+    first_seed = rec.seed.min()
+    for (method, seed), g in rec.groupby(["method", "seed"], sort=False):
+        a, b = g[g.step == half].iloc[0], g[g.step == end].iloc[0]
+        ax.annotate("", xy=(b.fvu, b.mcc), xytext=(a.fvu, a.mcc), arrowprops=dict(arrowstyle="->", color=colors[method], alpha=0.6))
+        ax.scatter([a.fvu], [a.mcc], facecolor="none", edgecolor=colors[method], s=40)
+        ax.scatter([b.fvu], [b.mcc], color=colors[method], s=40, label=method if seed == first_seed else None)
+    ax.set(xscale="log", xlabel="held-out FVU at the training k (log scale; lower: better reconstruction)",
+           ylabel="decoder MCC with the true features (higher: better recovery)")
+    plain_log_axis(ax, "x")
+    ax.legend(title="method", fontsize=8)
+    return half, end
+
+
+def superposition_figure(df):
+    """Reconstruction against recovery on Zipf data (``experiments.mp.superposition_recovery``):
+    one panel per degree of superposition n / d, held-out FVU against decoder MCC for each run,
+    half-way (hollow) and at the end (filled). The claim holds in a panel when MP-SAE's points sit
+    left of (lower FVU) and below (lower MCC) TopK's."""
+    use_style()
+    ratios = sorted(df.ratio.unique())
+    fig, panels, _ = panel_grid(len(ratios), ncols=min(2, len(ratios)))
+    for ax, r in zip(panels, ratios):
+        g = df[df.ratio == r]
+        half, end = _recovery_scatter(ax, g)
+        ax.set_title(f"n = {int(g.n.iloc[0])} features = {r} d (hollow: step {half:,}, filled: step {end:,})", fontsize=10)
+    return fig
+
+
 def recovery_figure(rec):
     """Reconstruction against recovery (``experiments.mp.recovery_study``): held-out FVU against
     the decoder MCC with the true features for each run, half-way (hollow) and at the end (filled),
@@ -204,20 +237,9 @@ def recovery_figure(rec):
     import seaborn as sns
 
     use_style()
-    colors = method_colors(rec["method"])
-    half, end = sorted(rec.step.unique())[0], sorted(rec.step.unique())[-1]
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.3))
-    ax = axes[0]
-    for (method, seed), g in rec.groupby(["method", "seed"], sort=False):
-        a, b = g[g.step == half].iloc[0], g[g.step == end].iloc[0]
-        ax.annotate("", xy=(b.fvu, b.mcc), xytext=(a.fvu, a.mcc), arrowprops=dict(arrowstyle="->", color=colors[method], alpha=0.6))
-        ax.scatter([a.fvu], [a.mcc], facecolor="none", edgecolor=colors[method], s=40)
-        ax.scatter([b.fvu], [b.mcc], color=colors[method], s=40, label=method if seed == rec.seed.min() else None)
-    ax.set(xscale="log", xlabel="held-out FVU at the training k (log scale; lower: better reconstruction)",
-           ylabel="decoder MCC with the true features (higher: better recovery)",
-           title=f"reconstruction against recovery (hollow: step {half:,}, filled: step {end:,})")
-    plain_log_axis(ax, "x")
-    ax.legend(title="method", fontsize=8)
+    half, end = _recovery_scatter(axes[0], rec)
+    axes[0].set_title(f"reconstruction against recovery (hollow: step {half:,}, filled: step {end:,})")
     ax = axes[1]
     sns.barplot(rec.assign(step=rec.step.map(lambda s: f"step {s:,}")), x="method", y="frr_09", hue="step", ax=ax, errorbar=("pi", 100),
                 palette=["#bbbbbb", "#555555"])
