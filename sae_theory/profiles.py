@@ -406,13 +406,13 @@ _QUICK = dict(
     gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "small a", "small a + target init"),
                                   matched=("printed", "small a", "small a + target init"), n_latents=512, steps=3000, batch_size=256,
                                   n_samples=200_000, log_every=100, n_seeds=1),
-    real=RealScale(model="minilm", layer=3, place="resid_post", fallback_model="", fallback_layer=3, tokens=60_000,
+    real=RealScale(model="minilm", layer=3, place="resid_post", fallback_model="", fallback_layer=3, tokens=100_000,
                    eval_tokens=2048, expansion=4, ks=(8, 16, 32), steps=300, batch_size=256, lr=3e-3,
                    inference_k_max_multiple=4, babel_rows=1024),
 )
 
 _QUICK["real_gba"] = RealGBAScale(
-    model="minilm", layer=3, place="mlp_out", fallback_model="", fallback_layer=3, tokens=60_000, eval_tokens=4096, expansion=2,
+    model="minilm", layer=3, place="mlp_out", fallback_model="", fallback_layer=3, tokens=100_000, eval_tokens=4096, expansion=2,
     steps=800, batch_size=256, log_every=20, buffer_steps=10, readings=("printed", "small a"), ba_targets=(0.02, 0.1),
     topk_ks=(8, 16, 32, 64, 128), l1_coefficients=(0.2, 0.1, 0.05, 0.03), consistency_seeds=3, consistency_topk=32,
     consistency_l1=0.05, alphas=(0.05, 0.01))
