@@ -366,6 +366,14 @@ class Profile:
         if self.cpu_threads is not None:
             check_int("cpu_threads", self.cpu_threads, minimum=1)  # None: torch's default
 
+    def is_stock(self, name: str) -> bool:
+        """Whether this is profile ``name`` as defined, with no :attr:`overrides`: the scale at
+        which a notebook's magnitude assertions were measured. A ``quick`` run with ``--set``
+        overrides is another scale, where those magnitudes are not expected to hold."""
+        if name not in _PROFILES:
+            raise ValueError(f"name must be one of {sorted(_PROFILES)}, got {name!r}.")
+        return self.name == name and not self.overrides
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings), for figure sidecars and checkpoints; ``overrides``
         as a ``{path: value}`` mapping."""

@@ -181,3 +181,13 @@ def test_get_profile__applies_the_overrides_variable(monkeypatch):
         get_profile("quick", device="cpu")
     monkeypatch.delenv(profiles.OVERRIDES_ENV)
     assert get_profile("quick", device="cpu").overrides == ()
+
+
+def test_is_stock__only_the_named_profile_without_overrides():
+    # the scale at which the notebooks' magnitude assertions were measured: a quick run with overrides is not it
+    P = get_profile("quick", device="cpu")
+    assert P.is_stock("quick") and not P.is_stock("full") and get_profile("full", device="cpu").is_stock("full")
+    Q = profiles.apply_overrides(P, profiles.parse_overrides("toy.steps=16000"))
+    assert not Q.is_stock("quick") and not Q.is_stock("full")
+    with pytest.raises(ValueError, match="name must be one of"):
+        P.is_stock("quik")
