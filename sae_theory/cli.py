@@ -465,8 +465,16 @@ def _cmd_claims(args: argparse.Namespace) -> int:
         print(claims.readme_table(folder))
         return 0
     profile = profiles[0]
+    note = ""
+    if folder is None and not claims.verdicts_path(profile).exists():
+        # no run of this user's has recorded this profile yet: show the committed verdicts, and say so
+        committed = plotting.base_figure_dir()
+        if claims.verdicts_path(profile, committed).exists():
+            note = (f"; the committed verdicts: no run here has written {claims.verdicts_path(profile)} yet "
+                    f"(a notebook run at this profile does)")
+            folder = committed
     table = claims.verdict_table(profile, folder)
-    print(f"verdicts ({profile}; {claims.verdicts_path(profile, folder)}):")
+    print(f"verdicts ({profile}; {claims.verdicts_path(profile, folder)}{note}):")
     print(_claims_text(table))
     return 0
 
@@ -571,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_cl.add_argument("--profile", metavar="{quick,full}", help=f"profile (default: ${PROFILE_ENV}, else quick)")
     p_cl.add_argument("--folder", metavar="DIR",
-                      help="folder of verdicts_<profile>.json (default: where figures go; for --markdown/--readme "
+                      help="folder of verdicts_<profile>.json (default: where figures go, or the committed "
+                           "paper_figures/ while no run has recorded that profile there; for --markdown/--readme "
                            "the committed paper_figures/)")
     table = p_cl.add_mutually_exclusive_group()
     table.add_argument("--markdown", action="store_true", help="print the README's results table (Markdown)")

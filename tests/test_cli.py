@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -318,3 +319,22 @@ def test_claims__a_reader_that_closes_the_pipe_early_is_not_an_error():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "BrokenPipeError" not in err and "Traceback" not in err, err
+
+
+def test_claims__without_a_run_of_that_profile_shows_the_committed_verdicts_and_says_so(tmp_path, monkeypatch, capsys):
+    # a newcomer's `sae-theory claims --profile full` before running anything: the committed verdicts, labelled
+    committed = tmp_path / "paper_figures"
+    monkeypatch.delenv(plotting.FIGURE_DIR_ENV, raising=False)
+    monkeypatch.delenv(plotting.UPDATE_FIGURES_ENV, raising=False)
+    monkeypatch.setattr(plotting.core, "base_figure_dir", lambda: committed)
+    monkeypatch.setattr(cli.plotting, "base_figure_dir", lambda: committed)
+    claims.record("mp.prop.c3", dict(distance_to_projection=1e-15, distance_to_x_full_rank=5e-12, steps=512), "full", folder=committed)
+    assert cli.main(["claims", "--profile", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "the committed verdicts" in out and re.search(r"mp\.prop\.c3\s+reproduces", out)
+    # once a run has recorded the profile, its own verdicts are shown
+    claims.record("mp.prop.c3", dict(distance_to_projection=0.5, distance_to_x_full_rank=5e-12, steps=512), "full")
+    assert cli.main(["claims", "--profile", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "the committed verdicts" not in out and str(committed / "_latest") in out
+    assert not re.search(r"mp\.prop\.c3\s+reproduces", out)
