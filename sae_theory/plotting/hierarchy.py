@@ -66,33 +66,39 @@ def hierarchy_heatmaps(fits, *, title: str = ""):
     levels = fits[0].levels
     order = [i for i in range(len(levels)) if levels[i] == 0] + [i for i in range(len(levels)) if levels[i] == 1]
     idx = torch.tensor(order)
-    fig, axes = plt.subplots(2, len(fits) + 1, figsize=(2.6 * (len(fits) + 1), 5.4))
+    # two methods a row, each as its pair (self-similarity | alignment with the truth), the truth's
+    # own D D^T first: four columns, so the figure reads on a laptop screen (it was one row per kind)
+    ncols = 4
+    nrows = -(-(2 * len(fits) + 2) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.75 * nrows), squeeze=False)
+    axes = list(grid.flat)
     kw = dict(vmin=-1, vmax=1, cmap="RdBu_r", cbar=False, square=True, xticklabels=False, yticklabels=False)
-    sns.heatmap((T @ T.T)[idx][:, idx].numpy(), ax=axes[0, 0], **kw)
-    axes[0, 0].set_title("ground truth $DD^T$", fontsize=9)
-    axes[1, 0].axis("off")
+    sns.heatmap((T @ T.T)[idx][:, idx].numpy(), ax=axes[0], **kw)
+    axes[0].set_title("ground truth $DD^T$", fontsize=9)
     for j, f in enumerate(fits, start=1):
         L = unit(f.matched_dictionary)
-        sns.heatmap((L @ L.T)[idx][:, idx].numpy(), ax=axes[0, j], **kw)
-        sns.heatmap((L @ T.T)[idx][:, idx].numpy(), ax=axes[1, j], **kw)
-        axes[0, j].set_title(f"{f.method}: $\\hat D\\hat D^T$", fontsize=9)
-        axes[1, j].set_title(f"{f.method}: $\\hat D D_{{GT}}^T$", fontsize=9)
-    for ax in axes.flat:
-        n_par = sum(1 for v in levels if v == 0)
+        own, align = axes[2 * j], axes[2 * j + 1]
+        sns.heatmap((L @ L.T)[idx][:, idx].numpy(), ax=own, **kw)
+        sns.heatmap((L @ T.T)[idx][:, idx].numpy(), ax=align, **kw)
+        own.set_title(f"{f.method}: $\\hat D\\hat D^T$", fontsize=9)
+        align.set_title(f"{f.method}: $\\hat D D_{{GT}}^T$", fontsize=9)
+    n_par = sum(1 for v in levels if v == 0)
+    for ax in axes:
         if ax.has_data():
             ax.axhline(n_par, color="k", lw=0.6)
             ax.axvline(n_par, color="k", lw=0.6)
-    for ax in axes[:, 0]:
-        if ax.has_data():
-            ax.set_ylabel(f"{n_par} parents, then children", fontsize=8)
-            ax.set_xlabel(f"{n_par} parents, then children", fontsize=8)
+        else:
+            ax.axis("off")
+    axes[0].set_ylabel(f"{n_par} parents, then children", fontsize=8)
+    axes[0].set_xlabel(f"{n_par} parents, then children", fontsize=8)
+    axes = grid
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     import matplotlib as mpl
 
     # one colour scale for every panel: cosine similarity of (cosine-normalised) atoms
-    fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-1, 1), cmap="RdBu_r"), ax=list(axes.flat), shrink=0.8,
+    fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-1, 1), cmap="RdBu_r"), ax=list(axes.flat), shrink=0.5,
                  label="cosine similarity")
     return fig
 
