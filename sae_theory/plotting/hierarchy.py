@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ..models.registry import method_order
-from .core import GRID_WIDTH, hue_kwargs, method_colors, use_style
+from .core import GRID_WIDTH, hue_kwargs, method_colors, panel_grid, shared_legend, use_style
 
 __all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
@@ -136,23 +136,26 @@ def training_curves_figure(curves, *, target_l0: float | None = None):
     """Convergence (``experiments.hierarchical.training_curves``): the training batch's mean L0
     against the step, one panel per within-level correlation rho, one line per method (median
     over seeds), with the true E[L0] drawn as a dashed line when ``target_l0`` is given."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     use_style()
     rhos = sorted(curves["rho"].unique())
     order = method_order(curves["method"])
-    fig, axes = plt.subplots(1, len(rhos), figsize=(3.4 * len(rhos) + 1.6, 3.6), sharey=True, squeeze=False)
-    for ax, rho in zip(axes[0], rhos):
+    # a grid of two columns with one legend for all (it was one row of four, 2,266 px wide)
+    fig, panels, spare = panel_grid(len(rhos), ncols=2, panel_height=3.3)
+    for ax, rho in zip(panels, rhos):
         sns.lineplot(curves[curves["rho"] == rho], x="step", y="l0", hue="method", **hue_kwargs(order), estimator="median",
-                     errorbar=None, ax=ax, legend=ax is axes[0][-1], linewidth=1.2)
+                     errorbar=None, ax=ax, legend=ax is panels[0], linewidth=1.2)
         if target_l0 is not None:
             ax.axhline(target_l0, color="k", linestyle="--", linewidth=0.8, label=f"true E[L0] = {target_l0}")
-        ax.set(xlabel="training step", title=rf"$\rho$ = {rho}", yscale="log")
-    axes[0][0].set_ylabel("training-batch L0 (active latents per input)")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.tight_layout()
+        ax.set(xlabel="training step", ylabel="training-batch L0\n(active latents per input)", title=rf"$\rho$ = {rho}", yscale="log")
+    handles, labels = panels[0].get_legend_handles_labels()
+    panels[0].get_legend().remove()
+    low = min(ax.get_ylim()[0] for ax in panels)
+    high = max(ax.get_ylim()[1] for ax in panels)
+    for ax in panels:  # one L0 scale for every rho
+        ax.set_ylim(low, high)
+    shared_legend(fig, handles, labels, title="method (median over seeds)", spare=spare)
     return fig
 
 
