@@ -34,6 +34,7 @@ one we would defend at paper scale.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -856,15 +857,7 @@ def record(claim_id: str, measured: Mapping[str, Any], profile: Profile | str, *
 
 def _merge(path: Path, verdict: Verdict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the lock file lives outside the (possibly committed) folder
-    lock = Path(tempfile.gettempdir()) / f"sae_theory_verdicts_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}.lock"
-    with open(lock, "a+") as fh:
-        try:
-            import fcntl
-
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX: no concurrent writers expected
-            pass
+    with _exclusive(path):
         data = _read(path)
         data["profile"] = verdict.profile
         data["verdicts"][verdict.claim] = verdict.to_dict()
@@ -883,6 +876,39 @@ def _merge(path: Path, verdict: Verdict) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock for writing ``path``, with the lock file outside its (possibly
+    committed) folder, in the system temp folder, and removed again on release.
+
+    Removing a lock file that others may be waiting on is safe only with the re-check below: a
+    process that locked a file which was meanwhile unlinked (its inode no longer at the path) drops
+    it and locks again, so at most one process holds the lock on the file at the path."""
+    lock = Path(tempfile.gettempdir()) / f"sae_theory_verdicts_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}.lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no concurrent writers expected
+        yield
+        return
+    while True:
+        fh = open(lock, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            if os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:  # unlinked by the holder we waited for: lock the new file
+            pass
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: a waiter then sees a stale inode and retries
+        fh.close()
 
 
 def _order(claim_id: str) -> tuple[int, str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import re
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -200,6 +202,36 @@ def test_record__writes_merges_and_is_stable(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["verdicts_quick.json"]  # no temp or lock files beside it
     assert set(claims.load_verdicts("quick", tmp_path)) == {"mp.prop.c1", "mp.prop.c2"}
     assert claims.load_verdicts("full", tmp_path) == {}
+
+
+def _record_many(folder: str, claim_ids: list[str], tmpdir: str) -> None:
+    tempfile.tempdir = tmpdir  # a child process: the parent's patch does not reach it under spawn
+    values = {"mp.prop.c1": dict(max_error_unit=2e-16, max_error_non_unit=0.3),
+              "mp.prop.c2": dict(max_error_unit=3e-16, max_error_non_unit=0.5)}
+    for _ in range(20):
+        for cid in claim_ids:
+            claims.record(cid, values[cid], "quick", folder=folder)
+
+
+def test_record__concurrent_writers_merge_and_leave_no_lock_file(tmp_path, monkeypatch):
+    """Two processes recording different claims into one file at once: both verdicts survive (the
+    lock serialises the read-merge-write), and the lock file is gone afterwards (it used to stay in
+    the system temp folder, one per verdict folder ever written)."""
+    locks = tmp_path / "tmp"
+    locks.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(locks))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_record_many, args=(str(tmp_path), [cid], str(locks))) for cid in ("mp.prop.c1", "mp.prop.c2")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert set(claims.load_verdicts("quick", tmp_path)) == {"mp.prop.c1", "mp.prop.c2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp", "verdicts_quick.json"]
+    assert list(locks.iterdir()) == []  # no lock file left behind
+    claims.record("mp.prop.c1", dict(max_error_unit=2e-16, max_error_non_unit=0.3), "quick", folder=tmp_path)
+    assert list(locks.iterdir()) == []
 
 
 @pytest.mark.parametrize("bad, error, match", [
