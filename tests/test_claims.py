@@ -170,6 +170,20 @@ def test_rule__the_gba_toy_verdicts_that_an_outside_check_measured():
 
 
 
+def test_rule__consistency_is_judged_against_the_tied_and_the_untied_baselines():
+    c = claims.CLAIMS["gba.consistency"]
+    base = dict(gba_mcs08=0.9, topk_mcs08=0.0, l1_mcs08=0.1, converged=True)
+    tied = dict(base, tied_topk_mcs08=0.05, tied_l1_mcs08=0.2)
+    assert claims.evaluate(c, base)[0] == "reproduces"  # a verdict recorded before the tied baselines joined still evaluates
+    assert claims.evaluate(c, tied)[0] == "reproduces"
+    status, reason = claims.evaluate(c, dict(tied, tied_topk_mcs08=0.95))
+    assert status == "partly" and "not the paper's tied TopK" in reason and "95.0% tied" in reason
+    assert claims.evaluate(c, dict(tied, tied_l1_mcs08=0.95))[0] == "partly"  # above both TopKs, not above the tied L1
+    assert claims.evaluate(c, dict(tied, topk_mcs08=0.95, tied_topk_mcs08=0.95))[0] == "does not reproduce"
+    spanned = claims.evaluate(c, dict(tied, gba_distinct08=117, gba_features08=53, n_features=128))[1]
+    assert "117 distinct directions, 53 of them true features (of 128)" in spanned
+
+
 def test_rule__the_frontier_is_judged_at_matched_l0_and_needs_settled_runs():
     c = claims.CLAIMS["gba.frontier"]
     base = dict(printed_fvu=0.20, printed_topk_fvu=0.04, printed_l0=19.0, printed_settled=True,

@@ -161,9 +161,13 @@ def test_resonance__reads_frr_at_three_quarters_and_says_whether_it_settled(tiny
 def test_consistency__reads_the_same_runs_at_the_end_and_half_way(tiny):
     two = dataclasses.replace(tiny, seeds=(0, 1))
     df = gba.consistency(two, thresholds=(0.5, 0.8), progress=False)
-    assert len(df) == 3 * 2 * 2 and set(df.method) == {"GBA", "TopK", "L1"} and (df.half_step == 10).all()
+    assert len(df) == 5 * 2 * 2 and set(df.method) == {"GBA", "TopK", "L1", "Tied TopK", "Tied L1"} and (df.half_step == 10).all()
     for col in ("fraction", "fraction_half", "median_mcs", "median_mcs_half"):
         assert df[col].between(0, 1 + 1e-12).all(), col
+    # what the consistent neurons span: no more distinct directions than consistent neurons, no more than the toy's 128 features
+    M = two.toy.n_latents
+    for when in ("", "_half"):
+        assert (df[f"distinct{when}"] <= (df[f"fraction{when}"] * M).round()).all() and df[f"features{when}"].between(0, 128).all()
     # a higher threshold never keeps more neurons, at either reading
     wide = df.pivot_table(index=["method", "seed"], columns="threshold", values=["fraction", "fraction_half"])
     assert (wide["fraction"][0.8] <= wide["fraction"][0.5]).all() and (wide["fraction_half"][0.8] <= wide["fraction_half"][0.5]).all()
@@ -174,6 +178,16 @@ def test_consistency__reads_the_same_runs_at_the_end_and_half_way(tiny):
     from sae_theory.metrics import max_cosine_similarity
     expect = float(max_cosine_similarity(W0, W1).median())
     assert df[(df.method == "TopK") & (df.seed == 0)].median_mcs_half.iloc[0] == pytest.approx(expect, abs=1e-12)
+
+
+def test_spanned__counts_distinct_directions_and_the_true_features_they_match():
+    V = torch.eye(4, dtype=torch.float64)
+    W = torch.tensor([[1.0, 0, 0, 0], [0.99, 0.1, 0, 0], [0, 1.0, 0, 0], [0, 0, 0.6, 0.8], [0, 0, 0, 0]], dtype=torch.float64)
+    keep = torch.tensor([True, True, True, True, False])
+    # rows 0 and 1 are one direction (cos 0.995); row 3 is a third direction matching no feature at 0.9
+    assert gba._spanned(W, keep, V, 0.9) == dict(distinct=3, features=2)
+    assert gba._spanned(W, torch.zeros(5, dtype=torch.bool), V, 0.9) == dict(distinct=0, features=0)
+    assert gba._spanned(W, keep, V, 0.5) == dict(distinct=3, features=4)  # 0.6 and 0.8 both reach 0.5
 
 
 def test_consistency_settled__both_readings_within_atol_per_method():

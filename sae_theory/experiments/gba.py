@@ -266,15 +266,25 @@ def gba_vs_topk(profile: Profile, *, regime: str = "analysed", methods: tuple[st
 
 
 def consistency_specs(scale, regime: str) -> dict[str, MethodSpec]:
-    """The runs of the consistency study by its labels: GBA covering f, TopK K=20, L1 lambda=0.03."""
-    return {"GBA": toy_spec("GBA", scale, regime), "TopK": topk_spec(20), "L1": l1_spec(0.03)}
+    """The runs of the consistency study by its labels: GBA covering f, TopK K=20 and L1
+    lambda=0.03 untied (ours), and the same two on the GBA paper's tied model ("Tied TopK",
+    "Tied L1": :func:`tied_baseline_spec`, the runs of :func:`tied_baselines`), the baselines the
+    paper's consistency claim is about."""
+    return {"GBA": toy_spec("GBA", scale, regime), "TopK": topk_spec(20), "L1": l1_spec(TIED_BASELINE_L1),
+            "Tied TopK": tied_baseline_spec("TopK", 20), "Tied L1": tied_baseline_spec("L1", TIED_BASELINE_L1)}
 
 
 def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: str = "analysed", progress: bool = True) -> pd.DataFrame:
     """Cross-seed consistency (MCS, docs/papers.md#gba-metrics) of GBA, TopK (K=20) and L1 on the
-    toy: for each seed's run, the fraction of its neurons whose max cosine with every other seed's
-    run (min over runs) is at least the threshold. All neurons are used (the toy has no top-alpha
-    selection).
+    toy, the baselines both untied and tied (:func:`consistency_specs`): for each seed's run,
+    the fraction of its neurons whose max cosine with every other seed's run (min over runs) is at
+    least the threshold. All neurons are used (the toy has no top-alpha selection).
+
+    Consistent is not the same as right, and many consistent neurons may be copies of one
+    direction, so each reading also says what the consistent neurons (MCS >= threshold) span:
+    ``distinct``, the number of distinct directions among them (greedily, a neuron is new when its
+    cosine with every direction counted before is below the threshold), and ``features``, the
+    number of the toy's true features that one of them matches at cosine >= the threshold.
 
     Each quantity is read twice: at the end of the runs and half-way through them (the runs'
     snapshots at ``steps // 2``, the same runs; the learning rate is constant, so that snapshot is
@@ -283,8 +293,9 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
 
     Returns
     -------
-    DataFrame with ``method, seed, threshold, fraction, median_mcs, fraction_half, median_mcs_half,
-    half_step``: ``median_mcs`` is the median over the seed's neurons of their MCS (threshold-free).
+    DataFrame with ``method, seed, threshold, fraction, median_mcs, distinct, features,
+    fraction_half, median_mcs_half, distinct_half, features_half, half_step``: ``median_mcs`` is
+    the median over the seed's neurons of their MCS (threshold-free).
     """
     if len(profile.seeds) < 2:
         raise ValueError("consistency needs at least two seeds in profile.seeds.")
@@ -294,18 +305,42 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
                          "Use at least 2 steps.")
     rows = []
     for label, spec in tqdm(consistency_specs(profile.toy, regime).items(), desc="consistency", disable=not progress):
-        runs = {seed: _cached_toy_run(spec, profile.toy, seed, profile.device)[0] for seed in profile.seeds}
+        fits = {seed: _cached_toy_run(spec, profile.toy, seed, profile.device) for seed in profile.seeds}
+        runs = {seed: run for seed, (run, _) in fits.items()}
+        V = fits[profile.seeds[0]][1].features.detach().double().cpu()  # the toy's features (data seed 0 for every run)
         readings = {when: {seed: run.at(step).dictionary.detach().double().cpu() for seed, run in runs.items()}
                     for when, step in (("end", profile.toy.steps), ("half", half))}
         mcs = {when: {seed: torch.stack([max_cosine_similarity(W, dicts[o]) for o in profile.seeds if o != seed]).min(0).values
                       for seed, W in dicts.items()} for when, dicts in readings.items()}
         for seed in profile.seeds:
             end, mid = mcs["end"][seed], mcs["half"][seed]
+            W_end, W_mid = readings["end"][seed], readings["half"][seed]
             for t in thresholds:
                 rows.append(dict(method=label, seed=seed, threshold=t, fraction=float((end >= t).double().mean()),
-                                 median_mcs=float(end.median()), fraction_half=float((mid >= t).double().mean()),
-                                 median_mcs_half=float(mid.median()), half_step=half))
+                                 median_mcs=float(end.median()), **_spanned(W_end, end >= t, V, t),
+                                 fraction_half=float((mid >= t).double().mean()), median_mcs_half=float(mid.median()),
+                                 **{f"{k}_half": v for k, v in _spanned(W_mid, mid >= t, V, t).items()}, half_step=half))
     return pd.DataFrame(rows)
+
+
+def _unit_rows(W: torch.Tensor) -> torch.Tensor:
+    """Rows of ``W`` scaled to unit norm; a zero row stays zero (cosine 0 with everything)."""
+    return W / W.norm(dim=1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+
+
+def _spanned(W: torch.Tensor, keep: torch.Tensor, V: torch.Tensor, t: float) -> dict:
+    """What the neurons ``W[keep]`` span (:func:`consistency`): ``distinct``, the number of distinct
+    directions among them (greedy: a neuron counts when its cosine with every one counted before
+    is below ``t``), and ``features``, the number of rows of ``V`` one of them matches at cosine >= ``t``."""
+    U = _unit_rows(W[keep])
+    if len(U) == 0:
+        return dict(distinct=0, features=0)
+    counted = U[:1]
+    for u in U[1:]:
+        if float((counted @ u).max()) < t:
+            counted = torch.cat([counted, u[None]])
+    features = int(((U @ _unit_rows(V).T) >= t).any(0).sum())
+    return dict(distinct=len(counted), features=features)
 
 
 def consistency_settled(cons: pd.DataFrame, *, threshold: float = 0.8, atol: float = 0.03) -> pd.Series:

@@ -89,14 +89,16 @@ def resonance_figure(df):
     return fig
 
 
-def toy_figure(frr, cons, front):
+def toy_figure(frr, cons, front, *, width: int | None = None):
     """The imbalanced toy (``experiments.gba_vs_topk``, ``consistency``, ``frontier``): FRR beside
-    the paper's values, cross-seed MCS, and the L2-vs-fraction-active frontier."""
+    the paper's values, cross-seed MCS, and the L2-vs-fraction-active frontier. ``width`` (the
+    runs' M) goes into the FRR panel's title, which also says that its TopK is untied (the paper's
+    is tied): the paper's width is not stated, and the verdicts depend on it."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     use_style()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
     order = method_order(frr["method"])
     sns.barplot(frr, x="method", y="frr", hue="tau", order=order, ax=axes[0], errorbar=("pi", 100), alpha=0.85)
     paper = frr.drop_duplicates(["method", "tau"])
@@ -104,12 +106,14 @@ def toy_figure(frr, cons, front):
         p = paper[paper["tau"] == tau].set_index("method").reindex(order)
         axes[0].scatter([i + (k - 0.5) * 0.4 for i in range(len(order))], p["paper_frr"], marker="_", s=400,
                         color="k", zorder=5, label="paper" if k == 0 else None)
-    axes[0].set(ylim=(0, 1.05), ylabel="FRR", xlabel="", title="FRR on the toy (bars: ours, range over seeds; black: paper)")
+    at = f"M = {width}, " if width is not None else ""
+    axes[0].set(ylim=(0, 1.05), ylabel="FRR (share of the true features)", xlabel="",
+                title=f"FRR on the toy ({at}TopK untied)\nbars: ours, range over seeds; black: paper")
     mark_zero_bars(axes[0])
     axes[0].tick_params(axis="x", rotation=20)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(title="cosine tau", fontsize=7, title_fontsize=7)
     sns.lineplot(cons, x="threshold", y="fraction", hue="method", **hue_kwargs(cons["method"]), marker="o", ax=axes[1], errorbar=("pi", 100))
-    axes[1].set(ylim=(0, 1.02), xlabel="MCS threshold", ylabel="fraction of neurons", title="cross-seed consistency")
+    axes[1].set(ylim=(0, 1.02), xlabel="MCS threshold", ylabel="fraction of neurons", title="cross-seed consistency (GBA: analysed regime)")
     name_zero_curves(axes[1], cons, y="fraction", by="method", where="center left")
     family_colors = method_colors(front["family"])
     for family, color in family_colors.items():
@@ -119,7 +123,8 @@ def toy_figure(frr, cons, front):
         if family == "GBA":
             for _, r in g.iterrows():
                 axes[2].annotate(r["method"], (r["fraction_active"], r["l2_loss"]), fontsize=7)
-    axes[2].set(xscale="log", yscale="log", xlabel="fraction of neurons active", ylabel="L2 loss (held out)", title="frontier")
+    axes[2].set(xscale="log", yscale="log", xlabel="fraction of neurons active", ylabel="L2 loss (held out)",
+                title="frontier (GBA: deployed regime, a trained)")
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     return fig
