@@ -198,6 +198,11 @@ def test_rule__the_frontier_is_judged_at_matched_l0_and_needs_settled_runs():
     # a reading within 10% whose loss is still falling does not count as on the frontier
     assert claims.evaluate(c, {**base, "best_fvu": 0.060, "best_settled": False})[0] == "partly"
     assert claims.evaluate(c, {**base, "printed_fvu": 0.042})[0] == "reproduces"
+    # with the paper's tied TopK measured, it is the reference (our untied TopK is named beside it)
+    tied = {**base, "printed_tied_topk_fvu": 0.19, "best_tied_topk_fvu": 0.11, "converged": True}
+    status, reason = claims.evaluate(c, tied)
+    assert status == "reproduces" and "0.190 tied (the paper's), 0.040 untied" in reason and "(1.05x" in reason
+    assert claims.evaluate(c, {**tied, "printed_tied_topk_fvu": 0.05, "best_tied_topk_fvu": 0.07})[0] == "does not reproduce"
 
 # ---- record ----------------------------------------------------------------------------------
 

@@ -81,18 +81,19 @@ def test_deployed_readings__tidy_table_with_topk_at_the_matched_l0():
     torch.set_num_threads(1)
     df = deployed_readings(_tiny_profile(), progress=False)
     final = df[df.final]
-    # 2 data sets x (2 readings + 1 TopK)
-    assert len(final) == 6
-    assert set(final.data) == {"toy", "zipf"} and set(final.method) == {"GBA", "TopK"}
+    # 2 data sets x (2 readings + TopK untied and tied at the matched reading's L0)
+    assert len(final) == 8
+    assert set(final.data) == {"toy", "zipf"} and set(final.method) == {"GBA", "TopK", "Tied TopK"}
     assert not final[["l0", "fvu", "frr_08", "frr_09", "loss"]].isna().any().any()
     for data in ("toy", "zipf"):
         gba = final[(final.data == data) & (final.method == "GBA") & (final.reading == "small a + target init")]
-        topk = final[(final.data == data) & (final.method == "TopK")]
-        assert len(topk) == 1 and topk.reading.iloc[0] == "small a + target init"
-        assert topk.k.iloc[0] == max(1, round(gba.l0.iloc[0]))
-        assert topk.l0.iloc[0] <= topk.k.iloc[0]  # TopK never exceeds its K
+        for method in ("TopK", "Tied TopK"):
+            topk = final[(final.data == data) & (final.method == method)]
+            assert len(topk) == 1 and topk.reading.iloc[0] == "small a + target init"
+            assert topk.k.iloc[0] == max(1, round(gba.l0.iloc[0]))
+            assert topk.l0.iloc[0] <= topk.k.iloc[0]  # TopK never exceeds its K
     curve = df[~df.final]
-    assert len(curve) == 6 * 10  # 20 steps logged every 2
+    assert len(curve) == 8 * 10  # 20 steps logged every 2
     assert curve.fvu.isna().all() and not curve.loss.isna().any()
     assert ((final.frr_09 <= final.frr_08) & (final.frr_08 <= 1)).all()
 

@@ -43,7 +43,7 @@ from ..metrics import feature_recovery_rate, fvu, l0, plateaued
 from ..profiles import Profile
 from ..training import GBAConfig
 from .cache import train_cached
-from .gba import REGIMES, TOY_GBA, algorithm2_buffer, topk_spec
+from .gba import REGIMES, TOY_GBA, algorithm2_buffer, tied_baseline_spec, topk_spec
 from .specs import HookSpec, MethodSpec, eval_generator
 
 __all__ = ["DATA_SETS", "READINGS", "Reading", "deployed_readings", "reading_spec", "training_rows", "zipf_exponent", "zipf_model"]
@@ -152,15 +152,17 @@ def _fit(spec: MethodSpec, model: SparseFeatureModel, key: dict, scale, seed: in
 
 def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFrame:
     """Train every reading of ``profile.gba_readings.readings`` on the toy and the Zipf data, and
-    TopK (untied, :func:`~sae_theory.experiments.gba.topk_spec`) with K = round(final L0) of each
-    reading in ``matched``; first ``n_seeds`` seeds. Runs go through the run cache.
+    TopK with K = round(final L0) of each reading in ``matched``, twice: untied ("TopK",
+    :func:`~sae_theory.experiments.gba.topk_spec`, ours) and on the GBA paper's tied model ("Tied
+    TopK", :func:`~sae_theory.experiments.gba.tied_baseline_spec`, the paper's baseline); first
+    ``n_seeds`` seeds. Runs go through the run cache.
 
     Returns
     -------
     DataFrame, one row per logged training step (``final`` False: ``loss`` and the training batch's
     ``l0``; ``fvu``, ``frr_08``, ``frr_09`` NaN, not measured there) and one final row per run
     (``final`` True: held-out ``l0`` and ``fvu`` on ``eval_samples`` unit rows, FRR at tau = 0.8 and
-    0.9, the last training ``loss``), with ``reading, data, method ("GBA" | "TopK"), k`` (TopK's K;
+    0.9, the last training ``loss``), with ``reading, data, method ("GBA" | "TopK" | "Tied TopK"), k`` (TopK's K;
     0 for GBA), ``seed, step, loss, l0, fvu, frr_08, frr_09, settled`` (the training loss has
     plateaued, :func:`~sae_theory.metrics.plateaued`; False with fewer than 10 logged losses), ``final``.
     """
@@ -171,7 +173,7 @@ def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFram
     if not set(S.matched) <= set(S.readings):
         raise ValueError(f"profile.gba_readings.matched {S.matched} must be among its readings {S.readings}.")
     seeds = profile.seeds[: S.n_seeds]
-    total = len(DATA_SETS) * len(seeds) * (len(S.readings) + len(S.matched))
+    total = len(DATA_SETS) * len(seeds) * (len(S.readings) + 2 * len(S.matched))
     bar = tqdm(total=total, desc="GBA readings", disable=not progress)
     rows = []
     for name in DATA_SETS:
@@ -181,7 +183,8 @@ def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFram
             jobs = [(r, "GBA", 0) for r in S.readings]
             while jobs:
                 reading, method, k = jobs.pop(0)
-                spec = reading_spec(reading, S.batch_size) if method == "GBA" else topk_spec(k)
+                spec = {"GBA": lambda: reading_spec(reading, S.batch_size), "TopK": lambda: topk_spec(k),
+                        "Tied TopK": lambda: tied_baseline_spec("TopK", k)}[method]()
                 curve, final = _fit(spec, model, key, S, seed, profile.device, X_test)
                 losses = [r["loss"] for r in curve]
                 settled = len(losses) >= 10 and plateaued(losses)
@@ -190,7 +193,8 @@ def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFram
                          for r in curve]
                 rows.append(dict(base, step=curve[-1]["step"], loss=losses[-1], **final, final=True))
                 if method == "GBA" and reading in S.matched:
-                    jobs.append((reading, "TopK", max(1, int(round(final["l0"])))))
+                    k_matched = max(1, int(round(final["l0"])))
+                    jobs += [(reading, "TopK", k_matched), (reading, "Tied TopK", k_matched)]
                 bar.update(1)
     bar.close()
     return pd.DataFrame(rows)

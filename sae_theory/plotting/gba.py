@@ -274,9 +274,10 @@ def toy_controls_figure(baselines, truth, laws, curves):
 
 def deployed_readings_figure(df):
     """Readings of the deployed GBA (``experiments.gba_readings.deployed_readings``), one row per
-    data set: training loss against steps (solid: GBA under each reading; dashed: TopK at K =
-    round(that reading's L0), same colour); held-out FVU against L0 (circles: GBA, crosses: the
-    matched TopK, joined); FRR at tau = 0.8 (pale) and 0.9 per run. Colours are the readings."""
+    data set: training loss against steps (solid: GBA under each reading; dashed: the untied TopK
+    at K = round(that reading's L0), dotted: the same K on the paper's tied model; same colour);
+    held-out FVU against L0 (circles: GBA, crosses: untied TopK, triangles: tied TopK, each joined
+    to its GBA); FRR at tau = 0.8 (pale) and 0.9 per run. Colours are the readings."""
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
@@ -285,33 +286,43 @@ def deployed_readings_figure(df):
     readings = list(dict.fromkeys(df["reading"]))
     colors = dict(zip(readings, sns.color_palette("colorblind", len(readings))))
     data_sets = list(dict.fromkeys(df["data"]))
-    fig, axes = plt.subplots(len(data_sets), 3, figsize=(15, 3.6 * len(data_sets)), squeeze=False)
-    for row, name in zip(axes, data_sets):
-        d = df[df["data"] == name]
+    style = {"GBA": ("-", "o", ""), "TopK": ("--", "x", "//"), "Tied TopK": (":", "^", "..")}  # line, marker, bar hatch
+
+    def name(method, k):
+        return "GBA" if method == "GBA" else f"{method} K={int(k)}"
+
+    fig, axes = plt.subplots(len(data_sets), 3, figsize=(13.5, 3.9 * len(data_sets)), squeeze=False)
+    for row, data in zip(axes, data_sets):
+        d = df[df["data"] == data]
         curves, final = d[~d["final"]], d[d["final"]]
         for (reading, method), g in curves.groupby(["reading", "method"], sort=False):
             g = g.sort_values("step")
-            row[0].plot(g["step"], g["loss"], "-" if method == "GBA" else "--", color=colors[reading], lw=1.2,
-                        label=f"GBA ({reading})" if method == "GBA" else f"TopK K={int(g['k'].iloc[0])} (matched to {reading})")
+            row[0].plot(g["step"], g["loss"], style[method][0], color=colors[reading], lw=1.2,
+                        label=f"GBA ({reading})" if method == "GBA" else f"{name(method, g['k'].iloc[0])} (matched to {reading})")
         row[0].set(xlabel="training step", ylabel="training loss", yscale="log",
-                   title=f"{name}: training loss (solid: GBA, dashed: its matched TopK)")
+                   title=f"{data}: training loss (solid: GBA; dashed: TopK untied, dotted: tied, at its L0)")
         row[0].title.set_fontsize(9)
         for reading in readings:
             g = final[(final["reading"] == reading) & (final["method"] == "GBA")]
-            t = final[(final["reading"] == reading) & (final["method"] == "TopK")]
             row[1].scatter(g["l0"], g["fvu"], marker="o", color=colors[reading], label=f"GBA ({reading})")  # the colour key of the row
-            if len(t):
-                row[1].scatter(t["l0"], t["fvu"], marker="x", color=colors[reading], label=f"TopK K={int(t['k'].iloc[0])}")
-                row[1].plot([g["l0"].mean(), t["l0"].mean()], [g["fvu"].mean(), t["fvu"].mean()], ":", color=colors[reading], lw=0.8)
-        row[1].set(xlabel="held-out L0 (active latents per input)", ylabel="held-out FVU", title=f"{name}: reconstruction at matched L0")
-        row[1].legend(fontsize=6)
-        labels = [f"{'GBA' if m == 'GBA' else f'TopK K={k}'}\n({r})" for r, m, k in final[["reading", "method", "k"]].itertuples(index=False)]
+            for method in ("TopK", "Tied TopK"):
+                t = final[(final["reading"] == reading) & (final["method"] == method)]
+                if len(t):
+                    row[1].scatter(t["l0"], t["fvu"], marker=style[method][1], color=colors[reading], label=name(method, t["k"].iloc[0]))
+                    row[1].plot([g["l0"].mean(), t["l0"].mean()], [g["fvu"].mean(), t["fvu"].mean()], ":", color=colors[reading], lw=0.8)
+        row[1].set(xlabel="held-out L0 (active latents per input)", ylabel="held-out FVU",
+                   title=f"{data}: reconstruction at matched L0 (x: TopK untied, ^: tied)")
+        row[1].title.set_fontsize(9)
+        row[1].legend(fontsize=6, ncol=2)
+        labels = [f"{name(m, k)}\n({r})" for r, m, k in final[["reading", "method", "k"]].itertuples(index=False)]
         x = np.arange(len(final))
         bar_colors = [colors[r] for r in final["reading"]]
-        row[2].bar(x - 0.2, 100 * final["frr_08"], 0.4, color=bar_colors, alpha=0.45, label="tau = 0.8")
-        row[2].bar(x + 0.2, 100 * final["frr_09"], 0.4, color=bar_colors, label="tau = 0.9", hatch=["" if m == "GBA" else "//" for m in final["method"]])
-        row[2].set_xticks(x, labels, rotation=35, ha="right", fontsize=6)
-        row[2].set(ylabel="features recovered (%)", ylim=(0, 103), title=f"{name}: recovery (hatched: TopK)")
+        hatches = [style[m][2] for m in final["method"]]
+        row[2].bar(x - 0.2, 100 * final["frr_08"], 0.4, color=bar_colors, alpha=0.45, label="tau = 0.8", hatch=hatches)
+        row[2].bar(x + 0.2, 100 * final["frr_09"], 0.4, color=bar_colors, label="tau = 0.9", hatch=hatches)
+        row[2].set_xticks(x, labels, rotation=40, ha="right", fontsize=6)
+        row[2].set(ylabel="features recovered (%)", ylim=(0, 103), title=f"{data}: recovery (//: TopK untied, ..: tied)")
+        row[2].title.set_fontsize(9)
         mark_zero_bars(row[2])
         row[2].legend(fontsize=6)
     fig.tight_layout()
