@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .._checks import check_bool, check_int
 from ..data import SparseFeatureModel
 from ..data.laws import Constant, LogNormal, Uniform
-from ..metrics import feature_recovery_rate, fvu, fraction_active, max_cosine_similarity, mse
+from ..metrics import best_cosine, feature_recovery_rate, fvu, fraction_active, max_cosine_similarity, mse
 from ..models import TiedSAE
 from ..profiles import Profile
 from ..theory import bounds
@@ -323,9 +323,10 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
     return pd.DataFrame(rows)
 
 
-def _unit_rows(W: torch.Tensor) -> torch.Tensor:
-    """Rows of ``W`` scaled to unit norm; a zero row stays zero (cosine 0 with everything)."""
-    return W / W.norm(dim=1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+def _unit_rows(X: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit norm as the trainer's ``input_norm="unit"`` does (zero rows stay zero)."""
+    norms = X.norm(dim=1, keepdim=True)
+    return X / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
 def _spanned(W: torch.Tensor, keep: torch.Tensor, V: torch.Tensor, t: float) -> dict:
@@ -339,8 +340,7 @@ def _spanned(W: torch.Tensor, keep: torch.Tensor, V: torch.Tensor, t: float) -> 
     for u in U[1:]:
         if float((counted @ u).max()) < t:
             counted = torch.cat([counted, u[None]])
-    features = int(((U @ _unit_rows(V).T) >= t).any(0).sum())
-    return dict(distinct=len(counted), features=features)
+    return dict(distinct=len(counted), features=int((best_cosine(U, V) >= t).sum()))
 
 
 def consistency_settled(cons: pd.DataFrame, *, threshold: float = 0.8, atol: float = 0.03) -> pd.Series:

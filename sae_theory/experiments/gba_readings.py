@@ -183,8 +183,8 @@ def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFram
             jobs = [(r, "GBA", 0) for r in S.readings]
             while jobs:
                 reading, method, k = jobs.pop(0)
-                spec = {"GBA": lambda: reading_spec(reading, S.batch_size), "TopK": lambda: topk_spec(k),
-                        "Tied TopK": lambda: tied_baseline_spec("TopK", k)}[method]()
+                spec = (reading_spec(reading, S.batch_size) if method == "GBA"
+                        else topk_spec(k) if method == "TopK" else tied_baseline_spec("TopK", k))
                 curve, final = _fit(spec, model, key, S, seed, profile.device, X_test)
                 losses = [r["loss"] for r in curve]
                 settled = len(losses) >= 10 and plateaued(losses)
