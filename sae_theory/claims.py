@@ -243,7 +243,8 @@ def _judge_consistency(m):
         text += ")"
     if "gba_distinct08" in m:
         text += (f"; GBA's consistent neurons span {m['gba_distinct08']:.0f} distinct directions, {m['gba_features08']:.0f} of them "
-                 f"true features (of {m['n_features']:.0f})")
+                 f"true features (of {m['n_features']:.0f}")
+        text += f"; {m['gba_features08_half']:.0f} half-way)" if "gba_features08_half" in m else ")"
     if g > max(t, tt) and g > max(l1, tl):
         return "reproduces", text
     if g > max(t, tt):
@@ -372,7 +373,13 @@ def _judge_exact(m):
 
 def _judge_hier_mse(m):
     k, n = m["rhos_lowest"], m["rhos"]
-    text = f"MP-SAE has the lowest hierarchical MSE at {k:.0f} of {n:.0f} rho values"
+    if "rhos_lowest_all" not in m:  # recorded before the rule read the toy code's baselines: against every method run
+        text = f"MP-SAE has the lowest hierarchical MSE at {k:.0f} of {n:.0f} rho values"
+    else:
+        text = (f"MP-SAE's hierarchical MSE is below the official toy code's baselines (ReLU, Matryoshka, BatchTopK) at {k:.0f} of "
+                f"{n:.0f} rho values, below every method run (with our TopK, JumpReLU and GBA) at {m['rhos_lowest_all']:.0f}")
+        if "per_rho" in m:
+            text += f" (medians, MP-SAE vs the best baseline: {m['per_rho']})"
     return ("reproduces" if k == n else "partly" if k > 0 else "does not reproduce"), text
 
 
@@ -700,10 +707,11 @@ _CLAIMS = (
        ("exact_fraction_min", "exact_fraction_max", "exact_fraction_rho0", "exact_fraction_rho03", "seeds", "steps",
         "l0_min", "l0_max", "support_min"), _judge_exact),
     _c("mp.hierarchy.hierarchical_mse", "MP-SAE", "Fig. 4", "docs/papers.md#mp-sae-hierarchical-toy",
-       "MP-SAE keeps the hierarchy: the lowest hierarchical (cross-level) error of all SAEs at every rho.",
+       "MP-SAE keeps the hierarchy: a lower hierarchical (cross-level) error than the standard SAEs the toy trains (Vanilla ReLU, Matryoshka, BatchTopK) at every rho.",
        "figure only",
-       "experiments.hierarchical.hierarchy", "06_hierarchy",
-       "reproduces when MP-SAE's median hierarchical MSE is the lowest at every rho; partly at some",
+       "experiments.hierarchical.hierarchy, experiments.hierarchical.hierarchy_ranking", "06_hierarchy",
+       "reproduces when MP-SAE's median hierarchical MSE is below every baseline the official toy code trains (ReLU, Matryoshka, "
+       "BatchTopK) at every rho; partly at some (our TopK, JumpReLU and GBA are counted beside, not in the rule)",
        ("rhos_lowest", "rhos"), _judge_hier_mse),
     _c("mp.hierarchy.high_rho", "MP-SAE", "App. B.1.3", "docs/papers.md#mp-sae-hierarchical-toy",
        "At rho = 0.9 MP-SAE gives up flat geometry and uses 2-4 atoms per input.",

@@ -182,6 +182,20 @@ def test_rule__consistency_is_judged_against_the_tied_and_the_untied_baselines()
     assert claims.evaluate(c, dict(tied, topk_mcs08=0.95, tied_topk_mcs08=0.95))[0] == "does not reproduce"
     spanned = claims.evaluate(c, dict(tied, gba_distinct08=117, gba_features08=53, n_features=128))[1]
     assert "117 distinct directions, 53 of them true features (of 128)" in spanned
+    half = claims.evaluate(c, dict(tied, gba_distinct08=117, gba_features08=53, gba_features08_half=9, n_features=128))[1]
+    assert "53 of them true features (of 128; 9 half-way)" in half
+
+
+def test_rule__hierarchical_mse_is_judged_against_the_toy_codes_baselines():
+    c = claims.CLAIMS["mp.hierarchy.hierarchical_mse"]
+    old = dict(rhos_lowest=3, rhos=4, converged=True)
+    assert claims.evaluate(c, old) == ("partly", "MP-SAE has the lowest hierarchical MSE at 3 of 4 rho values; converged")  # recorded before
+    new = dict(rhos_lowest=4, rhos=4, rhos_lowest_all=2, per_rho="rho = 0: 0 vs 0.03 (ReLU)", converged=True)
+    status, reason = claims.evaluate(c, new)
+    assert status == "reproduces" and "at 4 of 4 rho values, below every method run" in reason and "at 2" in reason
+    assert "rho = 0: 0 vs 0.03 (ReLU)" in reason
+    assert claims.evaluate(c, dict(new, rhos_lowest=0))[0] == "does not reproduce"
+    assert claims.evaluate(c, dict(new, rhos_lowest=0, converged=False))[0] == "not converged"
 
 
 def test_rule__the_frontier_is_judged_at_matched_l0_and_needs_settled_runs():

@@ -166,6 +166,7 @@ def test_consistency__reads_the_same_runs_at_the_end_and_half_way(tiny):
         assert df[col].between(0, 1 + 1e-12).all(), col
     # what the consistent neurons span: no more distinct directions than consistent neurons, no more than the toy's 128 features
     M = two.toy.n_latents
+    assert (df.n_features == 128).all()
     for when in ("", "_half"):
         assert (df[f"distinct{when}"] <= (df[f"fraction{when}"] * M).round()).all() and df[f"features{when}"].between(0, 128).all()
     # a higher threshold never keeps more neurons, at either reading
@@ -190,15 +191,24 @@ def test_spanned__counts_distinct_directions_and_the_true_features_they_match():
     assert gba._spanned(W, keep, V, 0.5) == dict(distinct=3, features=4)  # 0.6 and 0.8 both reach 0.5
 
 
-def test_consistency_settled__both_readings_within_atol_per_method():
-    rows = [dict(method=m, seed=s, threshold=0.8, fraction=f, fraction_half=fh, median_mcs=mm, median_mcs_half=mh, half_step=5)
-            for m, f, fh, mm, mh in (("A", 0.90, 0.88, 0.95, 0.94), ("B", 0.50, 0.40, 0.70, 0.70), ("C", 0.10, 0.10, 0.60, 0.50))
+def test_consistency_settled__all_three_readings_within_atol_per_method():
+    rows = [dict(method=m, seed=s, threshold=0.8, fraction=f, fraction_half=fh, median_mcs=mm, median_mcs_half=mh,
+                 features=ft, features_half=fth, n_features=100, half_step=5)
+            for m, f, fh, mm, mh, ft, fth in (("A", 0.90, 0.88, 0.95, 0.94, 50, 48), ("B", 0.50, 0.40, 0.70, 0.70, 50, 50),
+                                              ("C", 0.10, 0.10, 0.60, 0.50, 50, 50), ("D", 0.90, 0.90, 0.95, 0.95, 50, 10))
             for s in (0, 1)]
     settled = gba.consistency_settled(pd.DataFrame(rows))
-    assert settled.to_dict() == {"A": True, "B": False, "C": False}  # B: the share moved 0.10; C: the median MCS moved 0.10
-    assert gba.consistency_settled(pd.DataFrame(rows), atol=0.2).all()
+    # B: the share of neurons moved 0.10; C: the median MCS moved 0.10; D: both settled, but the consistent neurons
+    # matched 10 of the 100 true features half-way and 50 at the end
+    assert settled.to_dict() == {"A": True, "B": False, "C": False, "D": False}
+    assert not gba.consistency_settled(pd.DataFrame(rows), atol=0.2).D
+    assert gba.consistency_settled(pd.DataFrame(rows), atol=0.5).all()
     with pytest.raises(ValueError, match="threshold 0.9"):
         gba.consistency_settled(pd.DataFrame(rows), threshold=0.9)
+    with pytest.raises(ValueError, match="features_half"):
+        gba.consistency_settled(pd.DataFrame(rows).drop(columns="features_half"))
+    with pytest.raises(ValueError, match="n_features"):
+        gba.consistency_settled(pd.DataFrame(rows).assign(n_features=0))
 
 
 def test_consistency__refuses_one_seed(tiny):

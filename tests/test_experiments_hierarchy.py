@@ -110,6 +110,28 @@ def test_fit_metrics_by_hand():
     assert f.absorption_scores()[2] == pytest.approx(1 / math.sqrt(2))  # cos([1, 0, 1], parent e0)
 
 
+def test_hierarchy_ranking__against_the_toy_codes_baselines_and_against_all_by_the_median():
+    rows = [dict(method=m, rho=r, seed=s, hierarchical_mse=v + 0.001 * s)
+            for r, vals in {0.0: dict(MP=0.0, ReLU=0.03, Matryoshka=0.04, BatchTopK=0.02, GBA=0.01),
+                            0.6: dict(MP=0.04, ReLU=0.02, Matryoshka=0.05, BatchTopK=0.06, GBA=0.01),
+                            0.9: dict(MP=0.02, ReLU=0.03, Matryoshka=0.05, BatchTopK=0.06, GBA=0.01)}.items()
+            for m, v in vals.items() for s in (0, 1, 2)]
+    df = pd.DataFrame(rows).replace({"method": {"MP": "MP-SAE"}})
+    rk = hx.hierarchy_ranking(df)
+    assert rk.lowest.to_dict() == {0.0: True, 0.6: False, 0.9: True}
+    assert rk.lowest_all.to_dict() == {0.0: True, 0.6: False, 0.9: False}  # GBA (ours, not the toy code's) is lower at 0.9
+    assert rk.baseline.to_dict() == {0.0: "BatchTopK", 0.6: "ReLU", 0.9: "ReLU"} and rk.other[0.9] == "GBA"
+    assert rk.value[0.6] == pytest.approx(0.041) and rk.baseline_value[0.6] == pytest.approx(0.021)  # medians over seeds 0, 1, 2
+    assert (rk.seeds == 3).all()
+    # a tie is not "lowest"
+    tie = df.assign(hierarchical_mse=df.hierarchical_mse.where(~((df.method == "ReLU") & (df.rho == 0.9)), 0.021))
+    assert not hx.hierarchy_ranking(tie).lowest[0.9]
+    with pytest.raises(ValueError, match="flat_mse"):
+        hx.hierarchy_ranking(df, "flat_mse")
+    with pytest.raises(ValueError, match="Matryoshka"):
+        hx.hierarchy_ranking(df[df.method != "Matryoshka"])
+
+
 def test_bad_arguments_raise(tiny):
     with pytest.raises(ValueError, match="methods"):
         experiments.hierarchy(tiny, methods=("MP-SAE", "SAE"), progress=False)

@@ -294,8 +294,9 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
     Returns
     -------
     DataFrame with ``method, seed, threshold, fraction, median_mcs, distinct, features,
-    fraction_half, median_mcs_half, distinct_half, features_half, half_step``: ``median_mcs`` is
-    the median over the seed's neurons of their MCS (threshold-free).
+    fraction_half, median_mcs_half, distinct_half, features_half, half_step, n_features``:
+    ``median_mcs`` is the median over the seed's neurons of their MCS (threshold-free);
+    ``n_features`` is the number of the toy's true features.
     """
     if len(profile.seeds) < 2:
         raise ValueError("consistency needs at least two seeds in profile.seeds.")
@@ -319,7 +320,8 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
                 rows.append(dict(method=label, seed=seed, threshold=t, fraction=float((end >= t).double().mean()),
                                  median_mcs=float(end.median()), **_spanned(W_end, end >= t, V, t),
                                  fraction_half=float((mid >= t).double().mean()), median_mcs_half=float(mid.median()),
-                                 **{f"{k}_half": v for k, v in _spanned(W_mid, mid >= t, V, t).items()}, half_step=half))
+                                 **{f"{k}_half": v for k, v in _spanned(W_mid, mid >= t, V, t).items()}, half_step=half,
+                                 n_features=len(V)))
     return pd.DataFrame(rows)
 
 
@@ -345,22 +347,36 @@ def _spanned(W: torch.Tensor, keep: torch.Tensor, V: torch.Tensor, t: float) -> 
 
 def consistency_settled(cons: pd.DataFrame, *, threshold: float = 0.8, atol: float = 0.03) -> pd.Series:
     """Per method of :func:`consistency`'s frame, whether its consistency has settled between the
-    half-way reading and the end: the fraction at ``threshold`` and the median MCS (each a mean
-    over seeds) both moved by at most ``atol`` (:func:`~sae_theory.metrics.metric_settled`).
+    half-way reading and the end: the fraction of neurons at MCS >= ``threshold``, the median MCS
+    and the share of the true features the consistent neurons match (``features / n_features``),
+    each a mean over seeds, all moved by at most ``atol`` (:func:`~sae_theory.metrics.metric_settled`).
+
+    The third reading is there because the first two can settle while what the consistent neurons
+    span still changes: many neurons may agree across seeds on a few directions first and on more
+    of the true features later.
 
     Raises
     ------
     ValueError
-        ``threshold`` is not one of the frame's thresholds.
+        ``threshold`` is not one of the frame's thresholds, or the frame lacks a column
+        :func:`consistency` writes.
     """
     from ..metrics import metric_settled
 
+    needed = ["fraction_half", "fraction", "median_mcs_half", "median_mcs", "features_half", "features", "n_features"]
+    missing = [c for c in needed + ["method", "threshold"] if c not in cons.columns]
+    if missing:
+        raise ValueError(f"the consistency frame lacks the columns {missing}; pass the frame experiments.gba.consistency returns "
+                         "(recompute it if it was written by an older version).")
+    if (cons.n_features <= 0).any():
+        raise ValueError("n_features must be positive in every row of the consistency frame (the number of true features).")
     at = cons[(cons.threshold - threshold).abs() <= 1e-12]
     if at.empty:
         raise ValueError(f"threshold {threshold} is not in the consistency frame (it has {sorted(cons.threshold.unique())}); "
                          "pass one of those or recompute consistency with it.")
-    means = at.groupby("method")[["fraction_half", "fraction", "median_mcs_half", "median_mcs"]].mean()
-    return pd.Series({m: metric_settled([r.fraction_half, r.fraction], atol=atol) and metric_settled([r.median_mcs_half, r.median_mcs], atol=atol)
+    at = at.assign(share=at.features / at.n_features, share_half=at.features_half / at.n_features)
+    means = at.groupby("method")[["fraction_half", "fraction", "median_mcs_half", "median_mcs", "share_half", "share"]].mean()
+    return pd.Series({m: all(metric_settled([r[f"{c}_half"], r[c]], atol=atol) for c in ("fraction", "median_mcs", "share"))
                       for m, r in means.iterrows()}, name="settled")
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "METHODS",
     "PAPER_TABLE1",
     "TABLE1_METHODS",
+    "TOY_CODE_BASELINES",
     "HierarchyFit",
     "absorption",
     "absorption_table",
@@ -80,6 +81,7 @@ __all__ = [
     "fit",
     "is_exact",
     "hierarchy",
+    "hierarchy_ranking",
     "method_specs",
     "steps_sweep",
     "train_fields",
@@ -93,6 +95,10 @@ __all__ = [
 
 METHODS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA")
 TABLE1_METHODS = ("MP-SAE", "Matryoshka", "ReLU", "BatchTopK")
+#: The baselines the official toy code trains beside MP-SAE (docs/papers.md#mp-sae-hierarchical-toy:
+#: Vanilla ReLU and Matryoshka with the adaptive L1, BatchTopK): the SAEs the paper's Fig 4 claims
+#: are about. TopK, JumpReLU and GBA are ours.
+TOY_CODE_BASELINES = ("ReLU", "Matryoshka", "BatchTopK")
 TARGET_L0 = 1.36
 #: "Exact recovery" (the paper's z_hat = z), read on held-out rows: the support right (through the
 #: matching, every unmatched latent silent) on at least this fraction of rows ...
@@ -327,6 +333,39 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
             seconds=f.seconds,
         ))
     return pd.DataFrame(rows)
+
+
+def hierarchy_ranking(fig4: pd.DataFrame, metric: str = "hierarchical_mse", *, method: str = "MP-SAE",
+                      baselines: tuple[str, ...] = TOY_CODE_BASELINES) -> pd.DataFrame:
+    """Where ``method`` ranks on ``metric`` (lower is better) at each rho of :func:`hierarchy`'s
+    rows, by the median over seeds: against ``baselines`` (default the official toy code's) and
+    against every other method of the frame.
+
+    Returns
+    -------
+    DataFrame indexed by ``rho``: ``value`` (the method's median), ``baseline`` / ``baseline_value``
+    (the best of ``baselines``), ``other`` / ``other_value`` (the best of all other methods),
+    ``lowest`` (strictly below every baseline), ``lowest_all`` (strictly below every other method),
+    ``seeds`` (the number of seeds behind the method's median).
+
+    Raises
+    ------
+    ValueError
+        ``metric`` is not a column, or ``method`` or a baseline has no rows at some rho.
+    """
+    if metric not in fig4.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the frame; pass one of {sorted(fig4.columns)}.")
+    med = fig4.groupby(["rho", "method"])[metric].median().unstack("method")
+    need = [method, *baselines]
+    absent = [m for m in need if m not in med.columns or med[m].isna().any()]
+    if absent:
+        raise ValueError(f"the frame has no {metric!r} for {absent} at some rho; run hierarchy() with methods including {need}.")
+    base, others = med[list(baselines)], med.drop(columns=method)
+    seeds = fig4[fig4.method == method].groupby("rho").seed.nunique()
+    return pd.DataFrame(dict(value=med[method], baseline=base.idxmin(axis=1), baseline_value=base.min(axis=1),
+                             other=others.idxmin(axis=1), other_value=others.min(axis=1),
+                             lowest=med[method] < base.min(axis=1), lowest_all=med[method] < others.min(axis=1),
+                             seeds=seeds.reindex(med.index)))
 
 
 def is_exact(l0: float, support_accuracy: float, true_l0: float) -> bool:
