@@ -552,6 +552,27 @@ def test_hierarchy_figure__methods_in_registry_order_with_their_palette_colour_i
             plt.close(fig)
 
 
+def test_hierarchy_figure__dashes_the_named_methods_and_says_so_in_the_legend():
+    fig = plotting.hierarchy_figure(_hierarchy_frame(), dashed=("TopK", "GBA", "not run"), dashed_label="ours, not in the paper")
+    try:
+        legend = fig.axes[5].get_legend()
+        styles = {t.get_text(): h.get_linestyle() for t, h in zip(legend.get_texts(), legend.legend_handles)}
+        assert styles["TopK"] == styles["GBA"] == "--" and styles["MP-SAE"] == styles["ReLU"] == "-", styles
+        assert "dashed: ours, not in the paper" in legend.get_title().get_text()
+        # the drawn lines too, found by their palette colour, in every line panel
+        by_colour = {c: m for m, c in plotting.method_colors(HIER).items()}
+        for ax in (fig.axes[0], fig.axes[1], fig.axes[2], fig.axes[3]):
+            drawn = {by_colour[to_hex(line.get_color())]: line.get_linestyle() for line in ax.get_lines() if to_hex(line.get_color()) in by_colour}
+            assert drawn == {m: "--" if m in ("TopK", "GBA") else "-" for m in HIER}, drawn
+    finally:
+        plt.close(fig)
+    fig = plotting.hierarchy_figure(_hierarchy_frame())
+    try:
+        assert "dashed" not in fig.axes[5].get_legend().get_title().get_text()
+    finally:
+        plt.close(fig)
+
+
 def test_toy_and_cross_paper_figures__method_hues_use_the_palette():
     frr, cons, front = _toy_frames(cons_methods=("L1", "GBA", "TopK"))
     fig = plotting.toy_figure(frr, cons, front)

@@ -10,16 +10,22 @@ from .core import GRID_WIDTH, hue_kwargs, method_colors, panel_grid, shared_lege
 __all__ = ["cross_paper_figure", "hierarchy_figure", "hierarchy_heatmaps", "steps_sweep_figure", "training_curves_figure"]
 
 
-def hierarchy_figure(df, *, target_l0: float | None = None):
+def hierarchy_figure(df, *, target_l0: float | None = None, dashed=(), dashed_label: str = "ours"):
     """Fig 4 (``experiments.hierarchy``): flat MSE, hierarchical MSE and absorption against the
     within-level correlation rho, per method (median over seeds, band: range); each method's L0
     (the methods are not at matched L0: the panel shows by how much, with the true E[L0]
-    ``target_l0`` when given); and the Babel contrast (whole dictionary against co-active subsets)."""
+    ``target_l0`` when given); and the Babel contrast (whole dictionary against co-active subsets).
+
+    The methods in ``dashed`` are drawn with dashed lines, the legend's title naming them
+    ``dashed_label`` (the notebook dashes the methods the paper's figure does not have, so the
+    lines a verdict compares are the solid ones).
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     use_style()
     order = method_order(df["method"])
+    dashed = [m for m in dashed if m in order]
     fig, grid = plt.subplots(2, 3, figsize=(15, 8.6))
     axes = list(grid.flat)
     for ax, col, title, ylabel in ((axes[0], "flat_mse", "flat MSE (within-level geometry)", "flat MSE (log scale)"),
@@ -27,7 +33,8 @@ def hierarchy_figure(df, *, target_l0: float | None = None):
                                    (axes[2], "absorption", "absorption", "cos(learned child, true parent)"),
                                    (axes[3], "l0", "L0 on held-out rows (not matched across methods)", "active latents per input (L0)")):
         sns.lineplot(df, x="rho", y=col, hue="method", **hue_kwargs(order), style="method", style_order=order,
-                     estimator="median", errorbar=("pi", 100), markers=True, dashes=False, ax=ax, legend=ax is axes[0])
+                     estimator="median", errorbar=("pi", 100), markers=True, dashes={m: (4, 2) if m in dashed else "" for m in order},
+                     ax=ax, legend=ax is axes[0])
         ax.set(xlabel=r"within-level correlation $\rho$", ylabel=ylabel, title=title, xticks=sorted(df["rho"].unique()))
         if col in ("flat_mse", "hierarchical_mse"):
             ax.set_yscale("log")
@@ -43,7 +50,10 @@ def hierarchy_figure(df, *, target_l0: float | None = None):
     axes[4].tick_params(axis="x", rotation=30)
     axes[4].legend(fontsize=8)
     axes[5].axis("off")  # the methods' legend, shared by the four line panels
-    axes[5].legend(handles, labels, title="method (line: median over seeds; band: range)", loc="center", fontsize=10, title_fontsize=10)
+    title = "method (line: median over seeds; band: range)"
+    if dashed:
+        title += f"\ndashed: {dashed_label}"
+    axes[5].legend(handles, labels, title=title, loc="center", fontsize=10, title_fontsize=10)
     fig.tight_layout()
     return fig
 
