@@ -55,6 +55,7 @@ __all__ = [
     "STATUSES",
     "Claim",
     "Verdict",
+    "compare_verdicts",
     "display_status",
     "evaluate",
     "frame",
@@ -1002,6 +1003,45 @@ def verdict_table(profile: Profile | str, folder: str | os.PathLike | None = Non
         rows.append(dict(claim=c.id, paper=c.paper, where=c.where, notebook=c.notebook,
                          status=display_status(c, v) if v else "not recorded", reason=v.get("reason", "")))
     return pd.DataFrame(rows, columns=["claim", "paper", "where", "notebook", "status", "reason"])
+
+
+def compare_verdicts(profile: Profile | str, folder: str | os.PathLike | None = None,
+                     reference: str | os.PathLike | None = None, *, notebooks: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A run's verdicts beside the reference ones, claim by claim: did this machine, this code or
+    these settings reach the published verdict?
+
+    ``folder`` holds the run's ``verdicts_<profile>.json`` (default: where figures go),
+    ``reference`` the verdicts to compare with (default: the committed ``paper_figures/``). Only
+    claims recorded in both are compared (of ``notebooks`` when given, by stem).
+
+    Returns
+    -------
+    DataFrame, one row per claim recorded in both: ``claim, notebook, reference, here`` (the
+    statuses as :func:`display_status` shows them), ``same`` (the two statuses are equal),
+    ``moved`` (the measured values that differ, comma-separated; stored at 6 significant digits,
+    so a difference in the last digit counts), ``settings`` ("same", or what differs: the profile
+    overrides of either run, which make the comparison not like for like).
+    """
+    import pandas as pd
+
+    if reference is None:
+        from .plotting.core import base_figure_dir
+
+        reference = base_figure_dir()
+    here, ref = load_verdicts(profile, folder), load_verdicts(profile, reference)
+    rows = []
+    for c in CLAIMS.values():
+        if c.id not in here or c.id not in ref or (notebooks is not None and c.notebook not in notebooks):
+            continue
+        h, r = here[c.id], ref[c.id]
+        hm, rm = h.get("measured", {}), r.get("measured", {})
+        moved = [k for k in sorted(set(hm) | set(rm)) if hm.get(k) != rm.get(k)]
+        ho, ro = h.get("overrides", {}) or {}, r.get("overrides", {}) or {}
+        settings = "same" if ho == ro else (f"overrides here {ho or 'none'}, reference {ro or 'none'}")
+        hs, rs = display_status(c, h), display_status(c, r)
+        rows.append(dict(claim=c.id, notebook=c.notebook, reference=rs, here=hs, same=hs == rs, moved=", ".join(moved),
+                         settings=settings))
+    return pd.DataFrame(rows, columns=["claim", "notebook", "reference", "here", "same", "moved", "settings"])
 
 
 def _override_text(value: Any) -> str:

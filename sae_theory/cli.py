@@ -4,8 +4,9 @@
 ``sae-theory reproduce`` executes the notebooks (``notebooks/NN_*.ipynb``) in order under a
 profile, never writing into the source notebooks, and ends with a table of what ran, how long it
 took and which figures each notebook wrote, then the verdict of every registered claim of those
-notebooks (:mod:`sae_theory.claims`). ``sae-theory claims`` prints the verdicts of a profile, or
-the README's generated results table. ``sae-theory audit`` audits a trained SAE on activations
+notebooks (:mod:`sae_theory.claims`) and, unless the run wrote the committed folder itself, how
+many of them reached the committed status. ``sae-theory claims`` prints the verdicts of a profile,
+the README's generated results table, or (``--compare``) a run's verdicts against the committed ones. ``sae-theory audit`` audits a trained SAE on activations
 (:mod:`sae_theory.audit`) and writes ``audit.json``, ``summary.md`` and figures into a folder.
 This module is the only place in the package that prints.
 
@@ -383,6 +384,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"figures: {fig_dir}")
     print()
     print(_verdict_lines(profile, fig_dir, results))
+    compared = _comparison_lines(profile, fig_dir, results)
+    if compared:
+        print()
+        print(compared)
     if save_dir is not None:
         print(f"executed notebooks: {save_dir}")
     return 0 if n_failed == 0 and n_skipped == 0 else 1
@@ -398,6 +403,33 @@ def _verdict_lines(profile: str, folder: Path, results: Sequence[NotebookResult]
         return f"verdicts ({profile}): no registered claims in these notebooks"
     table.loc[table.notebook.map(ran) == "failed", "status"] = "notebook failed"
     return f"verdicts ({profile}; {claims.verdicts_path(profile, folder)}):\n" + _claims_text(table)
+
+
+def _comparison_lines(profile: str, folder: Path, results: Sequence[NotebookResult]) -> str:
+    """The verdicts of the notebooks that ran beside the committed ones (``claims.compare_verdicts``);
+    empty when the run wrote into the committed folder itself or nothing is comparable."""
+    from sae_theory import claims
+
+    committed = plotting.base_figure_dir()
+    if Path(folder).resolve() == committed.resolve():
+        return ""
+    ran = tuple(r.notebook for r in results if r.status == "ok")
+    table = claims.compare_verdicts(profile, folder, committed, notebooks=ran)
+    if table.empty:
+        return ""
+    return f"against the committed verdicts ({claims.verdicts_path(profile, committed)}):\n" + _comparison_text(table)
+
+
+def _comparison_text(table) -> str:
+    differ = table[~table.same]
+    head = f"{len(table) - len(differ)} of {len(table)} claims reach the committed status"
+    lines = [head + (":" if len(differ) else ".")]
+    for r in differ.itertuples():
+        lines.append(f"  {r.claim}: committed {r.reference}, here {r.here}" + (f" ({r.settings})" if r.settings != "same" else ""))
+    other = table[table.same & (table.settings != "same")]
+    if len(other):
+        lines.append("  with other settings than the committed run: " + ", ".join(other.claim))
+    return "\n".join(lines)
 
 
 def _claims_text(table) -> str:
@@ -465,6 +497,26 @@ def _cmd_claims(args: argparse.Namespace) -> int:
         print(claims.readme_table(folder))
         return 0
     profile = profiles[0]
+    if args.compare:
+        committed = plotting.base_figure_dir()
+        run = folder if folder is not None else plotting.figure_dir()
+        if run.resolve() == committed.resolve():
+            _usage(args, f"argument --compare: the run's folder is the committed one ({committed}); give the folder "
+                         "of the run to compare with --folder")
+        if not claims.verdicts_path(profile, run).exists():
+            _usage(args, f"argument --compare: no run has written {claims.verdicts_path(profile, run)}; run the notebooks "
+                         f"at this profile first (sae-theory reproduce --profile {profile}), or give their folder with --folder")
+        table = claims.compare_verdicts(profile, run, committed)
+        print(f"verdicts ({profile}) of {claims.verdicts_path(profile, run)} against the committed "
+              f"{claims.verdicts_path(profile, committed)}:")
+        if table.empty:
+            print("no claim is recorded in both")
+            return 0
+        print(_comparison_text(table))
+        moved = table[table.moved != ""]
+        for r in moved.itertuples():
+            print(f"  {r.claim}: measured values that differ: {r.moved}")
+        return 0
     note = ""
     if folder is None and not claims.verdicts_path(profile).exists():
         # no run of this user's has recorded this profile yet: show the committed verdicts, and say so
@@ -575,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
         "claims",
         help="the registered claims and their recorded verdicts",
         description="Print the verdict of every registered claim (sae_theory.claims) at a profile, "
-                    "the README's generated results table, or rewrite that table.",
+                    "the README's generated results table, or rewrite that table; or compare a run's "
+                    "verdicts with the committed ones.",
     )
     p_cl.add_argument("--profile", metavar="{quick,full}", help=f"profile (default: ${PROFILE_ENV}, else quick)")
     p_cl.add_argument("--folder", metavar="DIR",
@@ -587,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--readme", metavar="PATH",
                        help="rewrite the generated results table in the README at PATH (between its "
                             "claims-table markers)")
+    table.add_argument("--compare", action="store_true",
+                       help="compare a run's verdicts (--folder, default where figures go) with the committed "
+                            "ones, claim by claim: status, measured values that differ, settings")
     p_cl.set_defaults(func=_cmd_claims, parser=p_cl)
 
     p_au = sub.add_parser(

@@ -375,3 +375,78 @@ def test_display__a_positive_verdict_from_unconverged_runs_is_qualified_everywhe
     assert f"**{status}** (not converged) (" in row
     assert claims.verdict_table("quick", tmp_path).set_index("claim").status[c.id] == f"{status} (not converged)"
     assert claims.frame([v]).status[0] == f"{status} (not converged)"
+
+
+# ---- a run's verdicts against the committed ones ---------------------------------------------
+
+C3_OK = dict(distance_to_projection=1e-15, distance_to_x_full_rank=5e-12, steps=512)
+HIGH_RHO = dict(l0_high_rho=3.0, flat_mse_low_rho=0.1, flat_mse_high_rho=0.5, converged=True)
+
+
+def test_compare_verdicts__status_measured_values_and_settings_claim_by_claim(tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    claims.record("mp.prop.c3", C3_OK, "quick", folder=ref)
+    claims.record("mp.hierarchy.high_rho", HIGH_RHO, "quick", folder=ref)
+    claims.record("mp.prop.c1", dict(max_error_unit=1e-16, max_error_non_unit=0.4), "quick", folder=ref)  # not in the run
+    claims.record("mp.prop.c3", dict(C3_OK, distance_to_projection=0.5), "quick", folder=run)  # fails here
+    claims.record("mp.hierarchy.high_rho", dict(HIGH_RHO, l0_high_rho=2.5, converged=False), "quick", folder=run)
+    table = claims.compare_verdicts("quick", run, ref).set_index("claim")
+    assert list(table.index) == ["mp.prop.c3", "mp.hierarchy.high_rho"]  # registry order, recorded in both only
+    assert table.loc["mp.prop.c3", "reference"] == "reproduces" and table.loc["mp.prop.c3", "here"] == "does not reproduce"
+    assert not table.loc["mp.prop.c3", "same"] and table.loc["mp.prop.c3", "moved"] == "distance_to_projection"
+    # the same status, but not converged here: the qualified statuses differ
+    assert table.loc["mp.hierarchy.high_rho", "here"] == "reproduces (not converged)" and not table.loc["mp.hierarchy.high_rho", "same"]
+    assert table.loc["mp.hierarchy.high_rho", "moved"] == "converged, l0_high_rho"
+    assert (table.settings == "same").all()
+    assert claims.compare_verdicts("quick", ref, ref).same.all() and (claims.compare_verdicts("quick", ref, ref).moved == "").all()
+    assert claims.compare_verdicts("full", run, ref).empty
+    assert list(claims.compare_verdicts("quick", run, ref, notebooks=("06_hierarchy",)).claim) == ["mp.hierarchy.high_rho"]
+
+
+def _committed(monkeypatch, folder):
+    monkeypatch.delenv(plotting.FIGURE_DIR_ENV, raising=False)
+    monkeypatch.delenv(plotting.UPDATE_FIGURES_ENV, raising=False)
+    monkeypatch.setattr(plotting.core, "base_figure_dir", lambda: folder)
+    monkeypatch.setattr(cli.plotting, "base_figure_dir", lambda: folder)
+
+
+def test_cli_claims_compare__names_the_claims_whose_status_differs(tmp_path, monkeypatch, capsys):
+    committed = tmp_path / "paper_figures"
+    _committed(monkeypatch, committed)
+    claims.record("mp.prop.c3", C3_OK, "quick", folder=committed)
+    claims.record("mp.hierarchy.high_rho", HIGH_RHO, "quick", folder=committed)
+    with pytest.raises(SystemExit):  # no run of this profile yet
+        cli.main(["claims", "--compare"])
+    assert "no run has written" in capsys.readouterr().err
+    claims.record("mp.prop.c3", dict(C3_OK, distance_to_projection=0.5), "quick")  # the run's folder: paper_figures/_latest
+    claims.record("mp.hierarchy.high_rho", dict(HIGH_RHO, l0_high_rho=3.5), "quick")
+    assert cli.main(["claims", "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 claims reach the committed status:" in out
+    assert "mp.prop.c3: committed reproduces, here does not reproduce" in out
+    assert "mp.hierarchy.high_rho: measured values that differ: l0_high_rho" in out
+    with pytest.raises(SystemExit):
+        cli.main(["claims", "--compare", "--folder", str(committed)])
+    assert "is the committed one" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["claims", "--compare", "--markdown"])
+
+
+def test_cli_reproduce__ends_with_the_comparison_against_the_committed_verdicts(tmp_path, monkeypatch, capsys):
+    committed = tmp_path / "paper_figures"
+    _committed(monkeypatch, committed)
+    monkeypatch.delenv(cli.PROFILE_ENV, raising=False)
+    claims.record("mp.prop.c1", dict(max_error_unit=0.3, max_error_non_unit=0.4), "quick", folder=committed)
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    nb = new_notebook(cells=[new_code_cell("from sae_theory import claims\n"
+                                           "claims.record('mp.prop.c1', dict(max_error_unit=1e-16, max_error_non_unit=0.4), 'quick')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nb_dir / "04_mp_theory.ipynb")
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb_dir), "--no-progress", "--timeout", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "against the committed verdicts" in out and "0 of 1 claims reach the committed status:" in out
+    assert "mp.prop.c1: committed does not reproduce, here reproduces" in out
+    # under --update-figures the run writes the committed file itself: nothing to compare with
+    assert cli.main(["reproduce", "--notebooks-dir", str(nb_dir), "--no-progress", "--timeout", "120", "--update-figures"]) == 0
+    assert "against the committed verdicts" not in capsys.readouterr().out
