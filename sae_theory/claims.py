@@ -488,17 +488,28 @@ def _judge_recon_not_recovery(m):
 
 
 def _judge_zipf_superposition(m):
-    ratios = sorted({int(k.rsplit("_r", 1)[1]) for k in m if k.startswith("mp_fvu_r")})  # the per-ratio values, when given
-    text = ("; ".join(f"n/d = {r}: FVU MP-SAE {m[f'mp_fvu_r{r}']:.3f}, TopK {m[f'topk_fvu_r{r}']:.3f}, decoder MCC MP-SAE "
-                      f"{m[f'mp_mcc_r{r}']:.3f}, TopK {m[f'topk_mcc_r{r}']:.3f}" for r in ratios)
-            or f"at the largest n/d: FVU MP-SAE {m['mp_fvu']:.3f}, TopK {m['topk_fvu']:.3f}, decoder MCC MP-SAE {m['mp_mcc']:.3f}, "
-               f"TopK {m['topk_mcc']:.3f}")
-    text += f"; the claim's two halves hold together at {m['ratios_holding']:.0f} of {m['ratios']:.0f} ratios n/d"
-    if m["ratios_holding"] >= m["ratios"]:
+    def readings(tag):  # the per-ratio values (tag "r": SAEs as wide as the truth; "n": the narrow width), when given
+        ratios = sorted({int(k.rsplit(f"_{tag}", 1)[1]) for k in m if k.startswith(f"mp_fvu_{tag}") and k.rsplit(f"_{tag}", 1)[1].isdigit()})
+        return "; ".join(f"n/d = {r}: FVU MP-SAE {m[f'mp_fvu_{tag}{r}']:.3f}, TopK {m[f'topk_fvu_{tag}{r}']:.3f}, decoder MCC MP-SAE "
+                         f"{m[f'mp_mcc_{tag}{r}']:.3f}, TopK {m[f'topk_mcc_{tag}{r}']:.3f}" for r in ratios)
+
+    wide = (readings("r") or f"at the largest n/d: FVU MP-SAE {m['mp_fvu']:.3f}, TopK {m['topk_fvu']:.3f}, decoder MCC MP-SAE "
+                             f"{m['mp_mcc']:.3f}, TopK {m['topk_mcc']:.3f}")
+    wide += f"; the claim's two halves hold together at {m['ratios_holding']:.0f} of {m['ratios']:.0f} ratios n/d"
+    if "narrow_ratios_holding" not in m:  # recorded before the narrow width joined the study: SAEs as wide as the truth only
+        if m["ratios_holding"] >= m["ratios"]:
+            return "reproduces", wide
+        if m["ratios_holding"] > 0:
+            return "partly", wide
+        return "does not reproduce", wide + ": at no n/d does MP-SAE reconstruct better while recovering fewer features (MCC more than 0.02 below TopK's)"
+    k, n = m["narrow_ratios_holding"], m["ratios"]
+    text = (f"SAEs with {m['narrow_width']:g} n latents (SynthSAEBench's setting; MCC over the matched pairs, its reading): {readings('n')}; "
+            f"both halves hold at {k:.0f} of {n:.0f} ratios n/d. SAEs as wide as the truth: {wide}")
+    if k >= n:
         return "reproduces", text
-    if m["ratios_holding"] > 0:
+    if k > 0 or m["ratios_holding"] > 0:
         return "partly", text
-    return "does not reproduce", text + ": at no n/d does MP-SAE reconstruct better while recovering fewer features (MCC more than 0.02 below TopK's)"
+    return "does not reproduce", text + ": at no n/d and neither width does MP-SAE reconstruct better while recovering fewer features"
 
 
 def _judge_vlm_modality(m):
@@ -686,15 +697,16 @@ _CLAIMS = (
        "docs/papers.md#mp-sae-replications",
        "On data of SynthSAEBench's kind (Zipfian firing, varying magnitudes, features in superposition), MP-SAE reconstructs "
        "better than TopK at the same k but recovers fewer of the true features.",
-       "SynthSAEBench: MP-SAEs exploit superposition noise to reconstruct better without learning the true features (16k "
-       "features; no numbers quoted here)",
+       "SynthSAEBench-16k (16,384 features, d = 768, SAE width 4,096), at L0 = 25: MCC MatchPursuit 0.693, BatchTopK 0.757; "
+       "variance explained 0.835 vs 0.792 (SAELens docs/synth_sae_bench.md)",
        "experiments.mp.superposition_recovery", "05_mp_adaptive_sparsity",
        "n = r d Gaussian unit features firing independently with Zipf frequencies (mean L0 and the largest frequency of the "
-       "profile's MP scale), magnitudes uniform on [0.5, 1.5], unit-norm rows; MP-SAE and TopK with n latents and k = the "
-       "mean L0, means over seeds at the end of training: reproduces when at every ratio r MP-SAE's held-out FVU is below "
-       "TopK's and its decoder MCC more than 0.02 below TopK's (the values read: at the largest r, and the count of ratios "
-       "where both halves hold); partly when at some r; converged when every run's MCC moved by at most 0.03 and its FVU "
-       "by at most 10% from half-way to the end",
+       "profile's MP scale), magnitudes uniform on [0.5, 1.5], unit-norm rows; MP-SAE and TopK at each width of the profile "
+       "(n latents, and n / 4 as SynthSAEBench's 4,096 for 16,384) with k = the true mean L0 of the features the width "
+       "covers, means over seeds at the end of training: reproduces when, at the narrow width (SynthSAEBench's setting), at "
+       "every ratio r MP-SAE's held-out FVU is below TopK's and its decoder MCC (over the matched pairs, SynthSAEBench's "
+       "reading) more than 0.02 below TopK's; partly when at some r at either width; converged when every run's MCC moved "
+       "by at most 0.03 and its FVU by at most 10% from half-way to the end",
        ("ratios_holding", "ratios", "mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc"), _judge_zipf_superposition),
     _c("mp.hierarchy.exact_recovery", "MP-SAE", "§4.1, Fig. 4, App. B.1.3", "docs/papers.md#mp-sae-hierarchical-toy",
        "MP-SAE recovers the toy tree exactly at rho = 0 and 0.3.",

@@ -166,6 +166,10 @@ class MPScale:
     """Expected active features per row of that Zipf data (its true mean L0; the SAEs' k is its rounding)."""
     zipf_max_frequency: float = 0.3
     """Frequency of that Zipf data's most frequent feature (sets the exponent)."""
+    superposition_widths: tuple[float, ...] = (1.0, 0.25)
+    """SAE widths of that study as fractions of n: 1 (as wide as the truth: a perfect dictionary is a
+    permutation of it) and 1/4 (SynthSAEBench-16k's recommended 4,096 latents for its 16,384 features:
+    the SAE is narrower than the truth and covers its most frequent features)."""
 
 
 @dataclass(frozen=True)

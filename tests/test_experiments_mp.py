@@ -222,14 +222,22 @@ def test_superposition_recovery__zipf_data_at_each_ratio_both_readings(profile):
 
     P = dataclasses.replace(profile, mp=dataclasses.replace(TINY, superposition_ratios=(2, 4), steps=200, zipf_max_frequency=0.5))
     df = mp.superposition_recovery(P, progress=False)
-    assert list(df.columns) == ["method", "ratio", "n", "seed", "step", "fvu", "nmse", "l0", "frr_08", "frr_09", "mcc"]
-    assert len(df) == 2 * 2 * 2 and set(df.n) == {32, 64} and set(df.step) == {100, 200}
-    assert df[["fvu", "nmse", "mcc", "frr_09"]].notna().all().all() and (df.mcc.between(0, 1 + 1e-12)).all()
-    # MP-SAE takes k = round(mean support) = 4 pursuit steps: never more than 4 atoms
-    assert (df[df.method == "MP-SAE"].l0 <= 4).all()
+    assert list(df.columns) == ["method", "ratio", "n", "width", "n_latents", "k", "seed", "step", "fvu", "nmse", "l0", "frr_08", "frr_09",
+                                "mcc", "mcc_matched"]
+    assert len(df) == 2 * 2 * 2 * 2 and set(df.n) == {32, 64} and set(df.step) == {100, 200} and set(df.width) == {1.0, 0.25}
+    assert df[["fvu", "nmse", "mcc", "mcc_matched", "frr_09"]].notna().all().all() and (df.mcc.between(0, 1 + 1e-12)).all()
+    assert (df.n_latents == (df.n * df.width).round()).all()
+    # as wide as the truth: k = round(mean support) = 4 and the two MCC readings agree; narrower: k is the true mean L0 of
+    # the features the width covers (below 4), MCC over all n true features <= M / n, over the matched pairs above it
+    wide, narrow = df[df.width == 1.0], df[df.width == 0.25]
+    assert (wide.k == 4).all() and (wide.mcc == wide.mcc_matched).all()
+    assert (narrow.k < 4).all() and (narrow.mcc <= 0.25 + 1e-12).all() and (narrow.mcc_matched > narrow.mcc).all()
+    # MP-SAE takes k pursuit steps: never more than k atoms
+    assert (df[df.method == "MP-SAE"].l0 <= df[df.method == "MP-SAE"].k).all()
     # the data: Zipf frequencies whose largest is the scale's, mean support as asked, magnitudes in [0.5, 1.5]
     model = mp._zipf_feature_model(P.mp, 64, 0, "cpu", torch.float32)
     f = model.support.frequencies(64)
+    assert narrow[narrow.n == 64].k.iloc[0] == round(float(f.sort(descending=True).values[:16].sum()))
     assert float(f.max()) == pytest.approx(0.5, rel=1e-6) and float(f.sum()) == pytest.approx(TINY.zipf_mean_support, rel=1e-6)
     _, H = model.sample(2000, torch.Generator().manual_seed(0), h_layout="sparse")
     vals = H.to_dense()[H.to_dense() != 0]
@@ -264,6 +272,23 @@ def test_superposition_claim_values__per_ratio_and_the_verdict_as_a_function_of_
     assert mv["converged"] is False and claims.evaluate(claim, mv)[0] == "not converged"
     with pytest.raises(ValueError, match="empty"):
         mp.superposition_claim_values(moving.iloc[:0])
+
+    # with SynthSAEBench's narrow width: judged there (MCC over the matched pairs), the wide SAEs beside it
+    def widths(mp_matched, wide_mp=0.97):
+        wide = frame({4: wide_mp, 16: wide_mp}).assign(width=1.0)
+        wide["mcc_matched"] = wide.mcc
+        narrow = frame({4: 0.5, 16: 0.5}).assign(width=0.25, mcc_matched=[mp_matched if m == "MP-SAE" else 0.8 for m in wide.method])
+        return pd.concat([wide, narrow], ignore_index=True)
+
+    both = mp.superposition_claim_values(widths(0.7))
+    assert both["narrow_width"] == 0.25 and both["narrow_ratios_holding"] == 2 and both["ratios_holding"] == 0
+    assert both["mp_mcc_n4"] == 0.7 and both["topk_mcc_n4"] == 0.8 and both["mp_mcc_r4"] == 0.97  # matched MCC when narrow
+    status, reason = claims.evaluate(claim, both)
+    assert status == "reproduces" and "SynthSAEBench's setting" in reason and "as wide as the truth" in reason
+    assert claims.evaluate(claim, mp.superposition_claim_values(widths(0.79)))[0] == "does not reproduce"  # within 0.02 at both
+    assert claims.evaluate(claim, mp.superposition_claim_values(widths(0.79, wide_mp=0.90)))[0] == "partly"  # holds wide only
+    with pytest.raises(ValueError, match="width 1"):
+        mp.superposition_claim_values(widths(0.7).query("width < 1"))
 
 
 def test_threshold_l0__reads_the_runs_half_way_when_asked(profile, l0):

@@ -483,6 +483,21 @@ def test_decoder_mcc__extra_learned_ignored_missing_learned_count_zero():
     assert metrics.decoder_mcc(eye[:1], eye[:2]) == pytest.approx(0.5, abs=1e-12)  # 1 learned, 2 true: (1 + 0) / 2
 
 
+def test_decoder_mcc__matched_reading_divides_by_the_pairs_as_sae_lens_does():
+    """SynthSAEBench's MCC (SAELens ``mean_correlation_coefficient``: Hungarian on 1 - |cos|, the
+    mean of the matched |cos|) by hand: 2 learned directions, 3 true ones."""
+    true = torch.eye(3, dtype=F64)
+    learned = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype=F64)
+    # the matching: learned 0 -> true 0 (|cos| 1), learned 1 -> true 2 (0.8); true 1 is left over
+    assert metrics.decoder_mcc(learned, true, mean_over="matched") == pytest.approx((1.0 + 0.8) / 2, abs=1e-12)
+    assert metrics.decoder_mcc(learned, true) == pytest.approx((1.0 + 0.8) / 3, abs=1e-12)
+    # more learned than true: the two readings agree
+    more = torch.cat([true, learned])
+    assert metrics.decoder_mcc(more, true, mean_over="matched") == metrics.decoder_mcc(more, true) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="mean_over"):
+        metrics.decoder_mcc(learned, true, mean_over="pairs")
+
+
 def test_decoder_mcc__small_blocks_match_dense(monkeypatch, cpu_generator):
     learned = torch.randn(9, 5, generator=cpu_generator)
     true = torch.randn(6, 5, generator=cpu_generator)

@@ -448,6 +448,10 @@ def _figure_calls():
         "superposition_figure": lambda: plotting.superposition_figure(pd.DataFrame(
             [dict(method=m, ratio=r, n=16 * r, seed=sd, step=st, fvu=0.1 / st, nmse=0.1, l0=4.0, frr_08=1.0, frr_09=0.9, mcc=0.9 - 0.01 * r)
              for r in (4, 16) for m in ("MP-SAE", "TopK") for sd in (0, 1) for st in (10, 20)])),
+        "superposition_figure with widths": lambda: plotting.superposition_figure(pd.DataFrame(
+            [dict(method=m, ratio=r, n=16 * r, width=w, n_latents=int(16 * r * w), k=4 if w == 1 else 3, seed=sd, step=st, fvu=0.1 / st,
+                  nmse=0.1, l0=4.0, frr_08=1.0, frr_09=0.9, mcc=0.9 * w, mcc_matched=0.9)
+             for r in (4, 16) for w in (1.0, 0.25) for m in ("MP-SAE", "TopK") for sd in (0, 1) for st in (10, 20)])),
         "gba_real_frontier_figure": lambda: plotting.gba_real_frontier_figure(*_gba_real_frames()[:2], model_label="tiny", paper_note="p"),
         "gba_real_frontier_figure without curves": lambda: plotting.gba_real_frontier_figure(_gba_real_frames()[0]),
         "gba_real_consistency_figure": lambda: plotting.gba_real_consistency_figure(_gba_real_frames()[2]),
@@ -657,3 +661,18 @@ def test_name_zero_curves__names_the_curves_at_zero_everywhere():
     assert "A\nC" in ax.texts[0].get_text()
     assert name_zero_curves(ax, df[df.m == "b"], y="y", by="m") == [] and len(ax.texts) == 1
     plt.close(fig)
+
+
+def test_superposition_figure__narrow_panels_plot_the_mcc_over_the_matched_pairs():
+    df = pd.DataFrame([dict(method=m, ratio=r, n=16 * r, width=w, n_latents=int(16 * r * w), k=4 if w == 1 else 3, seed=0, step=st,
+                            fvu=0.1 / st, nmse=0.1, l0=4.0, frr_08=1.0, frr_09=0.9, mcc=0.9 * w, mcc_matched=0.9)
+                       for r in (4, 16) for w in (1.0, 0.25) for m in ("MP-SAE", "TopK") for st in (10, 20)])
+    fig = plotting.superposition_figure(df)
+    try:
+        wide, narrow = fig.axes[0], fig.axes[2]  # a row per width, the widest first
+        ys = lambda ax: {round(float(y), 6) for c in ax.collections for y in c.get_offsets()[:, 1]}
+        assert ys(wide) == {0.9} and ys(narrow) == {0.9}  # wide: mcc = 0.9 * 1; narrow: mcc_matched, not mcc = 0.225
+        assert "matched pairs" in narrow.get_ylabel() and "matched" not in wide.get_ylabel()
+        assert "16 latents, k = 3" in narrow.get_title() and "64 latents, k = 4" in wide.get_title()
+    finally:
+        plt.close(fig)

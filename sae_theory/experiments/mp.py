@@ -40,6 +40,7 @@ superposition n / d.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import pandas as pd
 import torch
@@ -449,29 +450,44 @@ def superposition_recovery(profile: Profile, *, methods: tuple[str, ...] = SUPER
     at ``zipf_max_frequency``, ``zipf_mean_support`` active per row on average), each active one
     with a magnitude drawn from :data:`SUPERPOSITION_COEFFICIENTS`; rows scaled to unit norm, as
     in the rest of this module. Every method of ``methods`` (MP-SAE, TopK, ReLU: :func:`method_spec`,
-    ``LEARNING_RATES``) is trained with n latents (a perfect dictionary is a permutation of the
-    truth) and k = round(``zipf_mean_support``) (the true mean L0), the scale's steps, batch size
-    and training rows, through the run cache. Read half-way through training and at the end, on
-    ``N_EVAL`` held-out rows: FVU, nmse, L0, FRR at cosine 0.8 and 0.9 and the decoder MCC with the
-    true features. Features fire independently, so some rows have none active: they are dropped
-    from the held-out rows (their normalised error is 0 / 0) and kept in the training rows.
+    ``LEARNING_RATES``) is trained at each width of ``superposition_widths``: M = round(w n) latents
+    (w = 1: a perfect dictionary is a permutation of the truth; w = 1/4: SynthSAEBench-16k's
+    4,096 latents for 16,384 features) and k = round(the true mean L0 of the M most frequent
+    features) (for w = 1, round(``zipf_mean_support``); SynthSAEBench likewise trains at the true L0
+    of the features its width covers), the scale's steps, batch size and training rows, through the
+    run cache. Read half-way through training and at the end, on ``N_EVAL`` held-out rows: FVU,
+    nmse, L0, FRR at cosine 0.8 and 0.9, the decoder MCC with the true features over all n of them
+    (``mcc``: the features the SAE has no latent for count 0) and over the matched pairs
+    (``mcc_matched``: SynthSAEBench's reading, equal to ``mcc`` when M >= n). Features fire
+    independently, so some rows have none active: they are dropped from the held-out rows (their
+    normalised error is 0 / 0) and kept in the training rows.
 
     Returns
     -------
-    DataFrame with ``method, ratio, n, seed, step, fvu, nmse, l0, frr_08, frr_09, mcc``.
+    DataFrame with ``method, ratio, n, width, n_latents, k, seed, step, fvu, nmse, l0, frr_08,
+    frr_09, mcc, mcc_matched``.
+
+    Raises
+    ------
+    ValueError
+        A width of ``profile.mp.superposition_widths`` is not in (0, 1].
     """
     from ..metrics import decoder_mcc, feature_recovery_rate
 
     for method in methods:
         _check_method(method)
     S = profile.mp
-    k = max(1, round(S.zipf_mean_support))
+    bad = [w for w in S.superposition_widths if not (isinstance(w, (int, float)) and 0 < w <= 1)]
+    if bad or not S.superposition_widths:
+        raise ValueError(f"profile.mp.superposition_widths must be fractions of n in (0, 1], got {S.superposition_widths}; "
+                         "e.g. (1.0, 0.25).")
     rows = []
     cells = [(r, seed) for r in S.superposition_ratios for seed in profile.seeds]
     for ratio, seed in tqdm(cells, desc="superposition", disable=not progress):
         n = ratio * S.d
         model = _zipf_feature_model(S, n, seed, profile.device, profile.dtype)
         V = model.features.detach().to(torch.float64).cpu()
+        freq = model.support.frequencies(n).to(torch.float64).sort(descending=True).values
         X_eval, _ = model.sample(N_EVAL, eval_generator(seed, profile.device, stream=ratio), h_layout="sparse")
         X_eval = X_eval[X_eval.norm(dim=1) > 0]  # rows with no active feature (about e^-mean_support of them): nothing to read
         unit_rows_(X_eval)
@@ -484,8 +500,10 @@ def superposition_recovery(profile: Profile, *, methods: tuple[str, ...] = SUPER
         data_key = dict(model="SparseFeatureModel", law="Zipf", n=n, d=S.d, exponent=model.support.exponent,
                         mean_support=S.zipf_mean_support, coefficients=repr(SUPERPOSITION_COEFFICIENTS), seed=seed,
                         rows=S.n_samples, sample_seed=seed, unit_rows=True)
-        for method in methods:
-            run = train_cached(method_spec(method, k, LEARNING_RATES[method]), data, data_key=data_key, d=S.d, n_latents=n,
+        for width, method in itertools.product(S.superposition_widths, methods):
+            M = max(1, round(width * n))
+            k = max(1, round(float(freq[:M].sum())))  # the true mean L0 of the M most frequent features
+            run = train_cached(method_spec(method, k, LEARNING_RATES[method]), data, data_key=data_key, d=S.d, n_latents=M,
                                seed=seed + 1, run=dict(steps=S.steps, batch_size=S.batch_size, seed=seed, progress=False),
                                device=profile.device, dtype=profile.dtype, snapshots=(S.steps // 2,))
             for step in (S.steps // 2, S.steps):
@@ -494,27 +512,52 @@ def superposition_recovery(profile: Profile, *, methods: tuple[str, ...] = SUPER
                     codes = sae.encode(X_eval)
                     x_hat = sae.decode(codes)
                 D = sae.dictionary.detach().to(torch.float64).cpu()
-                rows.append(dict(method=method, ratio=ratio, n=n, seed=seed, step=step, fvu=_fvu(X_eval, x_hat), nmse=_nmse(X_eval, x_hat),
+                rows.append(dict(method=method, ratio=ratio, n=n, width=float(width), n_latents=M, k=k, seed=seed, step=step,
+                                 fvu=_fvu(X_eval, x_hat), nmse=_nmse(X_eval, x_hat),
                                  l0=float((codes != 0).sum(1).to(torch.float64).mean()), frr_08=feature_recovery_rate(D, V, 0.8),
-                                 frr_09=feature_recovery_rate(D, V, 0.9), mcc=decoder_mcc(D, V)))
+                                 frr_09=feature_recovery_rate(D, V, 0.9), mcc=decoder_mcc(D, V),
+                                 mcc_matched=decoder_mcc(D, V, mean_over="matched")))
     return pd.DataFrame(rows)
 
 
 def superposition_claim_values(df: pd.DataFrame) -> dict:
     """The values ``claims`` rule ``mp.synth.zipf_superposition`` reads, from
-    :func:`superposition_recovery`: MP-SAE's and TopK's FVU and decoder MCC at the end of training
-    (means over seeds) at the largest ratio n / d; ``ratios`` and ``ratios_holding``, the number of
-    ratios and of those where MP-SAE's FVU is below TopK's while its MCC is more than 0.02 below
-    (the rule of ``mp.synth.reconstruction_not_recovery``); the four values at every ratio r as
-    ``mp_fvu_r<r>``, ``topk_fvu_r<r>``, ...; and ``converged``: every run's MCC moved by at most 0.03 and its FVU by at most 10% from
-    half-way to the end (:func:`recovery_claim_values`)."""
-    by_ratio, converged = {}, True
-    for r in sorted(df.ratio.unique()):
-        vals = recovery_claim_values(df[df.ratio == r])
-        by_ratio[str(int(r))] = {key: vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")}
-        converged &= vals["converged"]
-    if not by_ratio:
+    :func:`superposition_recovery`.
+
+    At the width 1 (SAEs as wide as the truth; frames without a ``width`` column are all at it):
+    MP-SAE's and TopK's FVU and decoder MCC at the end of training (means over seeds) at the
+    largest ratio n / d; ``ratios`` and ``ratios_holding``, the number of ratios and of those where
+    MP-SAE's FVU is below TopK's while its MCC is more than 0.02 below (the rule of
+    ``mp.synth.reconstruction_not_recovery``); the four values at every ratio r as ``mp_fvu_r<r>``,
+    ``topk_fvu_r<r>``, ... At the narrowest width below 1 when the frame has one (SynthSAEBench's
+    setting, an SAE narrower than the truth): ``narrow_width``, ``narrow_ratios_holding`` and the
+    same four values per ratio as ``mp_fvu_n<r>``, ... with the MCC over the matched pairs
+    (``mcc_matched``, SynthSAEBench's reading). ``converged``: every run's MCC moved by at most 0.03
+    and its FVU by at most 10% from half-way to the end (:func:`recovery_claim_values`)."""
+    if df.empty:
         raise ValueError("the superposition frame is empty; run superposition_recovery first.")
-    holding = sum(v["mp_fvu"] < v["topk_fvu"] and v["mp_mcc"] < v["topk_mcc"] - 0.02 for v in by_ratio.values())
+    widths = sorted(df.width.unique()) if "width" in df.columns else [1.0]
+    if 1.0 not in widths:
+        raise ValueError(f"the superposition frame has no runs at width 1 (as wide as the truth); its widths are {widths}.")
+
+    def per_ratio(frame, mcc):
+        out, converged = {}, True
+        for r in sorted(frame.ratio.unique()):
+            at = frame[frame.ratio == r]
+            vals = recovery_claim_values(at.assign(mcc=at[mcc]))
+            out[str(int(r))] = {key: vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")}
+            converged &= vals["converged"]
+        holding = sum(v["mp_fvu"] < v["topk_fvu"] and v["mp_mcc"] < v["topk_mcc"] - 0.02 for v in out.values())
+        return out, int(holding), converged
+
+    full = df[df.width == 1.0] if "width" in df.columns else df
+    by_ratio, holding, converged = per_ratio(full, "mcc")
     flat = {f"{key}_r{r}": value for r, v in by_ratio.items() for key, value in v.items()}
-    return dict(ratios=len(by_ratio), ratios_holding=int(holding), **by_ratio[max(by_ratio, key=int)], **flat, converged=bool(converged))
+    values = dict(ratios=len(by_ratio), ratios_holding=holding, **by_ratio[max(by_ratio, key=int)], **flat)
+    if len(widths) > 1:
+        w = widths[0]
+        narrow, n_holding, n_converged = per_ratio(df[df.width == w], "mcc_matched")
+        converged &= n_converged
+        values.update(narrow_width=float(w), narrow_ratios_holding=n_holding,
+                      **{f"{key}_n{r}": value for r, v in narrow.items() for key, value in v.items()})
+    return dict(values, converged=bool(converged))

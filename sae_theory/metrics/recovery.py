@@ -377,7 +377,7 @@ def top_fraction(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.topk(scores, k, sorted=True).indices.to(device="cpu", dtype=torch.int64)
 
 
-def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
+def decoder_mcc(learned: torch.Tensor, true: torch.Tensor, *, mean_over: str = "true") -> float:
     """Decoder-cosine MCC (the mean correlation coefficient of SynthSAEBench): the mean |cos|
     between true directions and the learned directions matched to them one to one.
 
@@ -391,6 +391,11 @@ def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
       to a distinct learned one; the M - n learned directions left over do not count.
     * Fewer learned than true (M < n): only M true directions can be matched; the n - M left
       over count as 0 in the mean over the n true directions, so MCC <= M / n.
+    * ``mean_over="matched"`` divides by the number of matched pairs, min(n, M), instead: the
+      reading of SAELens' ``mean_correlation_coefficient`` (``sae_lens.synthetic``), which
+      SynthSAEBench reports for SAEs narrower than the number of true features (4,096 latents
+      for 16,384 features). It asks how well the learned directions that exist match, not how
+      many true directions are covered; for M >= n the two readings are equal.
 
     Unlike :func:`best_cosine`, two true directions cannot both claim the same learned one, and
     the sign is ignored (a learned row -v_i matches v_i with |cos| 1).
@@ -402,6 +407,9 @@ def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
         with every true direction.
     true : Tensor (n, d)
         True directions V, one per row, none zero; moved to ``learned``'s device.
+    mean_over : {"true", "matched"}
+        The denominator: the n true directions (default) or the min(n, M) matched pairs
+        (SynthSAEBench's reading).
 
     Returns
     -------
@@ -413,7 +421,8 @@ def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
     ------
     ValueError
         Either is not 2-D with at least one row, their d differ (both shapes in the message),
-        either holds NaN or infinity, or ``true`` has a zero row.
+        either holds NaN or infinity, ``true`` has a zero row, or ``mean_over`` is neither
+        "true" nor "matched".
     TypeError
         Either is not a dense floating tensor.
 
@@ -425,6 +434,9 @@ def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
     """
     from scipy.optimize import linear_sum_assignment
 
+    if mean_over not in ("true", "matched"):
+        raise ValueError(f"mean_over must be 'true' (divide by the true directions) or 'matched' (by the matched pairs, "
+                         f"SynthSAEBench's reading), got {mean_over!r}.")
     true, inv_learned, inv_true = _learned_and_true(learned, true)
     n, M = true.shape[0], learned.shape[0]
     C = torch.empty(n, M, dtype=torch.float64)
@@ -436,4 +448,4 @@ def decoder_mcc(learned: torch.Tensor, true: torch.Tensor) -> float:
             C[i0 : i0 + rows, j0 : j0 + rows] = (t @ w.T).abs_().clamp_(max=1.0).cpu()
     C_np = C.numpy()
     r, c = linear_sum_assignment(C_np, maximize=True)
-    return float(C_np[r, c].sum() / n)
+    return float(C_np[r, c].sum() / (n if mean_over == "true" else len(r)))

@@ -196,9 +196,10 @@ def adaptive_sparsity_figure(err_df, l0_df, tradeoff_df=None):
     return fig
 
 
-def _recovery_scatter(ax, rec) -> tuple[int, int]:
-    """Held-out FVU against decoder MCC for each (method, seed) of ``rec``, half-way (hollow) and
-    at the end (filled), an arrow from one to the other; returns the two steps."""
+def _recovery_scatter(ax, rec, mcc: str = "mcc", mcc_label: str = "decoder MCC with the true features") -> tuple[int, int]:
+    """Held-out FVU against decoder MCC (column ``mcc``) for each (method, seed) of ``rec``,
+    half-way (hollow) and at the end (filled), an arrow from one to the other; returns the two steps."""
+    rec = rec.assign(mcc=rec[mcc])
     colors = method_colors(rec["method"])
     half, end = sorted(rec.step.unique())[0], sorted(rec.step.unique())[-1]
     first_seed = rec.seed.min()
@@ -208,7 +209,7 @@ def _recovery_scatter(ax, rec) -> tuple[int, int]:
         ax.scatter([a.fvu], [a.mcc], facecolor="none", edgecolor=colors[method], s=40)
         ax.scatter([b.fvu], [b.mcc], color=colors[method], s=40, label=method if seed == first_seed else None)
     ax.set(xscale="log", xlabel="held-out FVU at the training k (log scale; lower: better reconstruction)",
-           ylabel="decoder MCC with the true features (higher: better recovery)")
+           ylabel=f"{mcc_label} (higher: better recovery)")
     plain_log_axis(ax, "x")
     ax.legend(title="method", fontsize=8)
     return half, end
@@ -216,16 +217,23 @@ def _recovery_scatter(ax, rec) -> tuple[int, int]:
 
 def superposition_figure(df):
     """Reconstruction against recovery on Zipf data (``experiments.mp.superposition_recovery``):
-    one panel per degree of superposition n / d, held-out FVU against decoder MCC for each run,
-    half-way (hollow) and at the end (filled). The claim holds in a panel when MP-SAE's points sit
-    left of (lower FVU) and below (lower MCC) TopK's."""
+    one panel per degree of superposition n / d and SAE width (a row per width, the widest
+    first), held-out FVU against decoder MCC for each run, half-way (hollow) and at the end
+    (filled); below width 1 the MCC is over the matched pairs (SynthSAEBench's reading). The claim
+    holds in a panel when MP-SAE's points sit left of (lower FVU) and below (lower MCC) TopK's."""
     use_style()
-    ratios = sorted(df.ratio.unique())
-    fig, panels, _ = panel_grid(len(ratios), ncols=min(2, len(ratios)))
-    for ax, r in zip(panels, ratios):
-        g = df[df.ratio == r]
-        half, end = _recovery_scatter(ax, g)
-        ax.set_title(f"n = {int(g.n.iloc[0])} features = {r} d (hollow: step {half:,}, filled: step {end:,})", fontsize=10)
+    df = df if "width" in df.columns else df.assign(width=1.0, n_latents=df.n, mcc_matched=df.mcc)
+    ratios, widths = sorted(df.ratio.unique()), sorted(df.width.unique(), reverse=True)
+    cells = [(w, r) for w in widths for r in ratios]
+    fig, panels, _ = panel_grid(len(cells), ncols=min(2, len(ratios)) if len(ratios) > 1 else 1)
+    for ax, (w, r) in zip(panels, cells):
+        g = df[(df.ratio == r) & (df.width == w)]
+        wide = w >= 1
+        half, end = _recovery_scatter(ax, g, "mcc" if wide else "mcc_matched",
+                                      "decoder MCC with the true features" if wide else "decoder MCC over the matched pairs")
+        k = f", k = {int(g.k.iloc[0])}" if "k" in g.columns else ""
+        ax.set_title(f"n = {int(g.n.iloc[0])} features = {r} d, {int(g.n_latents.iloc[0])} latents{k}\n"
+                     f"(hollow: step {half:,}, filled: step {end:,})", fontsize=10)
     return fig
 
 
