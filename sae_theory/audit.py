@@ -114,6 +114,7 @@ from .metrics import (
     feature_recovery_rate,
     max_cosine_similarity,
     mcs_fraction,
+    unit_rows,
 )
 from .models import SAE, MPSAE
 from .saelens import CFG as SAELENS_CFG
@@ -537,9 +538,7 @@ def _hist_quantiles(counts: Tensor) -> dict[str, float]:
 
 
 def _unit_rows64(D: Tensor) -> Tensor:
-    D = D.detach().to(torch.float64)
-    n = D.norm(dim=1, keepdim=True)
-    return D / torch.where(n > 0, n, torch.ones_like(n))  # a zero atom has cosine 0 with everything
+    return unit_rows(D.detach().to(torch.float64))  # a zero atom has cosine 0 with everything
 
 
 def babel_curve(D: Tensor, rs: list[int]) -> dict[int, float]:

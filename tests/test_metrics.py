@@ -549,3 +549,11 @@ def test_modality_score__synthetic_two_modality_codes():
         modality_score(codes, is_image.float())
     with pytest.raises(ValueError, match="text_weight"):
         modality_score(codes, is_image, text_weight=0.0)
+
+
+def test_unit_rows__unit_norm_rows_zero_rows_stay_zero_dtype_kept():
+    X = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]], dtype=torch.float32)
+    U = metrics.unit_rows(X)
+    assert U.dtype == torch.float32 and torch.equal(U[1], torch.zeros(2))
+    assert torch.allclose(U[[0, 2]].norm(dim=1), torch.ones(2)) and torch.equal(U[0], torch.tensor([0.6, 0.8]))
+    assert torch.equal(X[0], torch.tensor([3.0, 4.0]))  # a new tensor: the input is untouched

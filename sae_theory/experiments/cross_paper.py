@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import SparseFeatureModel
-from ..metrics import babel, babel_coactive, feature_recovery_rate, fvu, l0
+from ..metrics import babel, babel_coactive, feature_recovery_rate, fvu, l0, unit_rows
 from ..profiles import Profile, ResonanceScale
 from ..training import GBAConfig
 from .cache import train_cached
@@ -57,7 +57,7 @@ def _runs(R: ResonanceScale, seed: int, device: str) -> list[dict]:
     data_key = dict(model="SparseFeatureModel", n=n, d=d, s=s, seed=seed, n_samples=R.n_samples, law="balanced")
     data = lambda: training_set(n, d, s, R.n_samples, seed, device)[0]  # noqa: E731 - built only when a run is not cached
     Xe, He = model.sample(N_EVAL, eval_generator(seed, device), h_layout="sparse")
-    Xe = Xe / Xe.norm(dim=1, keepdim=True).clamp_min(torch.finfo(Xe.dtype).tiny)
+    Xe = unit_rows(Xe)
     run = dict(steps=R.steps, batch_size=R.batch_size, progress=False)
     buffer = algorithm2_buffer(R.batch_size)
     rows = [dict(method="truth", k=float("nan"), frr=1.0, frr_08=1.0, l0=float(s), fvu=0.0,

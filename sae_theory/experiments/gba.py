@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .._checks import check_bool, check_int
 from ..data import SparseFeatureModel
 from ..data.laws import Constant, LogNormal, Uniform
-from ..metrics import best_cosine, feature_recovery_rate, fvu, fraction_active, max_cosine_similarity, mse
+from ..metrics import best_cosine, feature_recovery_rate, fvu, fraction_active, max_cosine_similarity, mse, unit_rows
 from ..models import TiedSAE
 from ..profiles import Profile
 from ..theory import bounds
@@ -325,17 +325,11 @@ def consistency(profile: Profile, *, thresholds=(0.6, 0.7, 0.8, 0.9), regime: st
     return pd.DataFrame(rows)
 
 
-def _unit_rows(X: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit norm as the trainer's ``input_norm="unit"`` does (zero rows stay zero)."""
-    norms = X.norm(dim=1, keepdim=True)
-    return X / torch.where(norms > 0, norms, torch.ones_like(norms))
-
-
 def _spanned(W: torch.Tensor, keep: torch.Tensor, V: torch.Tensor, t: float) -> dict:
     """What the neurons ``W[keep]`` span (:func:`consistency`): ``distinct``, the number of distinct
     directions among them (greedy: a neuron counts when its cosine with every one counted before
     is below ``t``), and ``features``, the number of rows of ``V`` one of them matches at cosine >= ``t``."""
-    U = _unit_rows(W[keep])
+    U = unit_rows(W[keep])
     if len(U) == 0:
         return dict(distinct=0, features=0)
     counted = U[:1]
@@ -563,7 +557,7 @@ def _toy_model(coefficients: str, device: str) -> tuple[SparseFeatureModel, dict
 def _held_out(data: SparseFeatureModel, seed: int, device: str) -> torch.Tensor:
     """20,000 held-out rows of ``data`` for run ``seed``, scaled to unit norm (as training sees them)."""
     X = data.sample(20_000, eval_generator(seed, device), h_layout="sparse")[0]
-    return X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+    return unit_rows(X)
 
 
 def _evaluate(sae, X_test: torch.Tensor, V: torch.Tensor) -> dict:

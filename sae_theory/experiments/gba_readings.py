@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .._checks import check_int, check_positive
 from ..data import SparseFeatureModel
 from ..data.laws import Zipf
-from ..metrics import feature_recovery_rate, fvu, l0, plateaued
+from ..metrics import feature_recovery_rate, fvu, l0, plateaued, unit_rows
 from ..profiles import Profile
 from ..training import GBAConfig
 from .cache import train_cached
@@ -123,12 +123,6 @@ def _data(name: str, scale, device: str) -> tuple[SparseFeatureModel, dict]:
     return zipf_model(scale, device=device)
 
 
-def _unit_rows(X: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit norm as the trainer's ``input_norm="unit"`` does (zero rows stay zero)."""
-    norms = X.norm(dim=1, keepdim=True)
-    return X / torch.where(norms > 0, norms, torch.ones_like(norms))
-
-
 def training_rows(model: SparseFeatureModel, n_samples: int) -> torch.Tensor:
     """The first ``n_samples`` rows of ``model``'s own stream (restarted first), so every run of a
     data set trains on the same rows whatever ran before it: what its cache key says."""
@@ -179,7 +173,7 @@ def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFram
     for name in DATA_SETS:
         model, key = _data(name, S, profile.device)
         for seed in seeds:
-            X_test = _unit_rows(model.sample(S.eval_samples, eval_generator(seed, profile.device), h_layout="sparse")[0])
+            X_test = unit_rows(model.sample(S.eval_samples, eval_generator(seed, profile.device), h_layout="sparse")[0])
             jobs = [(r, "GBA", 0) for r in S.readings]
             while jobs:
                 reading, method, k = jobs.pop(0)

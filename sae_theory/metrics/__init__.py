@@ -20,7 +20,7 @@ from .reconstruction import (
 from .convergence import metric_settled, plateaued
 from .hierarchy import absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
 from .modality import modality_score
-from .recovery import best_cosine, decoder_mcc, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction
+from .recovery import best_cosine, decoder_mcc, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction, unit_rows
 
 __all__ = [
     "modality_score",
@@ -47,5 +47,6 @@ __all__ = [
     "metric_settled",
     "plateaued",
     "top_fraction",
+    "unit_rows",
     "z_score",
 ]

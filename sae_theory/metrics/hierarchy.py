@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_index, check_int, check_levels, check_real
+from .recovery import unit_rows
 
 __all__ = ["absorption", "babel", "babel_coactive", "effective_rank", "flat_mse", "hierarchical_mse", "match_latents"]
 
@@ -36,8 +37,7 @@ def _same_shape(a_name: str, a: Tensor, b_name: str, b: Tensor) -> None:
 
 
 def _cosines(D: Tensor) -> Tensor:
-    n = D.norm(dim=1, keepdim=True)
-    U = D / torch.where(n > 0, n, torch.ones_like(n))  # a zero atom has cosine 0 with everything
+    U = unit_rows(D)  # a zero atom has cosine 0 with everything
     return U @ U.T
 
 

@@ -39,11 +39,19 @@ import torch
 
 from .._checks import check_matrix, check_probability
 
-__all__ = ["best_cosine", "decoder_mcc", "feature_recovery_rate", "max_cosine_similarity", "mcs_fraction", "top_fraction"]
+__all__ = ["best_cosine", "decoder_mcc", "feature_recovery_rate", "max_cosine_similarity", "mcs_fraction", "top_fraction", "unit_rows"]
 
 #: Largest number of entries in any block built at once (float64 rows, or a block of cosines).
 #: Private; tests lower it to force many small blocks.
 _CHUNK_ENTRIES = 1 << 25
+
+
+def unit_rows(X: torch.Tensor) -> torch.Tensor:
+    """The rows of ``X`` (n, d) scaled to unit Euclidean norm, a zero row left zero (so it has
+    cosine 0 with everything), in ``X``'s dtype: ``X / where(norm > 0, norm, 1)``. A new tensor;
+    the models' in-place ``unit_rows_`` is the same operation on their own weights."""
+    norms = X.norm(dim=1, keepdim=True)
+    return X / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
 # ---------------------------------------------------------------------------------------------
