@@ -285,6 +285,12 @@ def test_superposition_claim_values__per_ratio_and_the_verdict_as_a_function_of_
     assert both["mp_mcc_n4"] == 0.7 and both["topk_mcc_n4"] == 0.8 and both["mp_mcc_r4"] == 0.97  # matched MCC when narrow
     status, reason = claims.evaluate(claim, both)
     assert status == "reproduces" and "SynthSAEBench's setting" in reason and "as wide as the truth" in reason
+    assert both["mp_fvu_max_n4"] == 0.02 and both["topk_fvu_min_n4"] == 0.1 and "overlap" not in reason
+    overlapping = widths(0.7)
+    overlapping.loc[(overlapping.width == 0.25) & (overlapping.method == "MP-SAE") & (overlapping.seed == 1) & (overlapping.ratio == 4), "fvu"] = 0.2
+    ov = mp.superposition_claim_values(overlapping)  # MP-SAE's mean FVU at n/d = 4 is 0.11 > 0.1 now: holds at 16 only
+    assert ov["mp_fvu_max_n4"] == 0.2 and ov["narrow_ratios_holding"] == 1
+    assert "the seeds' FVU overlap at n/d = 4" in claims.evaluate(claim, ov)[1]
     assert claims.evaluate(claim, mp.superposition_claim_values(widths(0.79)))[0] == "does not reproduce"  # within 0.02 at both
     assert claims.evaluate(claim, mp.superposition_claim_values(widths(0.79, wide_mp=0.90)))[0] == "partly"  # holds wide only
     with pytest.raises(ValueError, match="width 1"):

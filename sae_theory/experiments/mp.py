@@ -532,7 +532,8 @@ def superposition_claim_values(df: pd.DataFrame) -> dict:
     ``topk_fvu_r<r>``, ... At the narrowest width below 1 when the frame has one (SynthSAEBench's
     setting, an SAE narrower than the truth): ``narrow_width``, ``narrow_ratios_holding`` and the
     same four values per ratio as ``mp_fvu_n<r>``, ... with the MCC over the matched pairs
-    (``mcc_matched``, SynthSAEBench's reading). ``converged``: every run's MCC moved by at most 0.03
+    (``mcc_matched``, SynthSAEBench's reading), and the seeds' spread of the FVU there,
+    ``mp_fvu_max_n<r>`` and ``topk_fvu_min_n<r>`` (MP-SAE's worst seed, TopK's best). ``converged``: every run's MCC moved by at most 0.03
     and its FVU by at most 10% from half-way to the end (:func:`recovery_claim_values`)."""
     if df.empty:
         raise ValueError("the superposition frame is empty; run superposition_recovery first.")
@@ -558,6 +559,12 @@ def superposition_claim_values(df: pd.DataFrame) -> dict:
         w = widths[0]
         narrow, n_holding, n_converged = per_ratio(df[df.width == w], "mcc_matched")
         converged &= n_converged
+        at_end = df[(df.width == w) & (df.step == df.step.max())]
+        spread = {}
+        for r in narrow:
+            g = at_end[at_end.ratio == int(r)]
+            spread[f"mp_fvu_max_n{r}"] = float(g[g.method == "MP-SAE"].fvu.max())
+            spread[f"topk_fvu_min_n{r}"] = float(g[g.method == "TopK"].fvu.min())
         values.update(narrow_width=float(w), narrow_ratios_holding=n_holding,
-                      **{f"{key}_n{r}": value for r, v in narrow.items() for key, value in v.items()})
+                      **{f"{key}_n{r}": value for r, v in narrow.items() for key, value in v.items()}, **spread)
     return dict(values, converged=bool(converged))
