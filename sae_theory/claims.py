@@ -343,16 +343,31 @@ def _judge_babel_whole(m):
 
 
 def _judge_babel_coactive(m):
-    mp, others = m["mp"], {k: v for k, v in m.items() if k not in ("mp", "converged", "truth")}
+    # other readings of the co-active coherence come as "<reading>:mp", "<reading>:<method>" (no formula in the paper)
+    mp, others = m["mp"], {k: v for k, v in m.items() if k not in ("mp", "converged", "truth") and ":" not in k}
     if not others:
         raise KeyError("a co-active Babel verdict needs at least one other method's score beside 'mp' (keyed by its name).")
     text = f"co-active Babel: MP-SAE {mp:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in others.items())
     below = [k for k, v in others.items() if mp < v]
-    if len(below) == len(others):
-        return "reproduces", text
-    if below:
-        return "partly", text + f": below {', '.join(below)} only"
-    return "does not reproduce", text
+    status = "reproduces" if len(below) == len(others) else "partly" if below else "does not reproduce"
+    if below and len(below) < len(others):
+        text += f": below {', '.join(below)} only"
+    readings = sorted({k.split(":", 1)[0] for k in m if ":" in k})
+    if readings:
+        verdicts = {}
+        for r in readings:
+            rm, ro = m[f"{r}:mp"], {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith(f"{r}:") and k != f"{r}:mp"}
+            rb = [k for k, v in ro.items() if rm < v]
+            verdicts[r] = "all" if len(rb) == len(ro) else "some" if rb else "none"
+            text += f"; {r.replace('_', ' ')}: MP-SAE {rm:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in ro.items())
+        primary = "all" if status == "reproduces" else "some" if status == "partly" else "none"
+        if any(v != primary for v in verdicts.values()):
+            text += " (the reading of the co-active coherence changes the outcome)"
+            if status != "partly":
+                status = "partly"
+        else:
+            text += " (the same outcome under every reading)"
+    return status, text
 
 
 def _judge_exact(m):
@@ -684,7 +699,9 @@ _CLAIMS = (
        "The atoms MP-SAE co-activates are less coherent than those standard SAEs co-activate (overcomplete dictionaries).",
        "figure only (vision models, 25x overcomplete)",
        "experiments.mp.babel_study", "05_mp_adaptive_sparsity",
-       "reproduces when MP-SAE's co-active Babel is below every other method's; partly when below some",
+       "reproduces when MP-SAE's co-active Babel is below every other method's; partly when below some; the paper gives no "
+       "formula, so the mean and the largest |cos| of the pairs each input uses are read beside it, and when either reading "
+       "changes the outcome the status is partly",
        ("mp", "TopK", "ReLU"), _judge_babel_coactive),
     _c("mp.synth.reconstruction_not_recovery", "MP-SAE", "SynthSAEBench (Chanin & Garriga-Alonso 2026; a third party on MP-SAE)",
        "docs/papers.md#mp-sae-replications",

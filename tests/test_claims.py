@@ -186,6 +186,18 @@ def test_rule__consistency_is_judged_against_the_tied_and_the_untied_baselines()
     assert "53 of them true features (of 128; 9 half-way)" in half
 
 
+def test_rule__coactive_babel_says_whether_the_reading_changes_the_outcome():
+    c = claims.CLAIMS["mp.babel.coactive_overcomplete"]
+    base = dict(mp=1.3, TopK=1.0, ReLU=1.05, converged=True)
+    assert claims.evaluate(c, base)[0] == "does not reproduce"  # recorded before the readings joined
+    same = dict(base, **{"mean_pair:mp": 0.3, "mean_pair:TopK": 0.2, "mean_pair:ReLU": 0.25})
+    status, reason = claims.evaluate(c, same)
+    assert status == "does not reproduce" and "the same outcome under every reading" in reason and "mean pair: MP-SAE 0.300" in reason
+    flips = dict(same, **{"max_pair:mp": 0.1, "max_pair:TopK": 0.5, "max_pair:ReLU": 0.6})
+    status, reason = claims.evaluate(c, flips)
+    assert status == "partly" and "changes the outcome" in reason
+
+
 def test_rule__hierarchical_mse_is_judged_against_the_toy_codes_baselines():
     c = claims.CLAIMS["mp.hierarchy.hierarchical_mse"]
     old = dict(rhos_lowest=3, rhos=4, converged=True)

@@ -185,7 +185,8 @@ def test_babel_study__every_method_and_the_truth_with_reference_values(profile, 
 
     df = mp.babel_study(profile, n_eval=128, progress=False)
     assert list(df.method) == ["truth", "MP-SAE", "TopK", "ReLU"] and set(df.seed) == {0}
-    assert df[["babel_1", "babel_2", "babel_coactive"]].notna().all().all()
+    assert df[["babel_1", "babel_2", "babel_coactive", "coactive_mean_pair", "coactive_max_pair"]].notna().all().all()
+    assert (df.coactive_mean_pair <= df.coactive_max_pair + 1e-12).all() and (df.coactive_max_pair <= df.babel_coactive + 1e-12).all()
     assert ((0 <= df.babel_1) & (df.babel_1 <= 1 + 1e-12) & (df.babel_1 <= df.babel_2)).all()
     truth = df[df.method == "truth"].iloc[0]
     V = mp._feature_model(TINY, 0, "cpu", torch.float32).features

@@ -56,6 +56,14 @@ def test_babel__hand_computed():
     # co-active subsets: input 0 uses {0, 2} (0), input 1 uses {1, 2} (0.8), input 2 one atom (skipped)
     codes = torch.tensor([[1.0, 0, 2.0], [0, 1.0, 1.0], [1.0, 0, 0]], dtype=F64)
     assert babel_coactive(D, codes) == pytest.approx(0.4)
+    # the other readings: a support of three atoms {0, 1, 2} with |cos| 0.5 (0-1), 0 (0-2), 0.8 (1-2)
+    three = torch.tensor([[1.0, 1.0, 1.0]], dtype=F64)
+    assert babel_coactive(D, three) == pytest.approx(1.3)  # mu_1(2): atom 1, 0.5 + 0.8
+    assert babel_coactive(D, three, "mean_pair") == pytest.approx((0.5 + 0.0 + 0.8) / 3)
+    assert babel_coactive(D, three, "max_pair") == pytest.approx(0.8)
+    assert babel_coactive(D, codes, "mean_pair") == pytest.approx(0.4) == babel_coactive(D, codes, "max_pair")  # pairs: all agree
+    with pytest.raises(ValueError, match="reading"):
+        babel_coactive(D, codes, "median")
     with pytest.raises(ValueError, match="r must lie"):
         babel(D, 3)
 

@@ -343,12 +343,20 @@ def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval:
     ``"truth"``), so the learned values have a reference. ``step`` (half the profile's steps) reads
     the runs half-way instead of at the end.
 
+    The paper gives no formula for the co-active reading, so two others come beside it:
+    ``coactive_mean_pair`` (the mean |cos| over the pairs of each support) and
+    ``coactive_max_pair`` (the largest), :func:`~sae_theory.metrics.babel_coactive`'s readings.
+
     Returns
     -------
-    DataFrame with ``method, seed, babel_1, babel_2, babel_coactive, l0`` (mean active atoms per
-    held-out row).
+    DataFrame with ``method, seed, babel_1, babel_2, babel_coactive, coactive_mean_pair,
+    coactive_max_pair, l0`` (mean active atoms per held-out row).
     """
     from ..metrics import babel, babel_coactive
+
+    def coactive(D, Z):
+        return dict(babel_coactive=babel_coactive(D, Z), coactive_mean_pair=babel_coactive(D, Z, "mean_pair"),
+                    coactive_max_pair=babel_coactive(D, Z, "max_pair"))
 
     S = profile.mp
     rows = []
@@ -358,14 +366,14 @@ def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval:
         unit_rows_(X)
         H = H.to_dense()
         V = model.features
-        rows.append(dict(method="truth", seed=seed, babel_1=babel(V, 1), babel_2=babel(V, 2), babel_coactive=babel_coactive(V, H),
+        rows.append(dict(method="truth", seed=seed, babel_1=babel(V, 1), babel_2=babel(V, 2), **coactive(V, H),
                          l0=float((H != 0).sum(1).to(torch.float64).mean())))
         for method in methods:
             sae, _ = trained_sae(method, profile, seed, step=step)
             with torch.no_grad():
                 codes = sae.encode(X)  # the training setting: k steps / top k / the ReLU's own support
             D = sae.dictionary.detach()
-            rows.append(dict(method=method, seed=seed, babel_1=babel(D, 1), babel_2=babel(D, 2), babel_coactive=babel_coactive(D, codes),
+            rows.append(dict(method=method, seed=seed, babel_1=babel(D, 1), babel_2=babel(D, 2), **coactive(D, codes),
                              l0=float((codes != 0).sum(1).to(torch.float64).mean())))
     return pd.DataFrame(rows)
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from .._checks import check_index, check_int, check_levels, check_real
 from .recovery import unit_rows
 
-__all__ = ["absorption", "babel", "babel_coactive", "effective_rank", "flat_mse", "hierarchical_mse", "match_latents"]
+__all__ = ["COACTIVE_READINGS", "absorption", "babel", "babel_coactive", "effective_rank", "flat_mse", "hierarchical_mse", "match_latents"]
 
 
 def _f64(name: str, t) -> Tensor:
@@ -130,10 +130,21 @@ def babel(D, r: int) -> float:
     return float(C.topk(r, dim=1).values.sum(1).max())
 
 
-def babel_coactive(D, codes) -> float:
+#: Readings of "the coherence of the atoms an input uses" (:func:`babel_coactive`); the paper
+#: gives no formula (docs/papers.md#mp-sae-babel), so the verdicts that rest on it show all three.
+COACTIVE_READINGS = ("babel", "mean_pair", "max_pair")
+
+
+def babel_coactive(D, codes, reading: str = "babel") -> float:
     """Babel on the atoms an input actually uses, averaged over inputs (docs/papers.md#mp-sae-babel,
     INFERRED): for each input with support S, |S| >= 2, mu_1(|S| - 1) of the atoms in S; the mean
-    over those inputs (NaN when no input uses two atoms)."""
+    over those inputs (NaN when no input uses two atoms).
+
+    ``reading`` picks what is read on each support (:data:`COACTIVE_READINGS`): ``"babel"`` the
+    above (grows with |S|), ``"mean_pair"`` the mean |cos| over the pairs of S (free of |S|),
+    ``"max_pair"`` the largest |cos| of a pair of S (mu_1(1) of the atoms in S)."""
+    if reading not in COACTIVE_READINGS:
+        raise ValueError(f"reading must be one of {COACTIVE_READINGS}, got {reading!r}.")
     U = _f64("D", D)
     Z = _f64("codes", codes)
     if Z.shape[1] != U.shape[0]:
@@ -146,7 +157,12 @@ def babel_coactive(D, codes) -> float:
             continue
         sub = C[S][:, S].clone()
         sub.fill_diagonal_(0.0)
-        vals.append(float(sub.sum(1).max()))  # r = |S| - 1: all the others
+        if reading == "babel":
+            vals.append(float(sub.sum(1).max()))  # r = |S| - 1: all the others
+        elif reading == "mean_pair":
+            vals.append(float(sub.sum()) / (len(S) * (len(S) - 1)))
+        else:
+            vals.append(float(sub.max()))
     return float(np.mean(vals)) if vals else math.nan
 
 
