@@ -765,7 +765,8 @@ _CLAIMS = (
        "The atoms MP-SAE co-activates are less coherent than those standard SAEs co-activate (square toy, rho <= 0.3).",
        "figure only (vision models)",
        "experiments.hierarchical.hierarchy", "06_hierarchy",
-       "reproduces when MP-SAE's largest median co-active Babel over rho <= 0.3 is below every standard SAE's smallest; partly when below some",
+       "reproduces when MP-SAE's largest median co-active Babel over rho <= 0.3 is below every standard SAE's smallest; partly when below some; "
+       "the pairs' mean and largest |cos| on the same supports are read beside it, and when either changes the outcome the status is partly",
        ("mp",), _judge_babel_coactive),
     _c("mp.vlm.modality", "MP-SAE", "§5, Figs 9 and 19 (vision-language models)", "docs/papers.md#mp-sae-natural-data",
        "On a joint image-text embedding (CLIP, SigLIP), standard SAEs' modality scores are bimodal while MP-SAE's spread toward 0.5 "

@@ -38,7 +38,7 @@ def test_hierarchy__one_row_per_method_rho_seed_with_the_metrics(tiny):
     assert len(df) == len(LABELS) * 2
     assert set(df.method) == set(LABELS) and set(df.rho) == {0.0, 0.6} and set(df.seed) == {0}
     for col in ("method", "rho", "seed", "flat_mse", "hierarchical_mse", "absorption", "children_recovered", "support_accuracy",
-                "l0", "fvu", "babel_1", "babel_coactive", "effective_rank"):
+                "l0", "fvu", "babel_1", "babel_coactive", "coactive_mean_pair", "coactive_max_pair", "effective_rank"):
         assert col in df.columns
     assert df[["flat_mse", "hierarchical_mse", "l0", "fvu", "babel_1"]].notna().all().all()
     assert (df.hierarchical_mse >= 0).all() and (df.children_recovered.between(0, 9)).all()

@@ -309,7 +309,9 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
     children of cos(learned child, true parent); NaN if none), ``children_recovered`` (of 9),
     ``min_cosine``/``mean_cosine`` (matched learned atom vs true atom), ``support_accuracy``,
     ``l0``, ``fvu``, ``babel_1`` (mutual coherence of the whole learned dictionary), ``babel_2``
-    (mu_1(2)), ``babel_coactive`` (Babel on each held-out row's support, averaged),
+    (mu_1(2)), ``babel_coactive`` (Babel on each held-out row's support, averaged; with
+    ``coactive_mean_pair`` and ``coactive_max_pair``, the other two readings of
+    :func:`~sae_theory.metrics.babel_coactive`),
     ``effective_rank`` (of the held-out codes) and ``seconds`` (training time).
     """
     methods = _check_methods(methods, tuple(method_specs(profile.hierarchy)))
@@ -329,7 +331,9 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
             absorption=absorb, children_recovered=rec, min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
             support_accuracy=f.support_accuracy(), l0=f.l0, fvu=f.fvu,
             babel_1=babel(f.dictionary, 1), babel_2=babel(f.dictionary, 2),
-            babel_coactive=babel_coactive(f.dictionary, f.codes), effective_rank=effective_rank(f.codes),
+            babel_coactive=babel_coactive(f.dictionary, f.codes),
+            coactive_mean_pair=babel_coactive(f.dictionary, f.codes, "mean_pair"),
+            coactive_max_pair=babel_coactive(f.dictionary, f.codes, "max_pair"), effective_rank=effective_rank(f.codes),
             seconds=f.seconds,
         ))
     return pd.DataFrame(rows)
