@@ -347,24 +347,24 @@ def _judge_babel_coactive(m):
     mp, others = m["mp"], {k: v for k, v in m.items() if k not in ("mp", "converged", "truth") and ":" not in k}
     if not others:
         raise KeyError("a co-active Babel verdict needs at least one other method's score beside 'mp' (keyed by its name).")
+    def outcome(mp_value, scores):  # the status and the methods MP-SAE's value is below
+        below = [k for k, v in scores.items() if mp_value < v]
+        return ("reproduces" if len(below) == len(scores) else "partly" if below else "does not reproduce"), below
+
     text = f"co-active Babel: MP-SAE {mp:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in others.items())
-    below = [k for k, v in others.items() if mp < v]
-    status = "reproduces" if len(below) == len(others) else "partly" if below else "does not reproduce"
-    if below and len(below) < len(others):
+    status, below = outcome(mp, others)
+    if status == "partly":
         text += f": below {', '.join(below)} only"
     readings = sorted({k.split(":", 1)[0] for k in m if ":" in k})
     if readings:
-        verdicts = {}
+        outcomes = set()
         for r in readings:
             rm, ro = m[f"{r}:mp"], {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith(f"{r}:") and k != f"{r}:mp"}
-            rb = [k for k, v in ro.items() if rm < v]
-            verdicts[r] = "all" if len(rb) == len(ro) else "some" if rb else "none"
+            outcomes.add(outcome(rm, ro)[0])
             text += f"; {r.replace('_', ' ')}: MP-SAE {rm:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in ro.items())
-        primary = "all" if status == "reproduces" else "some" if status == "partly" else "none"
-        if any(v != primary for v in verdicts.values()):
+        if outcomes - {status}:
             text += " (the reading of the co-active coherence changes the outcome)"
-            if status != "partly":
-                status = "partly"
+            status = "partly"
         else:
             text += " (the same outcome under every reading)"
     return status, text

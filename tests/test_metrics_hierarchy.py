@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sae_theory.data import HierarchicalFeatureModel
-from sae_theory.metrics import absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
+from sae_theory.metrics import COACTIVE_READINGS, absorption, babel, babel_coactive, coactive_readings, effective_rank, flat_mse, hierarchical_mse, match_latents
 
 F64 = torch.float64
 
@@ -62,6 +62,9 @@ def test_babel__hand_computed():
     assert babel_coactive(D, three, "mean_pair") == pytest.approx((0.5 + 0.0 + 0.8) / 3)
     assert babel_coactive(D, three, "max_pair") == pytest.approx(0.8)
     assert babel_coactive(D, codes, "mean_pair") == pytest.approx(0.4) == babel_coactive(D, codes, "max_pair")  # pairs: all agree
+    # one pass gives every reading, each equal to the single reading
+    both = torch.cat([codes, three])
+    assert coactive_readings(D, both) == {r: babel_coactive(D, both, r) for r in COACTIVE_READINGS}
     with pytest.raises(ValueError, match="reading"):
         babel_coactive(D, codes, "median")
     with pytest.raises(ValueError, match="r must lie"):

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from ..data.hierarchical import HierarchicalFeatureModel, Magnitudes
 from ..metrics import absorption as _absorption_scores
-from ..metrics import babel, babel_coactive, effective_rank, flat_mse, fvu, hierarchical_mse, l0, match_latents
+from ..metrics import babel, coactive_readings, effective_rank, flat_mse, fvu, hierarchical_mse, l0, match_latents
 from ..profiles import HierarchyScale, Profile
 from ..training import GBAConfig
 from .cache import train_cached
@@ -324,6 +324,7 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
         f = fit(method, rho, profile, seed)
         cos = f.matched_cosines()
         absorb, rec = _absorption_mean(f.absorption_scores())
+        coact = coactive_readings(f.dictionary, f.codes)
         rows.append(dict(
             method=method, rho=rho, seed=seed,
             flat_mse=flat_mse(f.matched_dictionary, f.true_dictionary, f.levels),
@@ -331,9 +332,8 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
             absorption=absorb, children_recovered=rec, min_cosine=float(cos.min()), mean_cosine=float(cos.mean()),
             support_accuracy=f.support_accuracy(), l0=f.l0, fvu=f.fvu,
             babel_1=babel(f.dictionary, 1), babel_2=babel(f.dictionary, 2),
-            babel_coactive=babel_coactive(f.dictionary, f.codes),
-            coactive_mean_pair=babel_coactive(f.dictionary, f.codes, "mean_pair"),
-            coactive_max_pair=babel_coactive(f.dictionary, f.codes, "max_pair"), effective_rank=effective_rank(f.codes),
+            babel_coactive=coact["babel"], coactive_mean_pair=coact["mean_pair"], coactive_max_pair=coact["max_pair"],
+            effective_rank=effective_rank(f.codes),
             seconds=f.seconds,
         ))
     return pd.DataFrame(rows)

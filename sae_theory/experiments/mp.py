@@ -352,11 +352,11 @@ def babel_study(profile: Profile, *, methods: tuple[str, ...] = METHODS, n_eval:
     DataFrame with ``method, seed, babel_1, babel_2, babel_coactive, coactive_mean_pair,
     coactive_max_pair, l0`` (mean active atoms per held-out row).
     """
-    from ..metrics import babel, babel_coactive
+    from ..metrics import babel, coactive_readings
 
     def coactive(D, Z):
-        return dict(babel_coactive=babel_coactive(D, Z), coactive_mean_pair=babel_coactive(D, Z, "mean_pair"),
-                    coactive_max_pair=babel_coactive(D, Z, "max_pair"))
+        got = coactive_readings(D, Z)
+        return dict(babel_coactive=got["babel"], coactive_mean_pair=got["mean_pair"], coactive_max_pair=got["max_pair"])
 
     S = profile.mp
     rows = []

@@ -18,7 +18,7 @@ from .reconstruction import (
     z_score,
 )
 from .convergence import metric_settled, plateaued
-from .hierarchy import COACTIVE_READINGS, absorption, babel, babel_coactive, effective_rank, flat_mse, hierarchical_mse, match_latents
+from .hierarchy import COACTIVE_READINGS, absorption, babel, babel_coactive, coactive_readings, effective_rank, flat_mse, hierarchical_mse, match_latents
 from .modality import modality_score
 from .recovery import best_cosine, decoder_mcc, feature_recovery_rate, max_cosine_similarity, mcs_fraction, top_fraction, unit_rows
 
@@ -28,6 +28,7 @@ __all__ = [
     "absorption",
     "babel",
     "babel_coactive",
+    "coactive_readings",
     "effective_rank",
     "flat_mse",
     "hierarchical_mse",

@@ -18,7 +18,7 @@ from torch import Tensor
 from .._checks import check_index, check_int, check_levels, check_real
 from .recovery import unit_rows
 
-__all__ = ["COACTIVE_READINGS", "absorption", "babel", "babel_coactive", "effective_rank", "flat_mse", "hierarchical_mse", "match_latents"]
+__all__ = ["COACTIVE_READINGS", "absorption", "babel", "babel_coactive", "coactive_readings", "effective_rank", "flat_mse", "hierarchical_mse", "match_latents"]
 
 
 def _f64(name: str, t) -> Tensor:
@@ -142,28 +142,32 @@ def babel_coactive(D, codes, reading: str = "babel") -> float:
 
     ``reading`` picks what is read on each support (:data:`COACTIVE_READINGS`): ``"babel"`` the
     above (grows with |S|), ``"mean_pair"`` the mean |cos| over the pairs of S (free of |S|),
-    ``"max_pair"`` the largest |cos| of a pair of S (mu_1(1) of the atoms in S)."""
+    ``"max_pair"`` the largest |cos| of a pair of S (mu_1(1) of the atoms in S).
+    :func:`coactive_readings` gives all three from one pass."""
     if reading not in COACTIVE_READINGS:
         raise ValueError(f"reading must be one of {COACTIVE_READINGS}, got {reading!r}.")
+    return coactive_readings(D, codes)[reading]
+
+
+def coactive_readings(D, codes) -> dict[str, float]:
+    """Every reading of :func:`babel_coactive` (keys :data:`COACTIVE_READINGS`) from one pass over
+    the inputs' supports: the cosine matrix is built once and each support read once."""
     U = _f64("D", D)
     Z = _f64("codes", codes)
     if Z.shape[1] != U.shape[0]:
         raise ValueError(f"codes has {Z.shape[1]} columns but D has {U.shape[0]} atoms; codes must be (N, p) for D (p, d).")
     C = _cosines(U).abs()
-    vals = []
+    vals: dict[str, list[float]] = {r: [] for r in COACTIVE_READINGS}
     for row in Z:
         S = (row != 0).nonzero().squeeze(1)
         if len(S) < 2:
             continue
         sub = C[S][:, S].clone()
         sub.fill_diagonal_(0.0)
-        if reading == "babel":
-            vals.append(float(sub.sum(1).max()))  # r = |S| - 1: all the others
-        elif reading == "mean_pair":
-            vals.append(float(sub.sum()) / (len(S) * (len(S) - 1)))
-        else:
-            vals.append(float(sub.max()))
-    return float(np.mean(vals)) if vals else math.nan
+        vals["babel"].append(float(sub.sum(1).max()))  # r = |S| - 1: all the others
+        vals["mean_pair"].append(float(sub.sum()) / (len(S) * (len(S) - 1)))
+        vals["max_pair"].append(float(sub.max()))
+    return {r: float(np.mean(v)) if v else math.nan for r, v in vals.items()}
 
 
 def effective_rank(codes) -> float:
