@@ -177,6 +177,14 @@ class HierarchicalFeatureModel:
         self.seed, self.dtype, self.device = seed, dtype, device
         self.features = self._atoms().to(dtype=dtype, device=device)
         self.levels = torch.tensor(self.tree.levels, device=device)
+        # the tree's tables as tensors, built once (sample() runs every training step; the tree is
+        # frozen): parent probabilities and atoms, and per parent with children its child atoms and
+        # the probabilities of each child and of "no child"
+        t = self.tree
+        self._parent_probs = torch.tensor(t.parent_probs, dtype=torch.float64)
+        self._parents = torch.tensor(t.parents)
+        self._child_tables = [(i, torch.tensor(ch), torch.tensor(list(pr) + [max(0.0, 1 - sum(pr))], dtype=torch.float64))
+                              for i, (ch, pr) in enumerate(zip(t.children, t.child_probs)) if ch]
 
     def _atoms(self) -> Tensor:
         g = torch.Generator().manual_seed(self.seed)
@@ -196,21 +204,18 @@ class HierarchicalFeatureModel:
         """(X (N, d), Z (N, n_atoms)): codes Z with one parent (and at most one of its children)."""
         N = check_int("n_samples", n_samples, minimum=1)
         g = check_generator("generator", generator) or torch.Generator().manual_seed(self.seed + 1)
-        t, mg = self.tree, self.magnitudes
-        Z = torch.zeros(N, t.n_atoms, dtype=torch.float64)
+        mg = self.magnitudes
+        Z = torch.zeros(N, self.tree.n_atoms, dtype=torch.float64)
         rows = torch.arange(N)
-        which = torch.multinomial(torch.tensor(t.parent_probs, dtype=torch.float64), N, replacement=True, generator=g)
-        parents = torch.tensor(t.parents)[which]
-        Z[rows, parents] = mg.parent_mean + mg.parent_std * torch.randn(N, generator=g, dtype=torch.float64)
-        for i, (ch, pr) in enumerate(zip(t.children, t.child_probs)):
+        which = torch.multinomial(self._parent_probs, N, replacement=True, generator=g)
+        Z[rows, self._parents[which]] = mg.parent_mean + mg.parent_std * torch.randn(N, generator=g, dtype=torch.float64)
+        for i, children, probs in self._child_tables:  # parents with children, in order (a leaf draws nothing)
             sel = (which == i).nonzero().squeeze(1)
-            if not ch or len(sel) == 0:
+            if len(sel) == 0:
                 continue
-            probs = torch.tensor(list(pr) + [max(0.0, 1 - sum(pr))], dtype=torch.float64)
             pick = torch.multinomial(probs, len(sel), replacement=True, generator=g)
-            has = pick < len(ch)
-            child_atoms = torch.tensor(ch)[pick[has]]
-            Z[sel[has], child_atoms] = mg.child_mean + mg.child_std * torch.randn(int(has.sum()), generator=g, dtype=torch.float64)
+            has = pick < len(children)
+            Z[sel[has], children[pick[has]]] = mg.child_mean + mg.child_std * torch.randn(int(has.sum()), generator=g, dtype=torch.float64)
         Z = Z.to(dtype=self.dtype, device=self.device)
         return Z @ self.features, Z
 
