@@ -96,7 +96,7 @@ def _reference_sample(model: HierarchicalFeatureModel, N: int, g: torch.Generato
 
 @pytest.mark.parametrize("rho,N", [(0.0, 1), (0.3, 7), (0.9, 300)])
 def test_sampler__draws_in_the_documented_order_bit_for_bit(rho, N):
-    """The vectorised sampler takes the same draws from the generator as the plain loop (so a
+    """The sampler (its tables built once) takes the same draws from the generator as the plain loop (so a
     cached run's batches, and every later draw, stay the same), over several batches."""
     model = HierarchicalFeatureModel(rho, rho, seed=2, dtype=F64, magnitudes=Magnitudes(1.0, 0.25, 0.5, 1 / 40))
     g, g_ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
