@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from .._checks import check_bool, check_finite, check_int, check_tensor
 
 __all__ = ["INPUT_NORM_KINDS", "PreActivationCodes", "SAE", "SAEConfig", "TiedWeightSAE", "TrainOutput", "UntiedSAE", "check_k", "reconstruction_loss",
-           "topk_relu", "unit_rows_"]
+           "selection_applies", "selection_mask", "topk_relu", "unit_rows_"]
 
 
 #: The input normalisations a model can carry (:meth:`SAE.set_input_norm`), the trainer's
@@ -364,9 +364,84 @@ def check_k(k: Any, n_latents: int) -> int:
     return k
 
 
+#: Where :func:`selection_mask` selects instead of ``torch.topk``, from ``benchmarks/bench_topk.py``
+#: (one CPU thread, float32, codes and gradient, an idle 2-core machine; ``torch.topk`` / selection,
+#: medians): ``torch.topk``'s cost grows with k and selection's does not, and on wide rows the
+#: mask's passes over memory cost more than ``torch.topk`` saves. (256, 512) rows with k = 8:
+#: 0.95 / 0.80 ms (0.6 / 0.7 ms on a loaded machine: not selected), k = 20: 1.76 / 0.89 ms, k = 50:
+#: 1.99 / 0.86 ms; (256, 1536), k = 32: 6.2 / 3.0 ms; (20,000, 512), k = 20: 224 / 153 ms;
+#: (256, 4096), k = 20: 6.8 / 6.1 ms; (4096, 4096), k = 16: 216 / 247 ms; (200, 20), k = 2:
+#: 0.11 / 0.13 ms. With more than one thread ``torch.topk`` shares the rows among them and NumPy
+#: does not: not measured, so ``torch.topk`` there.
+SELECT_MIN_K = 16
+SELECT_MAX_WIDTH = 2048
+_SELECT_DTYPES = (torch.float32, torch.float64)
+
+
+def selection_applies(values: Tensor, k: int, *, max_width: int | None, min_width: int = 1) -> bool:
+    """Whether :func:`selection_mask` (and the batch budget of ``batchtopk``) select the ``k``
+    largest entries of the rows of ``values`` instead of ``torch.topk``: a CPU float32/float64
+    tensor with one torch thread, ``k >= SELECT_MIN_K``, ``k`` at most the row width and that
+    width in [``min_width``, ``max_width``] (None: no upper bound)."""
+    n = values.shape[-1] if values.ndim else 0
+    return (values.device.type == "cpu" and values.dtype in _SELECT_DTYPES and torch.get_num_threads() == 1
+            and values.numel() > 0 and SELECT_MIN_K <= k <= n and min_width <= n and (max_width is None or n <= max_width))
+
+
+def selection_mask(values: Tensor, k: int, *, positive: bool = False) -> Tensor | None:
+    """1 at the ``k`` largest entries of every row (last dimension) of ``values``, 0 elsewhere, in
+    ``values``' dtype, found by selection (NumPy's introselect, ``np.partition``, for each row's
+    k-th largest value, then the entries at or above it) when that keeps the same entries as
+    ``torch.topk`` would, as far as a ReLU or non-negative values can tell: every row has exactly
+    k entries at or above its k-th largest, or that value is <= 0 (the entries kept beyond k are
+    then tied at or below 0). With ``positive``, only the entries above 0 among them (what a ReLU
+    keeps). None where a row has a tie above 0 at its k-th value, or NaN (which sorts as the
+    largest value here as in ``torch.topk``), and where :func:`selection_applies` says no: the
+    caller then uses ``torch.topk``, whose tie-breaking decides.
+
+    Why: with one CPU thread ``torch.topk`` sorts its way to the k largest, at a cost that grows
+    with k, and a boolean mask through ``torch.where`` costs more than the selection itself
+    (measured on (256, 512) rows, k = 20: ``torch.topk`` 1.5-2.1 ms, ``np.partition`` 0.26 ms,
+    ``torch.where`` with a boolean mask 0.44 ms, a product with this float mask 0.03 ms); where
+    that pays is in :data:`SELECT_MIN_K`'s comment."""
+    if not selection_applies(values, k, max_width=SELECT_MAX_WIDTH):
+        return None
+    import numpy as np
+
+    n = values.shape[-1]
+    arr = values.detach().numpy()
+    return mask_at_or_above(arr, np.partition(arr, n - k, axis=-1)[..., n - k:n - k + 1], k, positive=positive)
+
+
+def mask_at_or_above(arr, kth, k: int, *, positive: bool = False) -> Tensor | None:
+    """The 0/1 mask (a tensor of ``arr``'s dtype) of the entries of the NumPy array ``arr`` at or
+    above ``kth`` (its rows' k-th largest values, the last dimension kept as 1), and above 0 with
+    ``positive``; None unless every row has exactly ``k`` entries at or above its ``kth`` or a
+    ``kth`` <= 0 (:func:`selection_mask`)."""
+    at = arr >= kth
+    # a sum of 0/1 entries is exact below 2^24 entries in float32 (cheaper than a float64 sum)
+    count = torch.from_numpy(at.astype(arr.dtype)).sum(-1, dtype=torch.float32 if arr.shape[-1] < 2**24 else torch.float64)
+    if not bool(((count == k) | (torch.from_numpy(kth[..., 0]) <= 0)).all()):
+        return None
+    return torch.from_numpy((at & (arr > 0) if positive else at).astype(arr.dtype))
+
+
 def topk_relu(pre_acts: Tensor, k: int) -> Tensor:
     """ReLU of the ``k`` largest entries of every row, zero elsewhere (at most k non-zeros; fewer
-    when some of the k largest are negative)."""
+    when some of the k largest are negative).
+
+    On the CPU the k largest entries are found by selection (:func:`selection_mask`) and the
+    pre-activations multiplied by the 0/1 mask of those above 0, plus 0 (which turns the products'
+    negative zeros into zeros): the same codes as ``torch.topk``'s k entries with their ReLU, bit
+    for bit, and the same gradient (the mask; off it the product's gradient may be a negative zero
+    where the scatter's is a zero, which sums and Adam treat alike). Training runs with either are
+    bit-identical (tested). A full-width ReLU and its backward pass would cost more than the
+    selection here (measured at (256, 512): 0.05 and 0.22 ms). Elsewhere (:func:`selection_applies`:
+    another device, several threads, k < 16, rows wider than 2,048) and at a tie above 0 at a row's
+    k-th value, ``torch.topk``."""
+    mask = selection_mask(pre_acts, k, positive=True)
+    if mask is not None:
+        return pre_acts.mul(mask).add_(0.0)
     top = pre_acts.topk(k, dim=-1)
     return torch.zeros_like(pre_acts).scatter(-1, top.indices, torch.relu(top.values))
 
