@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print("topk_relu: codes and gradient, one thread, float32 (median ms)")
-    print("| B, M, k | torch.topk | selection | torch.topk / selection | selected by the package |")
+    print("| B, M, k | torch.topk (ms) | selection (ms) | torch.topk / selection | selected by the package |")
     print("| --- | --- | --- | --- | --- |")
     for b, m, k in ROWS:
         pre = torch.randn(b, m)
@@ -89,7 +89,7 @@ def main() -> None:
         print(f"| {b}, {m}, {k} | {t_topk * 1e3:.2f} | {t_sel * 1e3:.2f} | {t_topk / t_sel:.2f}x | {'yes' if used else 'no'} |")
     print()
     print("batch_topk(relu(pre)): codes and gradient, one thread, float32 (median ms)")
-    print("| B, M, budget | zeros after the ReLU | torch.topk | selection | torch.topk / selection | selected by the package |")
+    print("| B, M, budget | zeros after the ReLU | torch.topk (ms) | selection (ms) | torch.topk / selection | selected by the package |")
     print("| --- | --- | --- | --- | --- | --- |")
     for b, m, budget, shift in BATCHES:
         pre = torch.randn(b, m) + shift

@@ -706,7 +706,8 @@ _CLAIMS = (
     _c("mp.synth.reconstruction_not_recovery", "MP-SAE", "SynthSAEBench (Chanin & Garriga-Alonso 2026; a third party on MP-SAE)",
        "docs/papers.md#mp-sae-replications",
        "MP-SAE's better reconstruction does not come with better recovery: at the same k it has a lower FVU than TopK but "
-       "recovers fewer of the true features.",
+       "recovers fewer of the true features (checked here on uniform firing, s features of coefficient 1 per row, with SAEs "
+       "wider than the truth; SynthSAEBench's own setting is mp.synth.zipf_superposition).",
        "SynthSAEBench: MP-SAEs exploit superposition noise to reconstruct better without learning the true features (no numbers "
        "quoted here)",
        "experiments.mp.recovery_study", "05_mp_adaptive_sparsity",
