@@ -214,3 +214,15 @@ def test_consistency_settled__all_three_readings_within_atol_per_method():
 def test_consistency__refuses_one_seed(tiny):
     with pytest.raises(ValueError, match="two seeds"):
         gba.consistency(tiny, progress=False)
+
+
+@pytest.mark.parametrize("law", ["constant 1", "uniform [0.5, 1.5]"])
+def test_toy_rows__the_kept_rows_stay_a_fresh_models_first_draw_after_training_on_them(law, tiny, monkeypatch):
+    # the rows every cold toy run trains on are kept between runs: they must stay what a fresh
+    # model draws (what the run cache's data key says), whatever trained on them before
+    monkeypatch.setenv("SAE_THEORY_CACHE", "off")
+    fresh = gba._toy_model(law, "cpu")[0].sample(tiny.toy.n_samples, h_layout="sparse")[0]
+    assert torch.equal(gba._toy_rows(law, tiny.toy.n_samples, "cpu"), fresh)
+    for spec in (gba.toy_spec("GBA", tiny.toy, "analysed"), gba.topk_spec(5)):  # unit-norm rows, bias adaptation
+        gba._toy_run(spec, tiny.toy, 0, "cpu", coefficients=law)
+    assert torch.equal(gba._toy_rows(law, tiny.toy.n_samples, "cpu"), fresh)
