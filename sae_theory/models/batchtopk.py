@@ -83,12 +83,12 @@ BUDGET_SELECT_MIN_ENTRIES = 65_536
 def _budget_mask(flat: Tensor, budget: int) -> Tensor | None:
     """:func:`~sae_theory.models.base.selection_mask` of the 1-D non-negative ``flat`` for its
     ``budget`` largest entries, where :func:`~sae_theory.models.base.selection_applies` and the
-    batch has at least :data:`BUDGET_SELECT_MIN_ENTRIES` entries, selecting among the positive entries
-    only: a trained BatchTopK's activations are mostly exact zeros, on which NumPy's introselect
-    degrades (measured on a 131,072-entry batch with 90% zeros: ``np.partition`` of the whole batch
-    3.9 ms, against 0.21 ms on continuous values and ``torch.topk``'s 1.4 ms). With at most ``budget`` positive entries:
-    all of them (the budget-th largest is 0, so the codes are the same). None where
-    ``selection_mask`` would give None."""
+    batch has at least :data:`BUDGET_SELECT_MIN_ENTRIES` entries. It selects among the positive
+    entries only: a trained BatchTopK's activations are mostly exact zeros, on which NumPy's
+    introselect degrades (a 131,072-entry batch with 90% zeros: ``np.partition`` of the whole
+    batch 3.9 ms, against 0.21 ms on continuous values and ``torch.topk``'s 1.4 ms). With at most
+    ``budget`` positive entries: all of them (the budget-th largest is 0, so the codes are the
+    same). None where ``selection_mask`` would give None."""
     if not selection_applies(flat, budget, max_width=None, min_width=BUDGET_SELECT_MIN_ENTRIES):
         return None
     import numpy as np
