@@ -145,13 +145,20 @@ def _torch_topk_everywhere(monkeypatch):
 def test_training_is_bit_identical_to_training_through_torch_topk(make, batch_size, monkeypatch):
     X = torch.randn(4096, 12, generator=torch.Generator().manual_seed(0))
     cfg = TrainConfig(steps=120, batch_size=batch_size, lr=3e-3, seed=1, progress=False)
-    calls = []
-    real = base.selection_mask, batchtopk_module._budget_mask
-    monkeypatch.setattr(base, "selection_mask", lambda *a, **k: calls.append(1) or real[0](*a, **k))
-    monkeypatch.setattr(batchtopk_module, "_budget_mask", lambda *a, **k: real[1](*a, **k) if not calls.append(1) else None)
+    selected = []
+
+    def counting(select):
+        def wrapper(*args, **kwargs):
+            mask = select(*args, **kwargs)
+            selected.append(mask is not None)
+            return mask
+        return wrapper
+
+    monkeypatch.setattr(base, "selection_mask", counting(base.selection_mask))
+    monkeypatch.setattr(batchtopk_module, "_budget_mask", counting(batchtopk_module._budget_mask))
     fast = make()
     train(fast, X, cfg)
-    assert len(calls) >= cfg.steps  # the selection path was asked at every step
+    assert sum(selected) >= cfg.steps  # the codes came from the selection path at every step
     _torch_topk_everywhere(monkeypatch)
     ref = make()
     train(ref, X, cfg)
