@@ -70,6 +70,14 @@ def test_topk_relu_matches_torch_topk(dtype, shape, k, shift):
     _same_codes_and_gradient(topk_relu, _reference_topk_relu, pre, k)
 
 
+def test_a_strided_view_and_inference_mode_give_the_same_codes():
+    pre = _pre((64, 300), torch.float32)[:, :48].T  # (48, 64), not contiguous
+    assert not pre.is_contiguous() and selection_mask(pre, 20) is not None
+    _same_codes_and_gradient(topk_relu, _reference_topk_relu, pre, 20)
+    with torch.inference_mode():
+        assert torch.equal(topk_relu(pre, 20), _reference_topk_relu(pre, 20))
+
+
 def test_ties_at_or_below_zero_keep_the_selection_path_and_ties_above_zero_hand_over():
     pre = _pre((8, 24), torch.float64)
     pre[0, :] = -1.0                  # a row all tied below 0: its codes are zeros either way
