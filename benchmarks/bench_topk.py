@@ -15,27 +15,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 import sae_theory.models.base as base
 import sae_theory.models.batchtopk as batchtopk
+from _peers import _median_time  # benchmarks/_peers.py: a warm-up call, then the median of the timed calls
 
 ROWS = [(256, 512, 8), (256, 512, 20), (256, 512, 50), (256, 1536, 32), (20_000, 512, 20), (256, 4096, 20),
         (4096, 4096, 16), (200, 20, 2)]  # (B, M, k) of topk_relu
 BATCHES = [(200, 20, 272, 0.0), (256, 512, 2048, 0.0), (256, 512, 2048, -1.3), (256, 1536, 8192, -1.3),
            (1024, 4096, 16_384, -1.3)]  # (B, M, budget, shift of the pre-activations) of batch_topk
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 class _Forced:
@@ -69,7 +59,7 @@ def _pair(make_codes, pre: torch.Tensor, repeats: int) -> tuple[float, float]:
     for _ in range(repeats):  # interleaved, so a drift in the machine's speed hits both
         for select in (False, True):
             with _Forced(select):
-                times[select].append(_time(step, 3))
+                times[select].append(_median_time(step, 3))
     return statistics.median(times[False]), statistics.median(times[True])
 
 

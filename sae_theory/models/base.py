@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -406,8 +407,6 @@ def selection_mask(values: Tensor, k: int, *, positive: bool = False) -> Tensor 
     that pays is in :data:`SELECT_MIN_K`'s comment."""
     if not selection_applies(values, k, max_width=SELECT_MAX_WIDTH):
         return None
-    import numpy as np
-
     n = values.shape[-1]
     arr = values.detach().numpy()
     return mask_at_or_above(arr, np.partition(arr, n - k, axis=-1)[..., n - k:n - k + 1], k, positive=positive)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -91,8 +92,6 @@ def _budget_mask(flat: Tensor, budget: int) -> Tensor | None:
     same). None where ``selection_mask`` would give None."""
     if not selection_applies(flat, budget, max_width=None, min_width=BUDGET_SELECT_MIN_ENTRIES):
         return None
-    import numpy as np
-
     arr = flat.detach().numpy()
     positive = arr > 0
     if int(np.count_nonzero(positive)) <= budget:
