@@ -676,3 +676,20 @@ def test_superposition_figure__narrow_panels_plot_the_mcc_over_the_matched_pairs
         assert "16 latents, k = 3" in narrow.get_title() and "64 latents, k = 4" in wide.get_title()
     finally:
         plt.close(fig)
+
+
+def test_deployed_readings_figure__several_seeds_one_loss_line_per_run_one_bar_pair_per_reading_and_method():
+    one = _readings_frame()
+    two = pd.concat([one, one.assign(seed=1, frr_08=one.frr_08 - 0.2, k=one.k.where(one.k == 0, one.k + 1))], ignore_index=True)
+    fig = plotting.deployed_readings_figure(two)
+    loss, bars = fig.axes[0], fig.axes[2]
+    runs = two[~two.final].groupby(["reading", "method", "seed"]).ngroups
+    assert len(loss.get_lines()) == runs  # each run its own line: no line zig-zags between seeds
+    assert sum(1 for t in loss.get_legend_handles_labels()[1]) == runs // 2  # one legend entry per (reading, method)
+    pairs = two[two.data == "toy"].groupby(["reading", "method"]).ngroups
+    labels = [t.get_text() for t in bars.get_xticklabels()]
+    assert len(labels) == pairs and "TopK K=16/17\n(printed)" in labels
+    heights = sorted(round(p.get_height(), 6) for p in bars.patches if p.get_width() == 0.4)
+    assert 80.0 in heights and 70.0 not in heights  # frr_08 0.9 and 0.7 over the two seeds: the mean, 80%
+    assert "mean and range of 2 seeds" in bars.get_title()
+    plt.close(fig)

@@ -277,7 +277,8 @@ def deployed_readings_figure(df):
     data set: training loss against steps (solid: GBA under each reading; dashed: the untied TopK
     at K = round(that reading's L0), dotted: the same K on the paper's tied model; same colour);
     held-out FVU against L0 (circles: GBA, crosses: untied TopK, triangles: tied TopK, each joined
-    to its GBA); FRR at tau = 0.8 (pale) and 0.9 per run. Colours are the readings."""
+    to its GBA); FRR at tau = 0.8 (pale) and 0.9 per reading and method, the mean over seeds with
+    the range over seeds as an error bar when there are several. Colours are the readings."""
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
@@ -295,10 +296,11 @@ def deployed_readings_figure(df):
     for row, data in zip(axes, data_sets):
         d = df[df["data"] == data]
         curves, final = d[~d["final"]], d[d["final"]]
-        for (reading, method), g in curves.groupby(["reading", "method"], sort=False):
+        for (reading, method, seed), g in curves.groupby(["reading", "method", "seed"], sort=False):  # one line per run
             g = g.sort_values("step")
+            first = seed == curves["seed"].iloc[0]
             row[0].plot(g["step"], g["loss"], style[method][0], color=colors[reading], lw=1.2,
-                        label=f"GBA ({reading})" if method == "GBA" else f"{name(method, g['k'].iloc[0])} (matched to {reading})")
+                        label=None if not first else f"GBA ({reading})" if method == "GBA" else f"{name(method, g['k'].iloc[0])} (matched to {reading})")
         row[0].set(xlabel="training step", ylabel="training loss", yscale="log",
                    title=f"{data}: training loss (solid: GBA; dashed: TopK untied, dotted: tied, at its L0)")
         row[0].title.set_fontsize(9)
@@ -314,14 +316,27 @@ def deployed_readings_figure(df):
                    title=f"{data}: reconstruction at matched L0 (x: TopK untied, ^: tied)")
         row[1].title.set_fontsize(9)
         row[1].legend(fontsize=6, ncol=2)
-        labels = [f"{name(m, k)}\n({r})" for r, m, k in final[["reading", "method", "k"]].itertuples(index=False)]
-        x = np.arange(len(final))
-        bar_colors = [colors[r] for r in final["reading"]]
-        hatches = [style[m][2] for m in final["method"]]
-        row[2].bar(x - 0.2, 100 * final["frr_08"], 0.4, color=bar_colors, alpha=0.45, label="tau = 0.8", hatch=hatches)
-        row[2].bar(x + 0.2, 100 * final["frr_09"], 0.4, color=bar_colors, label="tau = 0.9", hatch=hatches)
+        # one bar pair per (reading, method): the mean over seeds, the range over seeds as an error bar
+        bars = final.groupby(["reading", "method"], sort=False).agg(
+            ks=("k", lambda s: "/".join(str(int(v)) for v in dict.fromkeys(s))),
+            frr_08=("frr_08", "mean"), lo_08=("frr_08", "min"), hi_08=("frr_08", "max"),
+            frr_09=("frr_09", "mean"), lo_09=("frr_09", "min"), hi_09=("frr_09", "max")).reset_index()
+        labels = ["GBA" if m == "GBA" else f"{m} K={ks}" for m, ks in zip(bars["method"], bars["ks"])]
+        labels = [f"{lab}\n({r})" for lab, r in zip(labels, bars["reading"])]
+        x = np.arange(len(bars))
+        bar_colors = [colors[r] for r in bars["reading"]]
+        hatches = [style[m][2] for m in bars["method"]]
+        for tau, dx, alpha in (("08", -0.2, 0.45), ("09", 0.2, 1.0)):
+            mean = 100 * bars[f"frr_{tau}"]
+            err = None
+            if final["seed"].nunique() > 1:
+                err = np.vstack([mean - 100 * bars[f"lo_{tau}"], 100 * bars[f"hi_{tau}"] - mean])
+            row[2].bar(x + dx, mean, 0.4, color=bar_colors, alpha=alpha, label=f"tau = 0.{tau[1]}", hatch=hatches,
+                       yerr=err, error_kw=dict(lw=0.8, capsize=1.5))
         row[2].set_xticks(x, labels, rotation=40, ha="right", fontsize=6)
-        row[2].set(ylabel="features recovered (%)", ylim=(0, 103), title=f"{data}: recovery (//: TopK untied, ..: tied)")
+        n_seeds = final["seed"].nunique()
+        row[2].set(ylabel="features recovered (%)", ylim=(0, 103),
+                   title=f"{data}: recovery (//: TopK untied, ..: tied)" + (f"; mean and range of {n_seeds} seeds" if n_seeds > 1 else ""))
         row[2].title.set_fontsize(9)
         mark_zero_bars(row[2])
         row[2].legend(fontsize=6)
