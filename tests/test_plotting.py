@@ -685,7 +685,7 @@ def test_deployed_readings_figure__several_seeds_one_loss_line_per_run_one_bar_p
     loss, bars = fig.axes[0], fig.axes[2]
     runs = two[~two.final].groupby(["reading", "method", "seed"]).ngroups
     assert len(loss.get_lines()) == runs  # each run its own line: no line zig-zags between seeds
-    assert sum(1 for t in loss.get_legend_handles_labels()[1]) == runs // 2  # one legend entry per (reading, method)
+    assert len(loss.get_legend_handles_labels()[1]) == runs // 2  # one legend entry per (reading, method)
     pairs = two[two.data == "toy"].groupby(["reading", "method"]).ngroups
     labels = [t.get_text() for t in bars.get_xticklabels()]
     assert len(labels) == pairs and "TopK K=16/17\n(printed)" in labels

@@ -296,11 +296,12 @@ def deployed_readings_figure(df):
     for row, data in zip(axes, data_sets):
         d = df[df["data"] == data]
         curves, final = d[~d["final"]], d[d["final"]]
+        first_seed = curves["seed"].iloc[0] if len(curves) else None  # the legend names the runs of one seed
+        n_seeds = final["seed"].nunique()
         for (reading, method, seed), g in curves.groupby(["reading", "method", "seed"], sort=False):  # one line per run
             g = g.sort_values("step")
-            first = seed == curves["seed"].iloc[0]
             row[0].plot(g["step"], g["loss"], style[method][0], color=colors[reading], lw=1.2,
-                        label=None if not first else f"GBA ({reading})" if method == "GBA" else f"{name(method, g['k'].iloc[0])} (matched to {reading})")
+                        label=None if seed != first_seed else f"GBA ({reading})" if method == "GBA" else f"{name(method, g['k'].iloc[0])} (matched to {reading})")
         row[0].set(xlabel="training step", ylabel="training loss", yscale="log",
                    title=f"{data}: training loss (solid: GBA; dashed: TopK untied, dotted: tied, at its L0)")
         row[0].title.set_fontsize(9)
@@ -329,12 +330,11 @@ def deployed_readings_figure(df):
         for tau, dx, alpha in (("08", -0.2, 0.45), ("09", 0.2, 1.0)):
             mean = 100 * bars[f"frr_{tau}"]
             err = None
-            if final["seed"].nunique() > 1:
+            if n_seeds > 1:
                 err = np.vstack([mean - 100 * bars[f"lo_{tau}"], 100 * bars[f"hi_{tau}"] - mean])
             row[2].bar(x + dx, mean, 0.4, color=bar_colors, alpha=alpha, label=f"tau = 0.{tau[1]}", hatch=hatches,
                        yerr=err, error_kw=dict(lw=0.8, capsize=1.5))
         row[2].set_xticks(x, labels, rotation=40, ha="right", fontsize=6)
-        n_seeds = final["seed"].nunique()
         row[2].set(ylabel="features recovered (%)", ylim=(0, 103),
                    title=f"{data}: recovery (//: TopK untied, ..: tied)" + (f"; mean and range of {n_seeds} seeds" if n_seeds > 1 else ""))
         row[2].title.set_fontsize(9)
