@@ -257,12 +257,16 @@ def _judge_consistency(m):
 
 
 def _judge_frontier(m):
-    # the paper's TopK is on its tied model; verdicts recorded before the tied TopK joined compare with the untied one only
+    # the paper's TopK is on its tied model; verdicts recorded before the tied TopK joined compare with the untied one only.
+    # With several seeds (records since the seed-by-seed ratios joined) the FVUs are means over seeds and the rule reads
+    # each tied ratio on its worst seed, so "reproduces" holds on every seed trained
     tied = "printed_tied_topk_fvu" in m
     ref = "tied_topk_fvu" if tied else "topk_fvu"
-    rp = m["printed_fvu"] / m[f"printed_{ref}"]
-    rb = m["best_fvu"] / m[f"best_{ref}"]
+    seedwise = "printed_ratio_max" in m
+    rp = m["printed_ratio_max"] if seedwise else m["printed_fvu"] / m[f"printed_{ref}"]
+    rb = m["best_ratio_max"] if seedwise else m["best_fvu"] / m[f"best_{ref}"]
     best = m.get("best_reading", "best reading")
+    several = seedwise and m.get("n_seeds", 1) > 1
 
     def against(which):
         if not tied:
@@ -270,9 +274,16 @@ def _judge_frontier(m):
         return (f"vs TopK at K = round(L0) {m[f'{which}_tied_topk_fvu']:.3f} tied (the paper's), "
                 f"{m[f'{which}_topk_fvu']:.3f} untied")
 
-    text = (f"Zipf data: Algorithm 2 as printed FVU {m['printed_fvu']:.3f} at L0 {m['printed_l0']:.3g} {against('printed')} "
-            f"({rp:.2f}x, loss settled: {'yes' if m['printed_settled'] else 'no'}); "
-            f"{best} {m['best_fvu']:.3f} at L0 {m['best_l0']:.3g} {against('best')} ({rb:.2f}x, settled: {'yes' if m['best_settled'] else 'no'})")
+    def ratio(which, r):
+        if not several:
+            return f"{r:.2f}x"
+        mean = m[f"{which}_fvu"] / m[f"{which}_tied_topk_fvu"]
+        return f"{mean:.2f}x, per seed {m[f'{which}_ratio_min']:.3f}-{r:.3f}x"
+
+    text = ((f"means over {m['n_seeds']} seeds; " if several else "")
+            + f"Zipf data: Algorithm 2 as printed FVU {m['printed_fvu']:.3f} at L0 {m['printed_l0']:.3g} {against('printed')} "
+            f"({ratio('printed', rp)}, loss settled: {'yes' if m['printed_settled'] else 'no'}); "
+            f"{best} {m['best_fvu']:.3f} at L0 {m['best_l0']:.3g} {against('best')} ({ratio('best', rb)}, settled: {'yes' if m['best_settled'] else 'no'})")
     if rp <= 1.1 and m["printed_settled"]:
         return "reproduces", text
     if rb <= 1.1 and m["best_settled"]:
@@ -609,8 +620,9 @@ _CLAIMS = (
        "GBA on the TopK post-act frontier on every LLM panel (e.g. Github L26: fraction 5e-3, L2 loss 0.155)",
        "experiments.gba_readings.deployed_readings", "03_gba_vs_topk",
        "reproduces when a reading of the deployed GBA whose training loss settled has held-out FVU within 10% of TopK's at the "
-       "same L0 (K = round(L0)) on the Zipf data, TopK on the paper's tied model (our untied TopK shown beside it); partly within "
-       "50%; a refutation needs every reading's loss settled",
+       "same L0 (K = round(L0)) on the Zipf data, TopK on the paper's tied model (our untied TopK shown beside it), on every seed "
+       "trained (each seed's GBA against the TopK matched to its own L0); partly within 50%; a refutation needs every reading's "
+       "loss settled",
        ("printed_fvu", "printed_topk_fvu", "printed_l0", "printed_settled", "best_fvu", "best_topk_fvu", "best_l0", "best_settled"),
        _judge_frontier),
     _c("gba.real.frontier", "GBA", "v1 §5, loss-sparsity frontier (findings 1-3)", "docs/papers.md#gba-llm-experiments",

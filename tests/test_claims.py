@@ -230,6 +230,24 @@ def test_rule__the_frontier_is_judged_at_matched_l0_and_needs_settled_runs():
     assert status == "reproduces" and "0.190 tied (the paper's), 0.040 untied" in reason and "(1.05x" in reason
     assert claims.evaluate(c, {**tied, "printed_tied_topk_fvu": 0.05, "best_tied_topk_fvu": 0.07})[0] == "does not reproduce"
 
+
+def test_rule__the_frontier_over_several_seeds_reads_each_ratio_on_its_worst_seed():
+    c = claims.CLAIMS["gba.frontier"]
+    # means over 2 seeds within 10% of the tied TopK (1.05x), but one seed at 1.12x: not on the frontier on every seed
+    m = dict(printed_fvu=0.074, printed_topk_fvu=0.038, printed_l0=15.9, printed_settled=False, printed_tied_topk_fvu=0.049,
+             printed_ratio_min=1.50, printed_ratio_max=1.52, best_fvu=0.120, best_topk_fvu=0.090, best_l0=4.9, best_settled=True,
+             best_tied_topk_fvu=0.114, best_ratio_min=0.99, best_ratio_max=1.12, best_reading="small a + target init", n_seeds=2,
+             converged=True)
+    status, reason = claims.evaluate(c, m)
+    assert status == "partly" and reason.startswith("means over 2 seeds;") and "(1.05x, per seed 0.990-1.120x" in reason
+    # every seed within 10%: reproduces, under the reading named
+    status, reason = claims.evaluate(c, {**m, "best_ratio_max": 1.09})
+    assert status == "reproduces" and "per seed 0.990-1.090x" in reason and "'small a + target init', not as printed" in reason
+    # one seed: the seed's ratio, no range printed
+    one = {**m, "n_seeds": 1, "best_fvu": 0.1197, "best_ratio_min": 1.05, "best_ratio_max": 1.05}
+    status, reason = claims.evaluate(c, one)
+    assert status == "reproduces" and "per seed" not in reason and "means over" not in reason and "(1.05x, settled: yes)" in reason
+
 # ---- record ----------------------------------------------------------------------------------
 
 

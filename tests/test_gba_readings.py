@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 from _helpers import assert_close
 from sae_theory.experiments import deployed_readings
 from sae_theory.experiments.gba import REGIMES
-from sae_theory.experiments.gba_readings import READINGS, reading_spec, training_rows, zipf_exponent, zipf_model
+from sae_theory.experiments.gba_readings import (READINGS, frontier_ratios, reading_spec, readings_summary, training_rows, zipf_exponent,
+                                                 zipf_model)
 from sae_theory.profiles import GBAReadingsScale, get_profile
 
 
@@ -112,3 +114,45 @@ def test_deployed_readings__unknown_or_unmatched_readings_raise():
         deployed_readings(_tiny_profile(readings=("printed", "bogus"), matched=()), progress=False)
     with pytest.raises(ValueError, match="must be among its readings"):
         deployed_readings(_tiny_profile(readings=("printed",), matched=("small a",)), progress=False)
+
+
+def _finals(rows):
+    """Final rows of deployed_readings from (data, reading, method, k, seed, fvu, l0, settled) tuples."""
+    return pd.DataFrame([dict(data=d, reading=r, method=m, k=k, seed=s, fvu=f, l0=l, settled=st, frr_08=0.5, frr_09=0.25, final=True)
+                         for d, r, m, k, s, f, l, st in rows])
+
+
+def test_readings_summary_and_frontier_ratios__means_over_seeds_and_the_ratio_seed_by_seed():
+    dr = _finals([
+        ("zipf", "small a", "GBA", 0, 0, 0.12, 6.2, True), ("zipf", "small a", "TopK", 6, 0, 0.08, 6.0, True),
+        ("zipf", "small a", "Tied TopK", 6, 0, 0.10, 6.0, True),
+        ("zipf", "small a", "GBA", 0, 1, 0.10, 6.6, False), ("zipf", "small a", "TopK", 7, 1, 0.08, 7.0, True),
+        ("zipf", "small a", "Tied TopK", 7, 1, 0.10, 7.0, True),
+        ("zipf", "printed", "GBA", 0, 0, 0.30, 15.0, True), ("zipf", "printed", "GBA", 0, 1, 0.20, 17.0, True),  # not matched
+        ("toy", "small a", "GBA", 0, 0, 0.50, 9.0, True),
+    ])
+    summary = readings_summary(dr)
+    row = summary.loc[("zipf", "small a", "GBA")]
+    assert row.fvu == pytest.approx(0.11) and row.l0 == pytest.approx(6.4) and not row.settled and row.n_seeds == 2
+    topk = summary.loc[("zipf", "small a", "TopK")]
+    assert (topk.k_min, topk.k_max) == (6, 7)
+    assert summary.loc[("toy", "small a", "GBA")].n_seeds == 1
+    ratios = frontier_ratios(dr, "zipf")
+    assert list(ratios.index) == ["small a"]  # only the readings with a matched TopK
+    r = ratios.loc["small a"]
+    assert r.ratio_tied == pytest.approx(1.1) and r.ratio_untied == pytest.approx(0.11 / 0.08)
+    assert (r.ratio_tied_min, r.ratio_tied_max) == (pytest.approx(1.0), pytest.approx(1.2))  # 0.10 / 0.10 and 0.12 / 0.10
+    assert r.gba_l0 == pytest.approx(6.4) and r.n_seeds == 2 and not r.settled
+
+
+def test_frontier_ratios__a_perfect_topk_and_missing_methods():
+    dr = _finals([("zipf", "a", "GBA", 0, 0, 0.0, 3.0, True), ("zipf", "a", "TopK", 3, 0, 0.0, 3.0, True), ("zipf", "a", "Tied TopK", 3, 0, 0.0, 3.0, True),
+                  ("zipf", "b", "GBA", 0, 0, 0.1, 3.0, True), ("zipf", "b", "TopK", 3, 0, 0.0, 3.0, True), ("zipf", "b", "Tied TopK", 3, 0, 0.0, 3.0, True)])
+    r = frontier_ratios(dr)
+    assert r.ratio_tied["a"] == 1.0 and r.ratio_tied["b"] == float("inf") and r.ratio_tied_max["b"] == float("inf")
+    with pytest.raises(ValueError, match="no final rows for data 'toy'"):
+        frontier_ratios(dr, "toy")
+    with pytest.raises(ValueError, match=r"lack the methods \['Tied TopK'\]"):
+        frontier_ratios(dr[dr.method != "Tied TopK"])
+    with pytest.raises(ValueError, match="no final rows"):
+        readings_summary(dr.assign(final=False))

@@ -686,6 +686,9 @@ def test_deployed_readings_figure__several_seeds_one_loss_line_per_run_one_bar_p
     runs = two[~two.final].groupby(["reading", "method", "seed"]).ngroups
     assert len(loss.get_lines()) == runs  # each run its own line: no line zig-zags between seeds
     assert len(loss.get_legend_handles_labels()[1]) == runs // 2  # one legend entry per (reading, method)
+    # the legends name TopK by every seed's K (K = round(L0) of each seed's GBA run), not by the first seed's
+    assert any("TopK K=16/17 (matched to printed)" == lab for lab in loss.get_legend_handles_labels()[1])
+    assert "TopK K=16/17" in fig.axes[1].get_legend_handles_labels()[1]
     pairs = two[two.data == "toy"].groupby(["reading", "method"]).ngroups
     labels = [t.get_text() for t in bars.get_xticklabels()]
     assert len(labels) == pairs and "TopK K=16/17\n(printed)" in labels

@@ -46,7 +46,8 @@ from .cache import train_cached
 from .gba import REGIMES, TOY_GBA, algorithm2_buffer, tied_baseline_spec, topk_spec
 from .specs import HookSpec, MethodSpec, eval_generator
 
-__all__ = ["DATA_SETS", "READINGS", "Reading", "deployed_readings", "reading_spec", "training_rows", "zipf_exponent", "zipf_model"]
+__all__ = ["DATA_SETS", "READINGS", "Reading", "deployed_readings", "frontier_ratios", "reading_spec", "readings_summary", "training_rows",
+           "zipf_exponent", "zipf_model"]
 
 DATA_SETS = ("toy", "zipf")
 
@@ -192,3 +193,51 @@ def deployed_readings(profile: Profile, *, progress: bool = True) -> pd.DataFram
                 bar.update(1)
     bar.close()
     return pd.DataFrame(rows)
+
+
+def readings_summary(readings: pd.DataFrame) -> pd.DataFrame:
+    """The final rows of :func:`deployed_readings` over its seeds: one row per (data, reading,
+    method) with the means over seeds of ``fvu, l0, frr_08, frr_09``, ``k_min`` and ``k_max``
+    (TopK's K = round(L0) of each seed's GBA run, which may differ between seeds; 0 for GBA),
+    ``settled`` (the training loss plateaued in every seed's run) and ``n_seeds``."""
+    final = readings[readings.final]
+    if final.empty:
+        raise ValueError("readings has no final rows (final == True); pass the frame deployed_readings returns.")
+    g = final.groupby(["data", "reading", "method"], sort=False)
+    return g.agg(fvu=("fvu", "mean"), l0=("l0", "mean"), frr_08=("frr_08", "mean"), frr_09=("frr_09", "mean"),
+                 k_min=("k", "min"), k_max=("k", "max"), settled=("settled", "all"), n_seeds=("seed", "nunique"))
+
+
+def frontier_ratios(readings: pd.DataFrame, data: str = "zipf") -> pd.DataFrame:
+    """GBA's held-out FVU against TopK's at the same L0, per matched reading of ``data``: one row per
+    reading with a TopK run, with ``gba_fvu``, ``gba_l0``, ``tied_topk_fvu``, ``topk_fvu`` (means over
+    seeds), ``ratio_tied`` and ``ratio_untied`` (GBA's mean FVU over TopK's mean FVU: the paper's tied
+    TopK, and ours untied), ``ratio_tied_min`` / ``ratio_tied_max`` (the same ratio seed by seed, each
+    seed's GBA against the TopK matched to its own L0), ``settled`` (GBA's loss plateaued in every
+    seed) and ``n_seeds``. A TopK FVU of 0 gives an infinite ratio (GBA cannot be within a factor of a
+    perfect reconstruction unless it is one too: 0 / 0 is taken as 1)."""
+    final = readings[readings.final & (readings.data == data)]
+    if final.empty:
+        raise ValueError(f"readings has no final rows for data {data!r}; choose from {sorted(set(readings.data))}.")
+    per_seed = final.pivot_table(index=["reading", "seed"], columns="method", values="fvu", aggfunc="first")
+    missing = {"GBA", "TopK", "Tied TopK"} - set(per_seed.columns)
+    if missing:
+        raise ValueError(f"readings of {data!r} lack the methods {sorted(missing)}; deployed_readings trains them for the matched readings.")
+    per_seed = per_seed.dropna(subset=["TopK", "Tied TopK"])
+
+    def ratio(num, den):
+        num, den = pd.Series(num, dtype=float), pd.Series(den, dtype=float)
+        out = num / den.where(den > 0)
+        return out.where(den > 0, (num == 0).map({True: 1.0, False: math.inf}))
+
+    seedwise = ratio(per_seed["GBA"], per_seed["Tied TopK"]).groupby(level="reading")
+    means = per_seed.groupby(level="reading").mean()
+    gba = final[final.method == "GBA"].groupby("reading")
+    out = pd.DataFrame({
+        "gba_fvu": means["GBA"], "gba_l0": gba.l0.mean(), "tied_topk_fvu": means["Tied TopK"], "topk_fvu": means["TopK"],
+        "ratio_tied": ratio(means["GBA"], means["Tied TopK"]), "ratio_untied": ratio(means["GBA"], means["TopK"]),
+        "ratio_tied_min": seedwise.min(), "ratio_tied_max": seedwise.max(),
+        "settled": gba.settled.all(), "n_seeds": per_seed.groupby(level="reading").size(),
+    })
+    out = out.loc[means.index]
+    return out.astype({"settled": bool, "n_seeds": int})

@@ -289,8 +289,11 @@ def deployed_readings_figure(df):
     data_sets = list(dict.fromkeys(df["data"]))
     style = {"GBA": ("-", "o", ""), "TopK": ("--", "x", "//"), "Tied TopK": (":", "^", "..")}  # line, marker, bar hatch
 
+    def ks(values):  # TopK's K of every seed, in seed order (K = round(L0) of each seed's GBA run: seeds may differ)
+        return "/".join(str(int(v)) for v in dict.fromkeys(values))
+
     def name(method, k):
-        return "GBA" if method == "GBA" else f"{method} K={int(k)}"
+        return "GBA" if method == "GBA" else f"{method} K={k}"
 
     fig, axes = plt.subplots(len(data_sets), 3, figsize=(13.5, 3.9 * len(data_sets)), squeeze=False)
     for row, data in zip(axes, data_sets):
@@ -301,7 +304,8 @@ def deployed_readings_figure(df):
         for (reading, method, seed), g in curves.groupby(["reading", "method", "seed"], sort=False):  # one line per run
             g = g.sort_values("step")
             row[0].plot(g["step"], g["loss"], style[method][0], color=colors[reading], lw=1.2,
-                        label=None if seed != first_seed else f"GBA ({reading})" if method == "GBA" else f"{name(method, g['k'].iloc[0])} (matched to {reading})")
+                        label=None if seed != first_seed else f"GBA ({reading})" if method == "GBA"
+                        else f"{name(method, ks(final[(final['reading'] == reading) & (final['method'] == method)]['k']))} (matched to {reading})")
         row[0].set(xlabel="training step", ylabel="training loss", yscale="log",
                    title=f"{data}: training loss (solid: GBA; dashed: TopK untied, dotted: tied, at its L0)")
         row[0].title.set_fontsize(9)
@@ -311,7 +315,7 @@ def deployed_readings_figure(df):
             for method in ("TopK", "Tied TopK"):
                 t = final[(final["reading"] == reading) & (final["method"] == method)]
                 if len(t):
-                    row[1].scatter(t["l0"], t["fvu"], marker=style[method][1], color=colors[reading], label=name(method, t["k"].iloc[0]))
+                    row[1].scatter(t["l0"], t["fvu"], marker=style[method][1], color=colors[reading], label=name(method, ks(t["k"])))
                     row[1].plot([g["l0"].mean(), t["l0"].mean()], [g["fvu"].mean(), t["fvu"].mean()], ":", color=colors[reading], lw=0.8)
         row[1].set(xlabel="held-out L0 (active latents per input)", ylabel="held-out FVU",
                    title=f"{data}: reconstruction at matched L0 (x: TopK untied, ^: tied)")
@@ -319,7 +323,7 @@ def deployed_readings_figure(df):
         row[1].legend(fontsize=6, ncol=2)
         # one bar pair per (reading, method): the mean over seeds, the range over seeds as an error bar
         bars = final.groupby(["reading", "method"], sort=False).agg(
-            ks=("k", lambda s: "/".join(str(int(v)) for v in dict.fromkeys(s))),
+            ks=("k", ks),
             frr_08=("frr_08", "mean"), lo_08=("frr_08", "min"), hi_08=("frr_08", "max"),
             frr_09=("frr_09", "mean"), lo_09=("frr_09", "min"), hi_09=("frr_09", "max")).reset_index()
         labels = ["GBA" if m == "GBA" else f"{m} K={ks}" for m, ks in zip(bars["method"], bars["ks"])]
