@@ -253,11 +253,22 @@ class RealDataScale:
     fallback_layer: int
     """The fallback model's layer."""
     tokens: int
-    """Tokens extracted (training and held-out); the corpus may give fewer."""
+    """Tokens extracted (training and held-out); the corpus may give fewer (the packaged Wikipedia
+    sample holds about 683,000 MiniLM tokens: extraction then warns and keeps what there is)."""
     eval_tokens: int
     """The last tokens of the extraction (later documents than the training tokens), held out."""
     expansion: int
     """Width p of every SAE as a multiple of the model's d."""
+    corpus: str = field(default="gensim-wiki", kw_only=True)
+    """The text extracted (an :class:`~sae_theory.data.ActivationRequest` corpus): ``"gensim-wiki"``,
+    the Wikipedia sample inside gensim, or a ``.txt`` file or folder of your own (e.g. for more
+    tokens than the sample holds: ``--set real.corpus=/path/to/texts``)."""
+    activations: str = field(default="", kw_only=True)
+    """A finished activation cache to use in place of an extraction (a folder written by
+    :func:`~sae_theory.data.import_activations` from your own activations, e.g. CLIP or SigLIP
+    embeddings, or by :func:`~sae_theory.data.extract_activations`): ``--set
+    real.activations=/path/to/cache`` runs the same study on it; ``model``, ``layer``, ``place`` and
+    ``corpus`` are then not used. Empty: extract."""
 
 
 @dataclass(frozen=True)
@@ -463,8 +474,10 @@ _FULL = dict(
     gba_readings=GBAReadingsScale(readings=("printed", "two-sided", "target init", "small a", "small a + target init"),
                                   matched=("printed", "small a", "small a + target init"), n_latents=512, steps=20_000,
                                   batch_size=256, n_samples=1_000_000, log_every=250, n_seeds=3),
+    # EleutherAI's SmolLM2 table: layer 10's residual stream, expansion 64 (p = 36,864; real_mp.ELEUTHER_SETUP), a GPU job.
+    # The packaged Wikipedia sample holds about 700,000 SmolLM2 tokens: 1,000,000 needs --set real.corpus=<your texts>
     real=RealScale(model="smollm2", layer=10, place="resid_post", fallback_model="minilm", fallback_layer=3, tokens=1_000_000,
-                   eval_tokens=16_384, expansion=16, ks=(8, 16, 32, 64, 128), steps=8000, batch_size=1024, lr=1e-3,
+                   eval_tokens=16_384, expansion=64, ks=(8, 16, 32, 64, 128), steps=8000, batch_size=1024, lr=1e-3,
                    inference_k_max_multiple=4, babel_rows=2048),
 )
 

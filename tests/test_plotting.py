@@ -440,6 +440,9 @@ def _figure_calls():
         "real_frontier_figure": lambda: plotting.real_frontier_figure(_real_frames()[0], _real_eleuther(), model_label="tiny"),
         "real_frontier_figure without EleutherAI": lambda: plotting.real_frontier_figure(_real_frames()[0]),
         "real_inference_figure": lambda: plotting.real_inference_figure(_real_frames()[1]),
+        "real_inference_training_figure": lambda: plotting.real_inference_training_figure(pd.DataFrame(
+            [dict(method=m, train_k=4, step=st, inference_k=j, l0=float(j), nmse=1 / (j + st)) for m in REAL for st in (5, 10, 20)
+             for j in (1, 2, 4, 8)])),
         "real_babel_figure": lambda: plotting.real_babel_figure(*_real_frames()[2:4]),
         "real_training_figure": lambda: plotting.real_training_figure(_real_frames()[4]),
         "recovery_figure": lambda: plotting.recovery_figure(pd.DataFrame(

@@ -229,3 +229,76 @@ def test_jumprelu_start__gives_about_m_k_active_latents_at_initialisation(tiny_c
     with torch.no_grad():
         l0 = float((sae.encode(x) != 0).sum(1).double().mean())
     assert l0 == pytest.approx(real_mp.JUMPRELU_START_L0_MULTIPLE * 2, rel=0.35)
+
+
+# ---- supplied activations and the scale's corpus ------------------------------------------------
+
+
+def test_supplied_activations__the_profile_runs_the_study_on_an_imported_cache(tmp_path, profile):
+    """``real.activations`` (``--set real.activations=<folder>``): the same study, on a cache made by
+    import_activations from a tensor, with nothing extracted; the data label and note say so."""
+    from sae_theory.data import import_activations
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(400, 12, generator=g) @ torch.randn(12, 12, generator=g)
+    imported = import_activations(rows, tmp_path / "clip", name="clip-like")
+    P = dataclasses.replace(profile, real=dataclasses.replace(profile.real, activations=str(imported.folder), eval_tokens=100))
+    cache = real_mp.activation_cache(P)
+    assert cache.folder == imported.folder and cache.d == 12 and cache.tokens == 400
+    model, layer, note = real_mp.resolve_model(P.real)
+    assert (model, layer) == ("user:clip-like", -1) and "supplied activations" in note
+    assert real_mp.data_label(P.real) == "user:clip-like (supplied activations)"
+    with pytest.raises(ValueError, match="nothing to extract"):
+        real_mp.activation_request(P.real)
+    fr = real_mp.frontier(P, progress=False)  # no cache passed: the profile's own, the imported one
+    assert len(fr) == len(real_mp.METHODS) * len(P.real.ks) and np.isfinite(fr[["r2", "fvu", "l0"]].to_numpy(float)).all()
+    # the runs are keyed by the imported rows (a content hash), not by any model
+    assert real_mp.data_key(cache, 100)["request"]["model"] == "user:clip-like"
+    # a folder that is not a cache is refused before anything runs
+    with pytest.raises(FileNotFoundError, match="not an activation cache"):
+        real_mp.activation_cache(dataclasses.replace(P, real=dataclasses.replace(P.real, activations=str(tmp_path))))
+
+
+def test_supplied_activations_and_corpus__reach_the_profile_through_overrides(tmp_path):
+    from sae_theory.profiles import apply_overrides, parse_overrides
+
+    P = apply_overrides(get_profile("quick"), parse_overrides(f"real.activations={tmp_path / 'cache'};real_gba.corpus={tmp_path / 'texts.txt'}"))
+    assert P.real.activations == str(tmp_path / "cache") and P.real.corpus == "gensim-wiki"
+    assert P.real_gba.corpus == str(tmp_path / "texts.txt") and P.real_gba.activations == ""
+    (tmp_path / "texts.txt").write_text("some text")
+    request = real_mp.activation_request(P.real_gba)
+    assert request.corpus == str(tmp_path / "texts.txt") and request.model == P.real_gba.model
+
+
+def test_scale_gap__states_width_batch_and_tokens_against_eleuther():
+    S = get_profile("quick").real
+    text = real_mp.scale_gap(S, 384, 97_952)
+    E = real_mp.ELEUTHER_SETUP
+    assert f"p = 64 x 576 = {64 * 576:,} latents" in text and f"batches of {2 ** 16:,} tokens" in text and "not stated" in text
+    assert f"p = {S.expansion} x 384 = {S.expansion * 384:,} latents" in text
+    assert f"{S.steps:,} steps of {S.batch_size:,} tokens = {S.steps * S.batch_size:,} tokens seen" in text and "97,952 distinct" in text
+    assert E["expansion"] == get_profile("full").real.expansion  # the full profile runs at EleutherAI's width
+
+
+def test_inference_over_training__every_snapshot_and_the_end_read_at_every_inference_k(tiny_cache, profile):
+    S = profile.real
+    assert real_mp.snapshot_steps(S.steps) == (7, 15, 22) and real_mp.snapshot_steps(3) == (1, 2) and real_mp.snapshot_steps(1) == ()
+    df = real_mp.inference_over_training(profile, cache=tiny_cache, progress=False)
+    k = S.ks[len(S.ks) // 2]
+    assert set(df.train_k) == {k} and set(df.method) == set(real_mp.METHODS)
+    assert sorted(df.step.unique()) == [*real_mp.snapshot_steps(S.steps), S.steps]
+    for (m, step), g in df.groupby(["method", "step"]):
+        assert list(g.inference_k) == real_mp.inference_ks(k, S.inference_k_max_multiple)
+        assert np.isfinite(g.nmse).all() and (g.l0 <= g.inference_k + 1e-9).all()
+        if m == "MP-SAE":  # Prop. C.2 at every point of training: the error never rises with the inference k
+            assert (np.diff(g.nmse.to_numpy()) <= 1e-6).all(), (step, g)
+    # the end of training is the trained model: the same reading as inference_sweep's
+    end = df[df.step == S.steps].set_index(["method", "inference_k"]).nmse
+    sweep = real_mp.inference_sweep(profile, cache=tiny_cache, progress=False)
+    ref = sweep[sweep.train_k == k].set_index(["method", "inference_k"]).nmse
+    pd.testing.assert_series_equal(end.sort_index(), ref.sort_index(), check_names=False)
+    # a snapshot is another model than the end (training moved it)
+    first = df[df.step == df.step.min()].set_index(["method", "inference_k"]).nmse
+    assert not np.allclose(first.sort_index().to_numpy(), end.sort_index().to_numpy())
+    with pytest.raises(ValueError, match="not among the profile's ks"):
+        real_mp.inference_over_training(profile, cache=tiny_cache, train_k=3, progress=False)

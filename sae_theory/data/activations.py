@@ -36,7 +36,8 @@ request alone.
 ``activations`` (rows, d) each, in ``dtype``). The manifest holds the request, the model's class
 and a sha256 of its weights (the state dict's bytes), d, the token count, and per shard its rows
 and float64 sums of x, x^2 and ||x||^2 (the normalisation statistics: mean, standard deviation and
-mean squared norm over all tokens). A shard is written to a temporary file and renamed, then the
+mean squared norm over all tokens), and ``corpus_exhausted``: whether the corpus ran out before
+``max_tokens`` (extraction then warns; the Wikipedia sample holds about 683,000 MiniLM tokens). A shard is written to a temporary file and renamed, then the
 manifest is replaced atomically; a kill leaves at most a shard that the manifest does not list,
 which the next call deletes before it continues from the last listed shard (the windows are cut
 the same way, so the resumed cache is the uninterrupted one). A folder whose manifest holds
@@ -52,6 +53,7 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -466,6 +468,7 @@ def extract_activations(request: ActivationRequest, folder: str | os.PathLike | 
         manifest["done"] = final
         if final:
             manifest["tokens"] = int(sum(s["rows"] for s in manifest["shards"]))
+            manifest["corpus_exhausted"] = manifest["tokens"] < request.max_tokens
         _write_json_atomic(path, manifest)
         buf, buf_rows = [], 0
 
@@ -511,6 +514,11 @@ def extract_activations(request: ActivationRequest, folder: str | os.PathLike | 
     finally:
         if hook is not None:
             hook.remove()
+    if manifest["corpus_exhausted"]:
+        warnings.warn(f"the corpus {request.corpus!r} ran out after {manifest['tokens']:,} of the {request.max_tokens:,} tokens asked "
+                      f"({request.model}, context {request.context}); the cache holds those {manifest['tokens']:,} (its manifest says "
+                      "corpus_exhausted). For more, extract from a larger corpus (a .txt file or folder: ActivationRequest(corpus=...), "
+                      "or --set real.corpus=... for the notebooks).", stacklevel=2)
     return ActivationCache(folder, manifest)
 
 

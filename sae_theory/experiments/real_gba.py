@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data.activations import ActivationCache, extract_activations
+from ..data.activations import ActivationCache
 from ..metrics import ActivationStats, fvu as _fvu, max_cosine_similarity, mse, plateaued, top_fraction
 from ..models.base import SAE
 from ..profiles import Profile, RealGBAScale
@@ -61,7 +61,7 @@ from ..training import GBAConfig
 from .cache import CachedRun, train_cached
 from .gba import REGIMES, tied_baseline_spec
 from .gba_readings import READINGS
-from .real_mp import activation_request, data_key, split
+from .real_mp import data_key, scale_cache, split
 from .specs import HookSpec, MethodSpec
 
 __all__ = ["FAMILIES", "PAPER_CONSISTENCY", "PAPER_SOURCE", "activation_cache", "consistency", "consistency_claim_values", "consistency_settled", "frontier", "frontier_claim_values", "frontier_summary", "method_spec", "neuron_claim_values", "neuron_diagnostics", "paper_consistency",
@@ -100,8 +100,9 @@ def paper_consistency() -> pd.DataFrame:
 
 
 def activation_cache(profile: Profile, *, progress: bool = False) -> ActivationCache:
-    """The profile's activation cache (``profile.real_gba``): extracted on first use, then opened."""
-    return extract_activations(activation_request(profile.real_gba), progress=progress)
+    """The profile's activation cache (``profile.real_gba``; :func:`~sae_theory.experiments.real_mp.scale_cache`):
+    ``real_gba.activations`` when set, else extracted on first use, then opened."""
+    return scale_cache(profile.real_gba, progress=progress)
 
 
 def method_spec(family: str, value, scale: RealGBAScale) -> MethodSpec:

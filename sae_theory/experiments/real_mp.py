@@ -68,13 +68,13 @@ from .._checks import check_int
 from ..data.activations import PACKAGED_MODELS, ActivationCache, ActivationRequest, extract_activations, open_cache
 from ..metrics import babel_coactive, effective_rank, fvu as _fvu, plateaued
 from ..models.base import SAE
-from ..profiles import Profile, RealDataScale
+from ..profiles import Profile, RealDataScale, RealScale
 from .cache import CachedRun, train_cached
 from .specs import HookSpec, MethodSpec
 
-__all__ = ["CONTROLLER_GAIN", "CONTROLLER_START", "ELEUTHER_SMOLLM2_FVU", "JUMPRELU_CONFIG", "JUMPRELU_START_L0_MULTIPLE", "JUMPRELU_START_ROWS", "METHODS", "OPTIMIZER", "activation_cache",
+__all__ = ["CONTROLLER_GAIN", "CONTROLLER_START", "ELEUTHER_SMOLLM2_FVU", "JUMPRELU_CONFIG", "JUMPRELU_START_L0_MULTIPLE", "JUMPRELU_START_ROWS", "ELEUTHER_SETUP", "METHODS", "OPTIMIZER", "activation_cache", "data_label", "scale_cache",
            "activation_request", "babel_scores", "data_key", "eleuther_table", "frontier", "frontier_margins", "gram_histogram", "inference_codes",
-           "inference_ks", "inference_sweep", "jumprelu_start", "method_spec", "r2_score", "resolve_model", "split", "trained", "training_curves"]
+           "inference_ks", "inference_over_training", "inference_sweep", "jumprelu_start", "method_spec", "r2_score", "resolve_model", "scale_gap", "snapshot_steps", "split", "trained", "training_curves"]
 
 METHODS = ("MP-SAE", "TopK", "BatchTopK", "ReLU", "JumpReLU")
 
@@ -113,6 +113,25 @@ ELEUTHER_SOURCE = ("EleutherAI (Shabalin & Paulo, July 2025): SmolLM2-135M, resi
                    "untied MP; FVU quoted from their blog post")
 
 
+#: What EleutherAI's table was trained on, as far as our sources state it (docs/papers.md#mp-sae-replications;
+#: the blog's text, EXACT): SmolLM2-135M (d = 576), width 64 d, batches of 2^16 tokens of Adam at 1e-3; the
+#: number of steps (so of tokens) is not stated (``None``).
+ELEUTHER_SETUP = dict(model="SmolLM2-135M", layer=10, place="resid_post", d=576, expansion=64, batch_tokens=2**16, steps=None)
+
+
+def scale_gap(scale: RealScale, d: int, train_tokens: int) -> str:
+    """One sentence on how our run differs in scale from EleutherAI's (:data:`ELEUTHER_SETUP`):
+    width, batch, tokens seen, with ``d`` and ``train_tokens`` those of our extraction."""
+    E = ELEUTHER_SETUP
+    seen = scale.steps * scale.batch_size
+    theirs = E["d"] * E["expansion"]
+    ours = d * scale.expansion
+    return (f"EleutherAI: p = {E['expansion']} x {E['d']} = {theirs:,} latents, batches of {E['batch_tokens']:,} tokens (the number of "
+            f"steps, so of tokens seen, is not stated in our sources); ours: p = {scale.expansion} x {d} = {ours:,} latents "
+            f"({ours / theirs:.2g}x their width), {scale.steps:,} steps of {scale.batch_size:,} tokens = {seen:,} tokens seen "
+            f"({seen / E['batch_tokens']:.2g} of their batches) over {train_tokens:,} distinct training tokens")
+
+
 def eleuther_table() -> pd.DataFrame:
     """:data:`ELEUTHER_SMOLLM2_FVU` as a frame (``k, method, fvu, source``)."""
     return pd.DataFrame(ELEUTHER_SMOLLM2_FVU).assign(source=ELEUTHER_SOURCE)
@@ -133,13 +152,18 @@ def _check_methods(methods) -> tuple[str, ...]:
 def resolve_model(scale: RealDataScale) -> tuple[str, int, str]:
     """``(model, layer, note)``: the scale's model when its package is installed (or it is not a
     packaged model), else its fallback, with ``note`` saying why (empty when the first choice is
-    used).
+    used). With ``scale.activations`` (supplied activations): the model and layer its manifest
+    names, and a note saying where they come from.
 
     Raises
     ------
     ModuleNotFoundError
         If the model's package is missing and the scale has no fallback.
     """
+    if scale.activations:
+        request = open_cache(scale.activations).manifest["request"]
+        return (str(request["model"]), int(request["layer"]),
+                f"supplied activations from {scale.activations} (not extracted here; the scale's model, layer, place and corpus are not used)")
     package = PACKAGED_MODELS.get(scale.model)
     if package is None or importlib.util.find_spec(package.replace("-", "_")) is not None:
         return scale.model, scale.layer, ""
@@ -151,15 +175,33 @@ def resolve_model(scale: RealDataScale) -> tuple[str, int, str]:
             f"{scale.fallback_model} layer {scale.fallback_layer} instead")
 
 
+def data_label(scale: RealDataScale) -> str:
+    """How figures and verdicts name the data: ``"<model> layer <l> (<place>)"`` for an
+    extraction, ``"<model> (supplied activations)"`` for ``scale.activations``."""
+    model, layer, _ = resolve_model(scale)
+    return f"{model} (supplied activations)" if scale.activations else f"{model} layer {layer} ({scale.place})"
+
+
 def activation_request(scale: RealDataScale) -> ActivationRequest:
     """The extraction the scale asks for (after :func:`resolve_model`)."""
+    if scale.activations:
+        raise ValueError(f"the scale supplies its activations ({scale.activations}); there is nothing to extract: "
+                         "use activation_cache(profile) or open_cache(folder).")
     model, layer, _ = resolve_model(scale)
-    return ActivationRequest(model=model, place=scale.place, layer=layer, max_tokens=scale.tokens)
+    return ActivationRequest(model=model, place=scale.place, layer=layer, max_tokens=scale.tokens, corpus=scale.corpus)
+
+
+def scale_cache(scale: RealDataScale, *, progress: bool = False) -> ActivationCache:
+    """The activations of ``scale``: ``scale.activations`` opened when set (a finished cache), else
+    the extraction of :func:`activation_request`, made on first use (minutes on a CPU), then opened."""
+    if scale.activations:
+        return open_cache(scale.activations)
+    return extract_activations(activation_request(scale), progress=progress)
 
 
 def activation_cache(profile: Profile, *, progress: bool = False) -> ActivationCache:
-    """The profile's activation cache: extracted on first use (minutes on a CPU), then opened."""
-    return extract_activations(activation_request(profile.real), progress=progress)
+    """The profile's activation cache (:func:`scale_cache` of ``profile.real``)."""
+    return scale_cache(profile.real, progress=progress)
 
 
 @functools.lru_cache(maxsize=1)  # the runs of one study share one split; a full-scale cache is GBs
@@ -256,7 +298,13 @@ def trained(method: str, k: int, profile: Profile, cache: ActivationCache) -> Ca
     theta = jumprelu_start(k, profile, cache) if method == "JumpReLU" else None
     return train_cached(method_spec(method, k, theta), lambda: split(cache, S.eval_tokens)[0], data_key=data_key(cache, S.eval_tokens),
                         d=cache.d, n_latents=S.expansion * cache.d, seed=seed + 1, run=run, device=profile.device, dtype=profile.dtype,
-                        summarize=summarize, input_norm=cache.normalisation("mp"))
+                        summarize=summarize, input_norm=cache.normalisation("mp"), snapshots=snapshot_steps(S.steps))
+
+
+def snapshot_steps(steps: int) -> tuple[int, ...]:
+    """The steps at which every run keeps its model (a quarter, half and three quarters of the way),
+    for the inference sweep over training (Fig 20's reading, :func:`inference_over_training`)."""
+    return tuple(sorted({s for s in (steps // 4, steps // 2, 3 * steps // 4) if 1 <= s < steps}))
 
 
 def _runs(profile: Profile, cache: ActivationCache | None, methods, ks, progress: bool, desc: str):
@@ -450,6 +498,41 @@ def inference_sweep(profile: Profile, *, cache: ActivationCache | None = None, m
             x_hat = _decode(sae, codes)
             rows.append(dict(method=method, train_k=k, inference_k=j, l0=_l0(codes), r2=r2_score(x, x_hat), nmse=_nmse(x, x_hat),
                              effective_rank=effective_rank(codes) if j in rank_at else math.nan))
+    return pd.DataFrame(rows)
+
+
+def inference_over_training(profile: Profile, *, cache: ActivationCache | None = None, methods=METHODS, train_k: int | None = None,
+                            progress: bool = True) -> pd.DataFrame:
+    """Fig 20's reading: the normalised error against the inference k, at several points of
+    training (:func:`snapshot_steps` and the end), for the runs of training k ``train_k`` (default:
+    the middle of ``ks``). The inference k and the codes are :func:`inference_sweep`'s (MP-SAE: k
+    pursuit steps; TopK: the top k; the others: the k largest of their own codes). The paper's Fig 20
+    keeps the k largest-magnitude latents of every code, MP-SAE's included; ours runs k pursuit steps,
+    the reading of its Fig 8. The paper's point: MP-SAE's error keeps falling beyond the training k
+    only after enough training.
+
+    Returns
+    -------
+    DataFrame with ``method, train_k, step, inference_k, l0, nmse``.
+    """
+    methods = _check_methods(methods)
+    S = profile.real
+    train_k = S.ks[len(S.ks) // 2] if train_k is None else train_k
+    if train_k not in S.ks:
+        raise ValueError(f"train_k={train_k} is not among the profile's ks {list(S.ks)}.")
+    rows = []
+    for method, k, run, cache in _runs(profile, cache, methods, (train_k,), progress, "over training"):
+        ks = inference_ks(k, S.inference_k_max_multiple)
+        for step in (*run.snapshots, run.steps):
+            sae = run.at(step)
+            x = _held_out(sae, cache, profile)
+            prefix = _mp_prefix_codes(sae, x, ks[-1]) if method == "MP-SAE" else None
+            for j in range(1, ks[-1] + 1):
+                codes = next(prefix) if prefix is not None else None
+                if j not in ks:
+                    continue
+                codes = codes if codes is not None else inference_codes(method, sae, x, j)
+                rows.append(dict(method=method, train_k=k, step=step, inference_k=j, l0=_l0(codes), nmse=_nmse(x, _decode(sae, codes))))
     return pd.DataFrame(rows)
 
 

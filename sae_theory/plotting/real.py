@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..models.registry import method_order
 from .core import panel_grid, shared_legend, hue_kwargs, method_colors, plain_log_axis, use_style
 
-__all__ = ["gba_real_consistency_figure", "gba_real_frontier_figure", "gba_real_neurons_figure", "real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_training_figure"]
+__all__ = ["gba_real_consistency_figure", "gba_real_frontier_figure", "gba_real_neurons_figure", "real_babel_figure", "real_frontier_figure", "real_inference_figure", "real_inference_training_figure", "real_training_figure"]
 
 
 def _method_handles(ax):
@@ -98,6 +98,36 @@ def real_inference_figure(sweep_df):
     handles.append(Line2D([], [], color="k", ls="--", lw=1))
     labels.append("the panel's training k")
     shared_legend(fig, handles, labels, title="method", spare=spare)
+    return fig
+
+
+def real_inference_training_figure(df):
+    """Fig 20's reading (``experiments.real_mp.inference_over_training``): normalised error against
+    the inference k, one panel per method, one line per point of training (light: early, dark: the
+    end), the training k dashed. MP-SAE's error should keep falling beyond the training k once
+    trained long enough; TopK's rises past it; the others flatten at their own L0."""
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+
+    use_style()
+    order = method_order(df["method"])
+    steps = sorted(df["step"].unique())
+    shades = dict(zip(steps, sns.color_palette("rocket_r", len(steps) + 1)[1:]))  # skip the palest shade
+    k = int(df["train_k"].iloc[0])
+    fig, axes, spare = panel_grid(len(order), ncols=3, panel_height=3.6)
+    for ax, method in zip(axes, order):
+        d = df[df["method"] == method]
+        for step in steps:
+            g = d[d["step"] == step].sort_values("inference_k")
+            ax.plot(g["inference_k"], g["nmse"], marker="o", ms=3, color=shades[step], lw=1.4)
+        ax.axvline(k, color="k", ls="--", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="inference k (log scale)", ylabel="normalised MSE (held out)", title=method)
+        plain_log_axis(ax, "x", [j for j in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if j <= d["inference_k"].max()])
+        plain_log_axis(ax, "y")
+    handles = [Line2D([], [], color=shades[s], marker="o", ms=3, lw=1.4) for s in steps] + [Line2D([], [], color="k", ls="--", lw=1)]
+    labels = [f"after {s:,} steps" for s in steps] + [f"training k = {k}"]
+    shared_legend(fig, handles, labels, title="point of training", spare=spare)
+    fig.suptitle(f"Fig 20 here: error against inference k along training (SAEs trained at k = {k})")
     return fig
 
 
