@@ -4,6 +4,7 @@ normalisations as part of the model."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 
@@ -78,23 +79,31 @@ def test_extract__mlp_out_is_the_blocks_mlp_output(tiny, corpus, tmp_path):
     torch.testing.assert_close(x[:10], first[1:11], rtol=1e-5, atol=1e-5)
 
 
-def test_extract__a_killed_run_resumes_to_the_uninterrupted_cache(tiny, corpus, tmp_path, monkeypatch):
-    whole = extract_activations(_req(corpus), tmp_path / "whole", model=tiny, progress=False)
+@contextlib.contextmanager
+def _killed_after_the_first_shard(monkeypatch):
+    """Inside: the second manifest write of an extraction never happens (a kill after the second
+    shard's rename, before the manifest lists it); the real writer is back on exit."""
     import sae_theory.data.activations as act
 
-    real = act._write_json_atomic
-    calls = {"n": 0}
+    real, calls = act._write_json_atomic, {"n": 0}
 
-    def dying(path, data):  # the second manifest write never happens: killed after the shard's rename
+    def dying(path, data):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
         real(path, data)
 
     monkeypatch.setattr(act, "_write_json_atomic", dying)
-    with pytest.raises(KeyboardInterrupt):
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(act, "_write_json_atomic", real)
+
+
+def test_extract__a_killed_run_resumes_to_the_uninterrupted_cache(tiny, corpus, tmp_path, monkeypatch):
+    whole = extract_activations(_req(corpus), tmp_path / "whole", model=tiny, progress=False)
+    with _killed_after_the_first_shard(monkeypatch), pytest.raises(KeyboardInterrupt):
         extract_activations(_req(corpus), tmp_path / "part", model=tiny, progress=False)
-    monkeypatch.setattr(act, "_write_json_atomic", real)
     part = json.loads((tmp_path / "part" / MANIFEST).read_text())
     assert not part["done"] and len(part["shards"]) == 1
     assert (tmp_path / "part" / "shard_00001.safetensors").exists()  # written, not listed: the next call deletes it
@@ -375,18 +384,8 @@ def test_minilm__a_few_sentences_deterministic_resumable_and_refused_when_anothe
     x = torch.cat(rows(a))
     assert float(x.abs().max()) < 8  # no [CLS] outlier: special tokens dropped
     # killed after a shard's rename, before the manifest listed it: the next call resumes to the same cache
-    real, calls = act._write_json_atomic, {"n": 0}
-
-    def dying(path, data):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        real(path, data)
-
-    monkeypatch.setattr(act, "_write_json_atomic", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with _killed_after_the_first_shard(monkeypatch), pytest.raises(KeyboardInterrupt):
         extract_activations(req, tmp_path / "killed", model=pair, progress=False)
-    monkeypatch.setattr(act, "_write_json_atomic", real)
     assert not json.loads((tmp_path / "killed" / MANIFEST).read_text())["done"]
     with pytest.warns(UserWarning, match="ran out"):
         resumed = extract_activations(req, tmp_path / "killed", model=pair, progress=False)

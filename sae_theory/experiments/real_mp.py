@@ -368,6 +368,16 @@ def _mp_prefix_codes(sae, x: Tensor, k_max: int):
         yield codes
 
 
+def _codes_at(method: str, sae: SAE, x: Tensor, ks: list[int]):
+    """``(k, codes)`` at every inference k of the increasing ``ks`` (:func:`inference_codes`;
+    MP-SAE's from one pursuit of ``max(ks)`` steps, read at each prefix)."""
+    prefix = _mp_prefix_codes(sae, x, ks[-1]) if method == "MP-SAE" else None
+    for j in range(1, ks[-1] + 1):
+        codes = next(prefix) if prefix is not None else None
+        if j in ks:
+            yield j, codes if codes is not None else inference_codes(method, sae, x, j)
+
+
 def _decode(sae: SAE, codes: Tensor) -> Tensor:
     with torch.no_grad(), sae.prepared_inputs():
         return sae.decode(codes)
@@ -489,12 +499,7 @@ def inference_sweep(profile: Profile, *, cache: ActivationCache | None = None, m
         x = _held_out(sae, cache, profile)
         ks = inference_ks(k, S.inference_k_max_multiple)
         rank_at = {j for j in ks if j & (j - 1) == 0 or j == k} if k == rank_k else set()
-        prefix = _mp_prefix_codes(sae, x, ks[-1]) if method == "MP-SAE" else None
-        for j in range(1, ks[-1] + 1):
-            codes = next(prefix) if prefix is not None else None
-            if j not in ks:
-                continue
-            codes = codes if codes is not None else inference_codes(method, sae, x, j)
+        for j, codes in _codes_at(method, sae, x, ks):
             x_hat = _decode(sae, codes)
             rows.append(dict(method=method, train_k=k, inference_k=j, l0=_l0(codes), r2=r2_score(x, x_hat), nmse=_nmse(x, x_hat),
                              effective_rank=effective_rank(codes) if j in rank_at else math.nan))
@@ -526,12 +531,7 @@ def inference_over_training(profile: Profile, *, cache: ActivationCache | None =
         for step in (*run.snapshots, run.steps):
             sae = run.at(step)
             x = _held_out(sae, cache, profile)
-            prefix = _mp_prefix_codes(sae, x, ks[-1]) if method == "MP-SAE" else None
-            for j in range(1, ks[-1] + 1):
-                codes = next(prefix) if prefix is not None else None
-                if j not in ks:
-                    continue
-                codes = codes if codes is not None else inference_codes(method, sae, x, j)
+            for j, codes in _codes_at(method, sae, x, ks):
                 rows.append(dict(method=method, train_k=k, step=step, inference_k=j, l0=_l0(codes), nmse=_nmse(x, _decode(sae, codes))))
     return pd.DataFrame(rows)
 
