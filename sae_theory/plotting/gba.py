@@ -301,11 +301,13 @@ def deployed_readings_figure(df):
         curves, final = d[~d["final"]], d[d["final"]]
         first_seed = curves["seed"].iloc[0] if len(curves) else None  # the legend names the runs of one seed
         n_seeds = final["seed"].nunique()
+        # each (reading, method) named once, TopK by every seed's K: the loss and scatter legends and the bar labels
+        names = {(r, m): name(m, ks(g["k"])) for (r, m), g in final.groupby(["reading", "method"], sort=False)}
         for (reading, method, seed), g in curves.groupby(["reading", "method", "seed"], sort=False):  # one line per run
             g = g.sort_values("step")
             row[0].plot(g["step"], g["loss"], style[method][0], color=colors[reading], lw=1.2,
                         label=None if seed != first_seed else f"GBA ({reading})" if method == "GBA"
-                        else f"{name(method, ks(final[(final['reading'] == reading) & (final['method'] == method)]['k']))} (matched to {reading})")
+                        else f"{names[reading, method]} (matched to {reading})")
         row[0].set(xlabel="training step", ylabel="training loss", yscale="log",
                    title=f"{data}: training loss (solid: GBA; dashed: TopK untied, dotted: tied, at its L0)")
         row[0].title.set_fontsize(9)
@@ -315,7 +317,7 @@ def deployed_readings_figure(df):
             for method in ("TopK", "Tied TopK"):
                 t = final[(final["reading"] == reading) & (final["method"] == method)]
                 if len(t):
-                    row[1].scatter(t["l0"], t["fvu"], marker=style[method][1], color=colors[reading], label=name(method, ks(t["k"])))
+                    row[1].scatter(t["l0"], t["fvu"], marker=style[method][1], color=colors[reading], label=names[reading, method])
                     row[1].plot([g["l0"].mean(), t["l0"].mean()], [g["fvu"].mean(), t["fvu"].mean()], ":", color=colors[reading], lw=0.8)
         row[1].set(xlabel="held-out L0 (active latents per input)", ylabel="held-out FVU",
                    title=f"{data}: reconstruction at matched L0 (x: TopK untied, ^: tied)")
@@ -323,11 +325,9 @@ def deployed_readings_figure(df):
         row[1].legend(fontsize=6, ncol=2)
         # one bar pair per (reading, method): the mean over seeds, the range over seeds as an error bar
         bars = final.groupby(["reading", "method"], sort=False).agg(
-            ks=("k", ks),
             frr_08=("frr_08", "mean"), lo_08=("frr_08", "min"), hi_08=("frr_08", "max"),
             frr_09=("frr_09", "mean"), lo_09=("frr_09", "min"), hi_09=("frr_09", "max")).reset_index()
-        labels = ["GBA" if m == "GBA" else f"{m} K={ks}" for m, ks in zip(bars["method"], bars["ks"])]
-        labels = [f"{lab}\n({r})" for lab, r in zip(labels, bars["reading"])]
+        labels = [f"{names[r, m]}\n({r})" for r, m in zip(bars["reading"], bars["method"])]
         x = np.arange(len(bars))
         bar_colors = [colors[r] for r in bars["reading"]]
         hatches = [style[m][2] for m in bars["method"]]
