@@ -170,6 +170,11 @@ class MPScale:
     """SAE widths of that study as fractions of n: 1 (as wide as the truth: a perfect dictionary is a
     permutation of it) and 1/4 (SynthSAEBench-16k's recommended 4,096 latents for its 16,384 features:
     the SAE is narrower than the truth and covers its most frequent features)."""
+    superposition_noise: tuple[float, ...] = (0.1, 0.3)
+    """Additive noise levels nu > 0 of :func:`sae_theory.experiments.mp.noisy_superposition_recovery`: the same
+    Zipf data with Gaussian noise of covariance (nu^2 / d) I added to every unit-norm row, so the noise norm is
+    about nu times the signal's (nu = 0.1: 1% of the energy; 0.3: 8%). Not in SynthSAEBench, whose data carry
+    no additive noise; the levels are ours."""
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,91 @@ def test_superposition_recovery__zipf_data_at_each_ratio_both_readings(profile):
     assert decoder_mcc(model.features.double(), model.features.double()) == pytest.approx(1.0)
 
 
+def test_noisy_superposition_recovery__noise_levels_at_the_narrow_width_and_the_clean_runs_shared(profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAE_THEORY_CACHE", str(tmp_path))  # a fresh run cache: the clean runs are trained once, here
+    P = dataclasses.replace(profile, mp=dataclasses.replace(TINY, superposition_ratios=(2, 4), steps=200, zipf_max_frequency=0.5,
+                                                              superposition_noise=(0.1, 0.3)))
+    sup = mp.superposition_recovery(P, progress=False)
+    trained = sorted(p.name for p in tmp_path.iterdir())
+    df = mp.noisy_superposition_recovery(P, progress=False)
+    assert list(df.columns) == list(sup.columns) + ["noise", "fvu_signal"]
+    assert set(df.width) == {0.25} and set(df.noise) == {0.0, 0.1, 0.3} and len(df) == 3 * 2 * 2 * 2
+    # noise 0: the narrow runs of superposition_recovery, read on the same held-out rows (same numbers), and the
+    # clean rows are the input, so the two FVU readings agree
+    clean = df[df.noise == 0].drop(columns=["noise", "fvu_signal"]).reset_index(drop=True)
+    assert clean.equals(sup[sup.width == 0.25].reset_index(drop=True))
+    assert (df[df.noise == 0].fvu == df[df.noise == 0].fvu_signal).all()
+    # the noisy runs are new cache entries (their data key names the noise); the clean ones were found in the cache
+    new = set(p.name for p in tmp_path.iterdir()) - set(trained)
+    assert len(new) == 2 * 2 * 2  # 2 levels x 2 ratios x 2 methods, one seed
+    noisy = df[df.noise > 0]
+    assert (noisy.fvu != noisy.fvu_signal).all() and noisy[["fvu", "fvu_signal", "mcc_matched"]].notna().all().all()
+    # the training rows carry the noise too: same seeds and initialisation, so only the data can move the dictionary
+    key = ["method", "ratio", "seed", "step"]
+    for nu in (0.1, 0.3):
+        at = df[df.noise == nu].set_index(key).mcc_matched
+        assert (at != df[df.noise == 0].set_index(key).mcc_matched.loc[at.index]).all(), nu
+    # at the end of training the noisier input is harder to reconstruct, for both methods at both ratios
+    end = df[df.step == 200].groupby(["method", "ratio", "noise"]).fvu.mean().unstack("noise")
+    assert (end[0.3] > end[0.0]).all(), end
+    # a rerun: the same frame from the cache
+    assert df.equals(mp.noisy_superposition_recovery(P, progress=False))
+
+
+def test_with_noise__covariance_nu2_over_d_and_zero_noise_is_the_input():
+    X = torch.zeros(20_000, 16, dtype=torch.float64)
+    Y = mp._with_noise(X, 0.3, torch.Generator().manual_seed(0))
+    # E ||eps||^2 = nu^2 and the coordinates' variance nu^2 / d; 20,000 rows: relative errors ~ 1 / sqrt(20,000 x 16) and 1 / sqrt(20,000)
+    assert float((Y ** 2).sum(1).mean()) == pytest.approx(0.09, rel=0.01)
+    assert float(Y.var(0).max()) == pytest.approx(0.09 / 16, rel=0.05) and float(Y.mean(0).abs().max()) < 5 * (0.09 / 16 / 20_000) ** 0.5
+    assert mp._with_noise(X, 0.0, torch.Generator().manual_seed(0)) is X
+
+
+@pytest.mark.parametrize("levels", [(), (0.0,), (-0.1,), (float("nan"),), (0.1, float("inf")), (True,)])
+def test_noisy_superposition_recovery__refuses_levels_that_are_not_positive_numbers(profile, levels):
+    P = dataclasses.replace(profile, mp=dataclasses.replace(TINY, superposition_noise=levels))
+    with pytest.raises(ValueError, match="superposition_noise"):
+        mp.noisy_superposition_recovery(P, progress=False)
+
+
+def test_noisy_superposition_claim_values__per_level_and_ratio_and_the_verdict():
+    import pandas as pd
+
+    from sae_theory import claims
+
+    def frame(mp_mcc):  # MP-SAE reconstructs better everywhere; its matched MCC per (noise, ratio) as given; TopK's 0.8
+        return pd.DataFrame([dict(method=m, ratio=r, n=16 * r, width=0.25, seed=s, step=st, noise=nu,
+                                  fvu=0.2 if m == "MP-SAE" else 0.3, fvu_signal=0.25 if m == "MP-SAE" else 0.3, nmse=0.1, l0=4.0,
+                                  frr_08=1.0, frr_09=0.9, mcc=0.2, mcc_matched=mp_mcc.get((nu, r), 0.7) if m == "MP-SAE" else 0.8)
+                             for nu in (0.0, 0.1, 0.3) for r in (4, 16) for m in ("MP-SAE", "TopK") for s in (0, 1) for st in (10, 20)])
+
+    claim = claims.CLAIMS["mp.synth.noisy_superposition"]
+    v = mp.noisy_superposition_claim_values(frame({}))
+    assert v["cells"] == 4 and v["cells_holding"] == 4 and v["noise_levels"] == 2 and v["width"] == 0.25
+    assert v["ratios"] == 2 and v["clean_holding"] == 2 and v["converged"] is True
+    assert v["mp_fvu_nu0.1_r4"] == 0.2 and v["topk_mcc_nu0.3_r16"] == 0.8 and v["mp_fvu_signal_nu0.3_r4"] == 0.25
+    status, reason = claims.evaluate(claim, v)
+    assert status == "reproduces" and "noise 0.1, n/d = 4: FVU MP-SAE 0.200, TopK 0.300 (against the clean rows 0.250, 0.300)" in reason
+    assert "4 of 4" in reason and "without noise: at 2 of 2" in reason
+    assert claims.evaluate(claim, mp.noisy_superposition_claim_values(frame({(0.3, 4): 0.79, (0.3, 16): 0.79})))[0] == "partly"
+    nowhere = {(nu, r): 0.79 for nu in (0.1, 0.3) for r in (4, 16)}  # within 0.02 of TopK at every noisy cell
+    assert claims.evaluate(claim, mp.noisy_superposition_claim_values(frame(nowhere)))[0] == "does not reproduce"
+    moving = frame(nowhere)
+    moving.loc[(moving.method == "TopK") & (moving.step == 10) & (moving.noise == 0.1), "mcc_matched"] = 0.5
+    mv = mp.noisy_superposition_claim_values(moving)
+    assert mv["converged"] is False and claims.evaluate(claim, mv)[0] == "not converged"
+    # noise 0 does not enter the rule or the convergence: a clean cell still moving changes neither
+    still = frame({})
+    still.loc[(still.noise == 0) & (still.step == 10), "mcc_matched"] = 0.1
+    assert mp.noisy_superposition_claim_values(still)["converged"] is True
+    with pytest.raises(ValueError, match="noise"):
+        mp.noisy_superposition_claim_values(frame({}).drop(columns="noise"))
+    with pytest.raises(ValueError, match="no noise level"):
+        mp.noisy_superposition_claim_values(frame({}).query("noise == 0"))
+    with pytest.raises(ValueError, match="widths"):
+        mp.noisy_superposition_claim_values(pd.concat([frame({}), frame({}).assign(width=1.0)]))
+
+
 def test_superposition_claim_values__per_ratio_and_the_verdict_as_a_function_of_it():
     import pandas as pd
 

@@ -455,6 +455,7 @@ def _figure_calls():
             [dict(method=m, ratio=r, n=16 * r, width=w, n_latents=int(16 * r * w), k=4 if w == 1 else 3, seed=sd, step=st, fvu=0.1 / st,
                   nmse=0.1, l0=4.0, frr_08=1.0, frr_09=0.9, mcc=0.9 * w, mcc_matched=0.9)
              for r in (4, 16) for w in (1.0, 0.25) for m in ("MP-SAE", "TopK") for sd in (0, 1) for st in (10, 20)])),
+        "noisy_superposition_figure": lambda: plotting.noisy_superposition_figure(_noisy_frame()),
         "gba_real_frontier_figure": lambda: plotting.gba_real_frontier_figure(*_gba_real_frames()[:2], model_label="tiny", paper_note="p"),
         "gba_real_frontier_figure without curves": lambda: plotting.gba_real_frontier_figure(_gba_real_frames()[0]),
         "gba_real_consistency_figure": lambda: plotting.gba_real_consistency_figure(_gba_real_frames()[2]),
@@ -677,6 +678,32 @@ def test_superposition_figure__narrow_panels_plot_the_mcc_over_the_matched_pairs
         assert ys(wide) == {0.9} and ys(narrow) == {0.9}  # wide: mcc = 0.9 * 1; narrow: mcc_matched, not mcc = 0.225
         assert "matched pairs" in narrow.get_ylabel() and "matched" not in wide.get_ylabel()
         assert "16 latents, k = 3" in narrow.get_title() and "64 latents, k = 4" in wide.get_title()
+    finally:
+        plt.close(fig)
+
+
+def _noisy_frame():
+    return pd.DataFrame([dict(method=m, ratio=r, n=16 * r, width=0.25, n_latents=4 * r, k=3, seed=sd, step=st, noise=nu,
+                              fvu=0.3 + nu + 0.01 * sd, fvu_signal=0.3 + nu / 2, nmse=0.1, l0=3.0, frr_08=1.0, frr_09=0.9, mcc=0.2,
+                              mcc_matched=(0.8 if m == "MP-SAE" else 0.9) - 0.01 * sd)
+                         for r in (4, 16) for nu in (0.0, 0.1, 0.3) for m in ("MP-SAE", "TopK") for sd in (0, 1) for st in (10, 20)])
+
+
+def test_noisy_superposition_figure__means_and_seed_ranges_against_noise_with_the_rules_margin():
+    fig = plotting.noisy_superposition_figure(_noisy_frame())
+    try:
+        fvu, mcc = fig.axes[0], fig.axes[2]  # rows: FVU, MCC; a column per ratio
+        # FVU on the noisy rows (solid) and against the clean rows (dashed), per method: 4 curves
+        curves = {c.get_label(): c.lines[0] for c in fvu.containers}  # errorbar containers: the data line, then the whiskers
+        assert len(curves) == 4 and {l.get_linestyle() for l in curves.values()} == {"-", "--"}
+        mp_noisy = curves["MP-SAE: on the noisy rows"]
+        assert list(mp_noisy.get_xdata()) == [0.0, 0.1, 0.3] and list(mp_noisy.get_ydata()) == pytest.approx([0.305, 0.405, 0.605])
+        assert list(curves["TopK: against the clean rows"].get_ydata()) == pytest.approx([0.3, 0.35, 0.45])
+        # the rule's margin, TopK's mean MCC - 0.02, dotted: (0.9 + 0.89) / 2 - 0.02
+        margin = next(l for l in mcc.get_lines() if "margin" in l.get_label())
+        assert margin.get_linestyle() == ":" and list(margin.get_ydata()) == pytest.approx([0.875] * 3)
+        assert "matched pairs" in mcc.get_ylabel() and "noise" in mcc.get_xlabel() and "FVU" in fvu.get_ylabel()
+        assert "16 latents, k = 3" in fvu.get_title()
     finally:
         plt.close(fig)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 
 import pandas as pd
 import torch
@@ -480,18 +481,40 @@ def superposition_recovery(profile: Profile, *, methods: tuple[str, ...] = SUPER
     ValueError
         A width of ``profile.mp.superposition_widths`` is not in (0, 1].
     """
-    from ..metrics import decoder_mcc, feature_recovery_rate
-
     for method in methods:
         _check_method(method)
     S = profile.mp
+    _check_widths(S)
+    frame = pd.DataFrame(_superposition_rows(profile, methods, S.superposition_widths, (0.0,), progress, "superposition"))
+    return frame.drop(columns=["noise", "fvu_signal"])
+
+
+def _check_widths(S: MPScale) -> None:
     bad = [w for w in S.superposition_widths if not (isinstance(w, (int, float)) and 0 < w <= 1)]
     if bad or not S.superposition_widths:
         raise ValueError(f"profile.mp.superposition_widths must be fractions of n in (0, 1], got {S.superposition_widths}; "
                          "e.g. (1.0, 0.25).")
+
+
+def _with_noise(X: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """X plus Gaussian noise of covariance (noise^2 / d) I (X itself when noise is 0)."""
+    if noise == 0:
+        return X
+    eps = torch.randn(X.shape, generator=generator, device=X.device, dtype=X.dtype)
+    return X + eps.mul_(noise / X.shape[1] ** 0.5)
+
+
+def _superposition_rows(profile: Profile, methods, widths, noises, progress: bool, desc: str):
+    """The runs and readings of :func:`superposition_recovery` and :func:`noisy_superposition_recovery`:
+    for every (ratio, seed), noise level, width and method, one row half-way and one at the end. The
+    data key of a noise-free run carries no noise field, so those runs are the same cache entries
+    whichever of the two studies trains them first."""
+    from ..metrics import decoder_mcc, feature_recovery_rate
+
+    S = profile.mp
     rows = []
     cells = [(r, seed) for r in S.superposition_ratios for seed in profile.seeds]
-    for ratio, seed in tqdm(cells, desc="superposition", disable=not progress):
+    for ratio, seed in tqdm(cells, desc=desc, disable=not progress):
         n = ratio * S.d
         model = _zipf_feature_model(S, n, seed, profile.device, profile.dtype)
         V = model.features.detach().to(torch.float64).cpu()
@@ -499,33 +522,83 @@ def superposition_recovery(profile: Profile, *, methods: tuple[str, ...] = SUPER
         X_eval, _ = model.sample(N_EVAL, eval_generator(seed, profile.device, stream=ratio), h_layout="sparse")
         X_eval = X_eval[X_eval.norm(dim=1) > 0]  # rows with no active feature (about e^-mean_support of them): nothing to read
         unit_rows_(X_eval)
+        for noise in noises:
+            # the held-out rows' noise: one draw per (ratio, seed) scaled by each level, on a held-out stream of its own
+            X_in = _with_noise(X_eval, noise, eval_generator(seed, profile.device, stream=_NOISE_EVAL_STREAM))
 
-        def data(model=model, seed=seed):
-            X, _ = model.sample(S.n_samples, torch.Generator(device=profile.device).manual_seed(seed), h_layout="sparse")
-            unit_rows_(X)
-            return X
+            def data(model=model, seed=seed, noise=noise):
+                X, _ = model.sample(S.n_samples, torch.Generator(device=profile.device).manual_seed(seed), h_layout="sparse")
+                unit_rows_(X)
+                return _with_noise(X, noise, torch.Generator(device=profile.device).manual_seed(_NOISE_SEED_OFFSET + seed))
 
-        data_key = dict(model="SparseFeatureModel", law="Zipf", n=n, d=S.d, exponent=model.support.exponent,
-                        mean_support=S.zipf_mean_support, coefficients=repr(SUPERPOSITION_COEFFICIENTS), seed=seed,
-                        rows=S.n_samples, sample_seed=seed, unit_rows=True)
-        for width, method in itertools.product(S.superposition_widths, methods):
-            M = max(1, round(width * n))
-            k = max(1, round(float(freq[:M].sum())))  # the true mean L0 of the M most frequent features
-            run = train_cached(method_spec(method, k, LEARNING_RATES[method]), data, data_key=data_key, d=S.d, n_latents=M,
-                               seed=seed + 1, run=dict(steps=S.steps, batch_size=S.batch_size, seed=seed, progress=False),
-                               device=profile.device, dtype=profile.dtype, snapshots=(S.steps // 2,))
-            for step in (S.steps // 2, S.steps):
-                sae = run.at(step)
-                with torch.no_grad():
-                    codes = sae.encode(X_eval)
-                    x_hat = sae.decode(codes)
-                D = sae.dictionary.detach().to(torch.float64).cpu()
-                rows.append(dict(method=method, ratio=ratio, n=n, width=float(width), n_latents=M, k=k, seed=seed, step=step,
-                                 fvu=_fvu(X_eval, x_hat), nmse=_nmse(X_eval, x_hat),
-                                 l0=float((codes != 0).sum(1).to(torch.float64).mean()), frr_08=feature_recovery_rate(D, V, 0.8),
-                                 frr_09=feature_recovery_rate(D, V, 0.9), mcc=decoder_mcc(D, V),
-                                 mcc_matched=decoder_mcc(D, V, mean_over="matched")))
-    return pd.DataFrame(rows)
+            data_key = dict(model="SparseFeatureModel", law="Zipf", n=n, d=S.d, exponent=model.support.exponent,
+                            mean_support=S.zipf_mean_support, coefficients=repr(SUPERPOSITION_COEFFICIENTS), seed=seed,
+                            rows=S.n_samples, sample_seed=seed, unit_rows=True)
+            if noise:
+                data_key.update(noise=float(noise), noise_law="gaussian, covariance noise^2 / d I, after unit_rows",
+                                noise_seed=_NOISE_SEED_OFFSET + seed)
+            for width, method in itertools.product(widths, methods):
+                M = max(1, round(width * n))
+                k = max(1, round(float(freq[:M].sum())))  # the true mean L0 of the M most frequent features
+                run = train_cached(method_spec(method, k, LEARNING_RATES[method]), data, data_key=data_key, d=S.d, n_latents=M,
+                                   seed=seed + 1, run=dict(steps=S.steps, batch_size=S.batch_size, seed=seed, progress=False),
+                                   device=profile.device, dtype=profile.dtype, snapshots=(S.steps // 2,))
+                for step in (S.steps // 2, S.steps):
+                    sae = run.at(step)
+                    with torch.no_grad():
+                        codes = sae.encode(X_in)
+                        x_hat = sae.decode(codes)
+                    D = sae.dictionary.detach().to(torch.float64).cpu()
+                    rows.append(dict(method=method, ratio=ratio, n=n, width=float(width), n_latents=M, k=k, seed=seed, step=step,
+                                     fvu=_fvu(X_in, x_hat), nmse=_nmse(X_in, x_hat),
+                                     l0=float((codes != 0).sum(1).to(torch.float64).mean()), frr_08=feature_recovery_rate(D, V, 0.8),
+                                     frr_09=feature_recovery_rate(D, V, 0.9), mcc=decoder_mcc(D, V),
+                                     mcc_matched=decoder_mcc(D, V, mean_over="matched"), noise=float(noise),
+                                     fvu_signal=_fvu(X_eval, x_hat)))
+    return rows
+
+
+#: The additive noise of :func:`noisy_superposition_recovery`: the training rows' noise is drawn with
+#: seed ``_NOISE_SEED_OFFSET + seed`` (apart from the data's seed and the SAEs' seed + 1), the held-out
+#: rows' on eval stream ``_NOISE_EVAL_STREAM`` (the other held-out streams of this module are the row
+#: sparsities and the ratios n / d, all below it).
+_NOISE_SEED_OFFSET = 7_000
+_NOISE_EVAL_STREAM = 99
+
+
+def noisy_superposition_recovery(profile: Profile, *, methods: tuple[str, ...] = SUPERPOSITION_METHODS,
+                                 progress: bool = True) -> pd.DataFrame:
+    """:func:`superposition_recovery` at SynthSAEBench's width with small additive noise (issue 14's
+    "n > d with small noise"; SynthSAEBench's data carry none, so the levels are ours).
+
+    The same Zipf data, ratios, seeds, methods, k and training, at the narrowest width of
+    ``profile.mp.superposition_widths`` (1/4 by default: SynthSAEBench's), with noise level 0 (the
+    runs :func:`superposition_recovery` trains, found in the run cache when it ran first) and every
+    level nu of ``profile.mp.superposition_noise``: each unit-norm training and held-out row gets
+    Gaussian noise of covariance (nu^2 / d) I, drawn once (the training set is fixed, as everywhere
+    in this module). Read half-way and at the end on the noisy held-out rows (``fvu``, ``nmse``:
+    what an SAE user measures) and against their clean signal (``fvu_signal``: FVU of the
+    reconstruction of the noisy row against the noise-free row, so fitting the noise raises it).
+
+    Returns
+    -------
+    DataFrame with the columns of :func:`superposition_recovery` plus ``noise`` and ``fvu_signal``.
+
+    Raises
+    ------
+    ValueError
+        A noise level is not a finite number > 0, or a width is not in (0, 1].
+    """
+    for method in methods:
+        _check_method(method)
+    S = profile.mp
+    _check_widths(S)
+    levels = tuple(S.superposition_noise)
+    if not levels or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in levels):
+        raise ValueError(f"profile.mp.superposition_noise must be finite noise levels > 0 (noise norm over signal norm), "
+                         f"got {S.superposition_noise}; e.g. (0.1, 0.3).")
+    return pd.DataFrame(_superposition_rows(profile, methods, (min(S.superposition_widths),), (0.0, *levels), progress,
+                                            "noisy superposition"))
 
 
 def superposition_claim_values(df: pd.DataFrame) -> dict:
@@ -576,3 +649,58 @@ def superposition_claim_values(df: pd.DataFrame) -> dict:
         values.update(narrow_width=float(w), narrow_ratios_holding=n_holding,
                       **{f"{key}_n{r}": value for r, v in narrow.items() for key, value in v.items()}, **spread)
     return dict(values, converged=bool(converged))
+
+
+def noisy_superposition_claim_values(df: pd.DataFrame) -> dict:
+    """The values ``claims`` rule ``mp.synth.noisy_superposition`` reads, from
+    :func:`noisy_superposition_recovery`.
+
+    For every noise level nu > 0 and ratio r, at the end of training (means over seeds):
+    ``mp_fvu_nu<nu>_r<r>``, ``topk_fvu_...`` (held-out FVU on the noisy rows), ``mp_mcc_...``,
+    ``topk_mcc_...`` (decoder MCC over the matched pairs, SynthSAEBench's reading) and
+    ``mp_fvu_signal_...``, ``topk_fvu_signal_...`` (FVU against the clean rows); ``cells`` and
+    ``cells_holding``, the number of (nu, r) and of those where MP-SAE's FVU is below TopK's while
+    its MCC is more than 0.02 below (the rule of ``mp.synth.reconstruction_not_recovery``);
+    ``noise_levels``, ``width``; ``clean_holding`` and ``ratios``, the same count at noise 0 when
+    the frame has it. ``converged``: every noisy run's MCC moved by at most 0.03 and its FVU by at
+    most 10% from half-way to the end (:func:`recovery_claim_values`)."""
+    if df.empty or "noise" not in df.columns:
+        raise ValueError("the frame is not from noisy_superposition_recovery (empty or without a 'noise' column).")
+    levels = sorted(v for v in df.noise.unique() if v > 0)
+    if not levels:
+        raise ValueError("the noisy superposition frame has no noise level > 0.")
+    widths = sorted(df.width.unique())
+    if len(widths) != 1:
+        raise ValueError(f"the noisy superposition frame mixes SAE widths {widths}; it reads one width.")
+    values, holding, converged = {}, 0, True
+    for nu in levels:
+        for r in sorted(df.ratio.unique()):
+            at = df[(df.noise == nu) & (df.ratio == r)]
+            vals = recovery_claim_values(at.assign(mcc=at.mcc_matched))
+            signal = at[at.step == at.step.max()].groupby("method").fvu_signal.mean()
+            tag = f"nu{nu:g}_r{int(r)}"
+            values.update({f"{key}_{tag}": vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")},
+                          **{f"mp_fvu_signal_{tag}": float(signal["MP-SAE"]), f"topk_fvu_signal_{tag}": float(signal["TopK"])})
+            holding += vals["mp_fvu"] < vals["topk_fvu"] and vals["mp_mcc"] < vals["topk_mcc"] - 0.02
+            converged &= vals["converged"]
+    values.update(noise_levels=len(levels), cells=len(levels) * df.ratio.nunique(), cells_holding=int(holding), width=float(widths[0]))
+    clean = df[df.noise == 0]
+    if not clean.empty:
+        ok = 0
+        for r in sorted(clean.ratio.unique()):
+            at = clean[clean.ratio == r]
+            vals = recovery_claim_values(at.assign(mcc=at.mcc_matched))
+            ok += vals["mp_fvu"] < vals["topk_fvu"] and vals["mp_mcc"] < vals["topk_mcc"] - 0.02
+        values.update(ratios=int(clean.ratio.nunique()), clean_holding=int(ok))
+    return dict(values, converged=bool(converged))
+
+
+def noisy_superposition_conditions(profile: Profile, df: pd.DataFrame) -> str:
+    """The conditions notebook 05 records with ``mp.synth.noisy_superposition`` (one place, so a
+    verdict recorded outside the notebook at the same profile carries the same words)."""
+    S = profile.mp
+    w = min(S.superposition_widths)
+    return (f"profile {profile.name}: the Zipf data of mp.synth.zipf_superposition (d = {S.d}, n/d = "
+            f"{', '.join(map(str, S.superposition_ratios))}) at SAE width {w:g} n (k = {', '.join(str(k) for k in sorted(df.k.unique()))}), "
+            f"{S.steps} steps, seeds {list(profile.seeds)}; each unit-norm row plus Gaussian noise of covariance (nu^2 / d) I at nu = "
+            f"{', '.join(f'{v:g}' for v in S.superposition_noise)} (ours: SynthSAEBench's data carry no additive noise); TopK, not BatchTopK")

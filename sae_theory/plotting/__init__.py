@@ -44,7 +44,7 @@ from .core import (
 from .feature_model import band_figure, conditions_figure, feature_frequency_figure, h3_sample_size_figure
 from .gba import deployed_readings_figure, resonance_figure, topk_convergence_figure, toy_controls_figure, toy_figure, toy_sensitivity_figure
 from .hierarchy import cross_paper_figure, hierarchy_figure, hierarchy_heatmaps, steps_sweep_figure, training_curves_figure
-from .mp import adaptive_sparsity_figure, mp_theory_figure, recovery_figure, superposition_figure
+from .mp import adaptive_sparsity_figure, mp_theory_figure, noisy_superposition_figure, recovery_figure, superposition_figure
 from .real import gba_real_consistency_figure, gba_real_frontier_figure, gba_real_neurons_figure, real_babel_figure, real_frontier_figure, real_inference_figure, real_inference_training_figure, real_training_figure
 
 # every public name of the submodules, in their order (each module's __all__ is tested against its definitions)
