@@ -564,6 +564,12 @@ def _judge_noisy_superposition(m):
     text += f"; both halves hold at {m['cells_holding']:.0f} of {m['cells']:.0f} (noise, n/d) cells"
     if "clean_holding" in m:
         text += f" (without noise: at {m['clean_holding']:.0f} of {m['ratios']:.0f} ratios)"
+    overlap = [t for t in cells if f"mp_fvu_max_{t}" in m and m[f"mp_fvu_max_{t}"] >= m[f"topk_fvu_min_{t}"]]
+    if overlap:  # recorded with the seeds' spread: say where the FVU half rests on the means only
+        text += (" (in the means over seeds; the seeds' FVU overlap at " + ", ".join(f"noise {t[2:].split('_r')[0]}, n/d = {t.split('_r')[1]}"
+                                                                                for t in overlap)
+                 + ": MP-SAE's worst seed is not below TopK's best there; paired by seed, MP-SAE's FVU is below TopK's on "
+                 + ", ".join(f"{m[f'seeds_fvu_below_{t}']:.0f} of {m[f'seeds_{t}']:.0f}" for t in overlap) + " seeds)")
     if m["cells_holding"] >= m["cells"]:
         return "reproduces", text
     if m["cells_holding"] > 0:

@@ -314,6 +314,14 @@ def test_noisy_superposition_claim_values__per_level_and_ratio_and_the_verdict()
     status, reason = claims.evaluate(claim, v)
     assert status == "reproduces" and "noise 0.1, n/d = 4: FVU MP-SAE 0.200, TopK 0.300 (against the clean rows 0.250, 0.300)" in reason
     assert "4 of 4" in reason and "without noise: at 2 of 2" in reason
+    assert v["mp_fvu_max_nu0.1_r4"] == 0.2 and v["topk_fvu_min_nu0.1_r4"] == 0.3 and v["seeds_fvu_below_nu0.1_r4"] == 2 == v["seeds_nu0.1_r4"]
+    assert "overlap" not in reason
+    spread = frame({})
+    spread.loc[(spread.method == "MP-SAE") & (spread.seed == 1) & (spread.noise == 0.3) & (spread.ratio == 16), "fvu"] = 0.35
+    sv = mp.noisy_superposition_claim_values(spread)  # MP-SAE's mean 0.275 < 0.3, its seed 1 above TopK's 0.3
+    assert sv["cells_holding"] == 4 and sv["seeds_fvu_below_nu0.3_r16"] == 1
+    assert ("the seeds' FVU overlap at noise 0.3, n/d = 16" in claims.evaluate(claim, sv)[1]
+            and "below TopK's on 1 of 2 seeds" in claims.evaluate(claim, sv)[1])
     assert claims.evaluate(claim, mp.noisy_superposition_claim_values(frame({(0.3, 4): 0.79, (0.3, 16): 0.79})))[0] == "partly"
     nowhere = {(nu, r): 0.79 for nu in (0.1, 0.3) for r in (4, 16)}  # within 0.02 of TopK at every noisy cell
     assert claims.evaluate(claim, mp.noisy_superposition_claim_values(frame(nowhere)))[0] == "does not reproduce"

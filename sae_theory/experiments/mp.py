@@ -661,7 +661,10 @@ def noisy_superposition_claim_values(df: pd.DataFrame) -> dict:
     ``mp_fvu_signal_...``, ``topk_fvu_signal_...`` (FVU against the clean rows); ``cells`` and
     ``cells_holding``, the number of (nu, r) and of those where MP-SAE's FVU is below TopK's while
     its MCC is more than 0.02 below (the rule of ``mp.synth.reconstruction_not_recovery``);
-    ``noise_levels``, ``width``; ``clean_holding`` and ``ratios``, the same count at noise 0 when
+    ``noise_levels``, ``width``; the seeds' spread of the FVU per cell: ``mp_fvu_max_...`` and
+    ``topk_fvu_min_...`` (MP-SAE's worst seed, TopK's best) and ``seeds_fvu_below_...`` of
+    ``seeds_...`` (seeds where MP-SAE's FVU is below TopK's, paired by seed: the same data);
+    ``clean_holding`` and ``ratios``, the same count at noise 0 when
     the frame has it. ``converged``: every noisy run's MCC moved by at most 0.03 and its FVU by at
     most 10% from half-way to the end (:func:`recovery_claim_values`)."""
     if df.empty or "noise" not in df.columns:
@@ -677,10 +680,14 @@ def noisy_superposition_claim_values(df: pd.DataFrame) -> dict:
         for r in sorted(df.ratio.unique()):
             at = df[(df.noise == nu) & (df.ratio == r)]
             vals = recovery_claim_values(at.assign(mcc=at.mcc_matched))
-            signal = at[at.step == at.step.max()].groupby("method").fvu_signal.mean()
+            end = at[at.step == at.step.max()]
+            signal = end.groupby("method").fvu_signal.mean()
+            paired = end.pivot_table(index="seed", columns="method", values="fvu")  # same data and seed for both methods
             tag = f"nu{nu:g}_r{int(r)}"
             values.update({f"{key}_{tag}": vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")},
-                          **{f"mp_fvu_signal_{tag}": float(signal["MP-SAE"]), f"topk_fvu_signal_{tag}": float(signal["TopK"])})
+                          **{f"mp_fvu_signal_{tag}": float(signal["MP-SAE"]), f"topk_fvu_signal_{tag}": float(signal["TopK"]),
+                             f"mp_fvu_max_{tag}": float(paired["MP-SAE"].max()), f"topk_fvu_min_{tag}": float(paired["TopK"].min()),
+                             f"seeds_fvu_below_{tag}": int((paired["MP-SAE"] < paired["TopK"]).sum()), f"seeds_{tag}": len(paired)})
             holding += vals["mp_fvu"] < vals["topk_fvu"] and vals["mp_mcc"] < vals["topk_mcc"] - 0.02
             converged &= vals["converged"]
     values.update(noise_levels=len(levels), cells=len(levels) * df.ratio.nunique(), cells_holding=int(holding), width=float(widths[0]))
