@@ -443,6 +443,7 @@ def _figure_calls():
         "real_inference_training_figure": lambda: plotting.real_inference_training_figure(pd.DataFrame(
             [dict(method=m, train_k=4, step=st, inference_k=j, l0=float(j), nmse=1 / (j + st)) for m in REAL for st in (5, 10, 20)
              for j in (1, 2, 4, 8)])),
+        "real_inference_training_figure with readings": lambda: plotting.real_inference_training_figure(_fig20_frame()),
         "real_babel_figure": lambda: plotting.real_babel_figure(*_real_frames()[2:4]),
         "real_training_figure": lambda: plotting.real_training_figure(_real_frames()[4]),
         "recovery_figure": lambda: plotting.recovery_figure(pd.DataFrame(
@@ -678,6 +679,30 @@ def test_superposition_figure__narrow_panels_plot_the_mcc_over_the_matched_pairs
         assert ys(wide) == {0.9} and ys(narrow) == {0.9}  # wide: mcc = 0.9 * 1; narrow: mcc_matched, not mcc = 0.225
         assert "matched pairs" in narrow.get_ylabel() and "matched" not in wide.get_ylabel()
         assert "16 latents, k = 3" in narrow.get_title() and "64 latents, k = 4" in wide.get_title()
+    finally:
+        plt.close(fig)
+
+
+def _fig20_frame():
+    from sae_theory.experiments import real_mp
+
+    reading = {"MP-SAE": real_mp.READING_STEPS, "TopK": real_mp.READING_TOPK}
+    rows = [dict(method=m, reading=reading.get(m, real_mp.READING_LARGEST), train_k=4, step=st, inference_k=j, l0=float(j), nmse=1 / (j + st))
+            for m in REAL for st in (5, 10, 20) for j in (1, 2, 4, 8)]
+    rows += [dict(r, reading=real_mp.READING_LARGEST, nmse=r["nmse"] * 1.1) for r in rows if r["method"] == "MP-SAE"]
+    return pd.DataFrame(rows)
+
+
+def test_real_inference_training_figure__a_panel_per_method_and_reading_and_the_legend_in_a_cell_of_its_own():
+    fig = plotting.real_inference_training_figure(_fig20_frame())
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert titles[:2] == ["MP-SAE\n(k largest latents)", "MP-SAE\n(k pursuit steps)"] and len(titles) == 6
+        assert "TopK\n(top k pre-activations)" in titles
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert len(legends) == 1 and not fig.legends  # in a spare cell, not above the panels where the title is
+        mp_largest = fig.axes[0].get_lines()[0]  # first point of training, the k largest latents: 1.1 x the pursuit reading
+        assert list(mp_largest.get_ydata()) == pytest.approx([1.1 / (j + 5) for j in (1, 2, 4, 8)])
     finally:
         plt.close(fig)
 

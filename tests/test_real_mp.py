@@ -287,12 +287,32 @@ def test_inference_over_training__every_snapshot_and_the_end_read_at_every_infer
     k = S.ks[len(S.ks) // 2]
     assert set(df.train_k) == {k} and set(df.method) == set(real_mp.METHODS)
     assert sorted(df.step.unique()) == [*real_mp.snapshot_steps(S.steps), S.steps]
-    for (m, step), g in df.groupby(["method", "step"]):
+    readings = df.groupby("method").reading.unique().map(sorted).to_dict()
+    assert readings == {"MP-SAE": [real_mp.READING_LARGEST, real_mp.READING_STEPS], "TopK": [real_mp.READING_TOPK],
+                        **{m: [real_mp.READING_LARGEST] for m in ("BatchTopK", "ReLU", "JumpReLU")}}
+    for (m, reading, step), g in df.groupby(["method", "reading", "step"]):
         assert list(g.inference_k) == real_mp.inference_ks(k, S.inference_k_max_multiple)
         assert np.isfinite(g.nmse).all() and (g.l0 <= g.inference_k + 1e-9).all()
-        if m == "MP-SAE":  # Prop. C.2 at every point of training: the error never rises with the inference k
+        if (m, reading) == ("MP-SAE", real_mp.READING_STEPS):  # Prop. C.2 at every point of training: never rises with the inference k
             assert (np.diff(g.nmse.to_numpy()) <= 1e-6).all(), (step, g)
+    # MP-SAE's two readings: the same code at the largest k, and at every k the k largest latents of that code
+    mp_ = df[df.method == "MP-SAE"].pivot_table(index=["step", "inference_k"], columns="reading", values="nmse")
+    kmax = max(real_mp.inference_ks(k, S.inference_k_max_multiple))
+    top = mp_.xs(kmax, level="inference_k")
+    np.testing.assert_array_equal(top[real_mp.READING_LARGEST].to_numpy(), top[real_mp.READING_STEPS].to_numpy())
+    run = real_mp.trained("MP-SAE", k, profile, tiny_cache)
+    sae = run.at(S.steps)
+    x = real_mp._held_out(sae, tiny_cache, profile)
+    with sae.prepared_inputs():
+        full = sae.encode(x, k=kmax)  # the whole code of one pursuit of kmax steps
+    for j, codes in real_mp._mp_largest_codes(sae, x, real_mp.inference_ks(k, S.inference_k_max_multiple)):
+        kept = codes != 0
+        assert (kept.sum(1) <= j).all() and torch.equal(codes[kept], full[kept])  # a subset of the whole code, values unchanged
+        dropped = full.abs().masked_fill(kept, 0).amax(1)  # no latent left out is larger than one kept
+        smallest_kept = codes.abs().masked_fill(~kept, float("inf")).amin(1)
+        assert (dropped <= smallest_kept).all()
     # the end of training is the trained model: the same reading as inference_sweep's
+    df = df[~((df.method == "MP-SAE") & (df.reading == real_mp.READING_LARGEST))]
     end = df[df.step == S.steps].set_index(["method", "inference_k"]).nmse
     sweep = real_mp.inference_sweep(profile, cache=tiny_cache, progress=False)
     ref = sweep[sweep.train_k == k].set_index(["method", "inference_k"]).nmse

@@ -103,25 +103,31 @@ def real_inference_figure(sweep_df):
 
 def real_inference_training_figure(df):
     """Fig 20's reading (``experiments.real_mp.inference_over_training``): normalised error against
-    the inference k, one panel per method, one line per point of training (light: early, dark: the
-    end), the training k dashed. MP-SAE's error should keep falling beyond the training k once
-    trained long enough; TopK's rises past it; the others flatten at their own L0."""
+    the inference k, one panel per method and reading (MP-SAE twice: the k largest latents of its
+    longest code, the paper's Fig 20 reading, and k pursuit steps), one line per point of training
+    (light: early, dark: the end), the training k dashed. MP-SAE's error should keep falling beyond
+    the training k once trained long enough; TopK's rises past it; the others flatten at their own L0."""
     import seaborn as sns
     from matplotlib.lines import Line2D
 
     use_style()
+    if "reading" not in df.columns:  # a frame from before MP-SAE was read two ways
+        df = df.assign(reading="")
     order = method_order(df["method"])
+    panels = [(m, r) for m in order for r in sorted(df.loc[df["method"] == m, "reading"].unique())]
     steps = sorted(df["step"].unique())
     shades = dict(zip(steps, sns.color_palette("rocket_r", len(steps) + 1)[1:]))  # skip the palest shade
     k = int(df["train_k"].iloc[0])
-    fig, axes, spare = panel_grid(len(order), ncols=3, panel_height=3.6)
-    for ax, method in zip(axes, order):
-        d = df[df["method"] == method]
+    # rows of three with a cell left for the legend (above the panels it would collide with the title); six panels: rows of four
+    fig, axes, spare = panel_grid(len(panels), ncols=4 if len(panels) % 3 == 0 else 3, panel_height=3.6)
+    for ax, (method, reading) in zip(axes, panels):
+        d = df[(df["method"] == method) & (df["reading"] == reading)]
         for step in steps:
             g = d[d["step"] == step].sort_values("inference_k")
             ax.plot(g["inference_k"], g["nmse"], marker="o", ms=3, color=shades[step], lw=1.4)
         ax.axvline(k, color="k", ls="--", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="inference k (log scale)", ylabel="normalised MSE (held out)", title=method)
+        title = f"{method}\n({reading})" if reading else method
+        ax.set(xscale="log", yscale="log", xlabel="inference k (log scale)", ylabel="normalised MSE (held out)", title=title)
         plain_log_axis(ax, "x", [j for j in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if j <= d["inference_k"].max()])
         plain_log_axis(ax, "y")
     handles = [Line2D([], [], color=shades[s], marker="o", ms=3, lw=1.4) for s in steps] + [Line2D([], [], color="k", ls="--", lw=1)]
