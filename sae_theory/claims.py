@@ -557,21 +557,21 @@ def _judge_zipf_superposition(m):
 
 
 def _judge_noisy_superposition(m):
-    cells = sorted({key.split("mp_fvu_signal_", 1)[1] for key in m if key.startswith("mp_fvu_signal_nu")},
-                   key=lambda t: (float(t[2:].split("_r")[0]), int(t.split("_r")[1])))
+    # the cells (tag, noise, ratio) from the keys "mp_fvu_signal_nu<noise>_r<ratio>", by noise then ratio
+    cells = sorted(((t, *t[2:].split("_r")) for t in (key.split("mp_fvu_signal_", 1)[1] for key in m if key.startswith("mp_fvu_signal_nu"))),
+                   key=lambda c: (float(c[1]), int(c[2])))
     text = f"SAEs with {m['width']:g} n latents (MCC over the matched pairs): " + "; ".join(
-        f"noise {t[2:].split('_r')[0]}, n/d = {t.split('_r')[1]}: FVU MP-SAE {m[f'mp_fvu_{t}']:.3f}, TopK {m[f'topk_fvu_{t}']:.3f} "
+        f"noise {nu}, n/d = {r}: FVU MP-SAE {m[f'mp_fvu_{t}']:.3f}, TopK {m[f'topk_fvu_{t}']:.3f} "
         f"(against the clean rows {m[f'mp_fvu_signal_{t}']:.3f}, {m[f'topk_fvu_signal_{t}']:.3f}), decoder MCC MP-SAE "
-        f"{m[f'mp_mcc_{t}']:.3f}, TopK {m[f'topk_mcc_{t}']:.3f}" for t in cells)
+        f"{m[f'mp_mcc_{t}']:.3f}, TopK {m[f'topk_mcc_{t}']:.3f}" for t, nu, r in cells)
     text += f"; both halves hold at {m['cells_holding']:.0f} of {m['cells']:.0f} (noise, n/d) cells"
     if "clean_holding" in m:
         text += f" (without noise: at {m['clean_holding']:.0f} of {m['ratios']:.0f} ratios)"
-    overlap = [t for t in cells if f"mp_fvu_max_{t}" in m and m[f"mp_fvu_max_{t}"] >= m[f"topk_fvu_min_{t}"]]
+    overlap = [(t, nu, r) for t, nu, r in cells if f"mp_fvu_max_{t}" in m and m[f"mp_fvu_max_{t}"] >= m[f"topk_fvu_min_{t}"]]
     if overlap:  # recorded with the seeds' spread: say where the FVU half rests on the means only
-        text += (" (in the means over seeds; the seeds' FVU overlap at " + ", ".join(f"noise {t[2:].split('_r')[0]}, n/d = {t.split('_r')[1]}"
-                                                                                for t in overlap)
+        text += (" (in the means over seeds; the seeds' FVU overlap at " + ", ".join(f"noise {nu}, n/d = {r}" for _, nu, r in overlap)
                  + ": MP-SAE's worst seed is not below TopK's best there; paired by seed, MP-SAE's FVU is below TopK's on "
-                 + ", ".join(f"{m[f'seeds_fvu_below_{t}']:.0f} of {m[f'seeds_{t}']:.0f}" for t in overlap) + " seeds)")
+                 + ", ".join(f"{m[f'seeds_fvu_below_{t}']:.0f} of {m[f'seeds_{t}']:.0f}" for t, _, _ in overlap) + " seeds)")
     if m["cells_holding"] >= m["cells"]:
         return "reproduces", text
     if m["cells_holding"] > 0:

@@ -305,12 +305,15 @@ def test_inference_over_training__every_snapshot_and_the_end_read_at_every_infer
     x = real_mp._held_out(sae, tiny_cache, profile)
     with sae.prepared_inputs():
         full = sae.encode(x, k=kmax)  # the whole code of one pursuit of kmax steps
-    for j, codes in real_mp._mp_largest_codes(sae, x, real_mp.inference_ks(k, S.inference_k_max_multiple)):
+    for j, codes in real_mp._largest_latents(full, real_mp.inference_ks(k, S.inference_k_max_multiple)):
         kept = codes != 0
         assert (kept.sum(1) <= j).all() and torch.equal(codes[kept], full[kept])  # a subset of the whole code, values unchanged
         dropped = full.abs().masked_fill(kept, 0).amax(1)  # no latent left out is larger than one kept
         smallest_kept = codes.abs().masked_fill(~kept, float("inf")).amin(1)
         assert (dropped <= smallest_kept).all()
+        # the frame's Fig 20 reading at the end of training is this one, of the whole code of the pursuit of kmax steps
+        read = df[(df.method == "MP-SAE") & (df.reading == real_mp.READING_LARGEST) & (df.step == S.steps) & (df.inference_k == j)].nmse
+        assert read.item() == real_mp._nmse(x, real_mp._decode(sae, codes))
     # the end of training is the trained model: the same reading as inference_sweep's
     df = df[~((df.method == "MP-SAE") & (df.reading == real_mp.READING_LARGEST))]
     end = df[df.step == S.steps].set_index(["method", "inference_k"]).nmse

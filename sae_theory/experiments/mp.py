@@ -601,6 +601,21 @@ def noisy_superposition_recovery(profile: Profile, *, methods: tuple[str, ...] =
                                             "noisy superposition"))
 
 
+def _per_ratio(frame: pd.DataFrame, mcc: str) -> tuple[dict, int, bool]:
+    """Per ratio n / d of a superposition frame, reading the MCC column ``mcc``: MP-SAE's and TopK's
+    FVU and MCC at the end (means over seeds, :func:`recovery_claim_values`) keyed by the ratio as
+    a string; the number of ratios where MP-SAE's FVU is below TopK's while its MCC is more than
+    0.02 below; and whether every run there settled."""
+    out, converged = {}, True
+    for r in sorted(frame.ratio.unique()):
+        at = frame[frame.ratio == r]
+        vals = recovery_claim_values(at.assign(mcc=at[mcc]))
+        out[str(int(r))] = {key: vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")}
+        converged &= vals["converged"]
+    holding = sum(v["mp_fvu"] < v["topk_fvu"] and v["mp_mcc"] < v["topk_mcc"] - 0.02 for v in out.values())
+    return out, int(holding), converged
+
+
 def superposition_claim_values(df: pd.DataFrame) -> dict:
     """The values ``claims`` rule ``mp.synth.zipf_superposition`` reads, from
     :func:`superposition_recovery`.
@@ -622,23 +637,13 @@ def superposition_claim_values(df: pd.DataFrame) -> dict:
     if 1.0 not in widths:
         raise ValueError(f"the superposition frame has no runs at width 1 (as wide as the truth); its widths are {widths}.")
 
-    def per_ratio(frame, mcc):
-        out, converged = {}, True
-        for r in sorted(frame.ratio.unique()):
-            at = frame[frame.ratio == r]
-            vals = recovery_claim_values(at.assign(mcc=at[mcc]))
-            out[str(int(r))] = {key: vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")}
-            converged &= vals["converged"]
-        holding = sum(v["mp_fvu"] < v["topk_fvu"] and v["mp_mcc"] < v["topk_mcc"] - 0.02 for v in out.values())
-        return out, int(holding), converged
-
     full = df[df.width == 1.0] if "width" in df.columns else df
-    by_ratio, holding, converged = per_ratio(full, "mcc")
+    by_ratio, holding, converged = _per_ratio(full, "mcc")
     flat = {f"{key}_r{r}": value for r, v in by_ratio.items() for key, value in v.items()}
     values = dict(ratios=len(by_ratio), ratios_holding=holding, **by_ratio[max(by_ratio, key=int)], **flat)
     if len(widths) > 1:
         w = widths[0]
-        narrow, n_holding, n_converged = per_ratio(df[df.width == w], "mcc_matched")
+        narrow, n_holding, n_converged = _per_ratio(df[df.width == w], "mcc_matched")
         converged &= n_converged
         at_end = df[(df.width == w) & (df.step == df.step.max())]
         spread = {}
@@ -677,28 +682,23 @@ def noisy_superposition_claim_values(df: pd.DataFrame) -> dict:
         raise ValueError(f"the noisy superposition frame mixes SAE widths {widths}; it reads one width.")
     values, holding, converged = {}, 0, True
     for nu in levels:
-        for r in sorted(df.ratio.unique()):
-            at = df[(df.noise == nu) & (df.ratio == r)]
-            vals = recovery_claim_values(at.assign(mcc=at.mcc_matched))
-            end = at[at.step == at.step.max()]
-            signal = end.groupby("method").fvu_signal.mean()
-            paired = end.pivot_table(index="seed", columns="method", values="fvu")  # same data and seed for both methods
-            tag = f"nu{nu:g}_r{int(r)}"
-            values.update({f"{key}_{tag}": vals[key] for key in ("mp_fvu", "topk_fvu", "mp_mcc", "topk_mcc")},
+        at_nu = df[df.noise == nu]
+        by_ratio, ok, settled = _per_ratio(at_nu, "mcc_matched")
+        holding, converged = holding + ok, converged and settled
+        end = at_nu[at_nu.step == at_nu.step.max()]
+        for r, vals in by_ratio.items():
+            at = end[end.ratio == int(r)]
+            signal = at.groupby("method").fvu_signal.mean()
+            paired = at.pivot_table(index="seed", columns="method", values="fvu")  # same data and seed for both methods
+            tag = f"nu{nu:g}_r{r}"
+            values.update({f"{key}_{tag}": value for key, value in vals.items()},
                           **{f"mp_fvu_signal_{tag}": float(signal["MP-SAE"]), f"topk_fvu_signal_{tag}": float(signal["TopK"]),
                              f"mp_fvu_max_{tag}": float(paired["MP-SAE"].max()), f"topk_fvu_min_{tag}": float(paired["TopK"].min()),
                              f"seeds_fvu_below_{tag}": int((paired["MP-SAE"] < paired["TopK"]).sum()), f"seeds_{tag}": len(paired)})
-            holding += vals["mp_fvu"] < vals["topk_fvu"] and vals["mp_mcc"] < vals["topk_mcc"] - 0.02
-            converged &= vals["converged"]
     values.update(noise_levels=len(levels), cells=len(levels) * df.ratio.nunique(), cells_holding=int(holding), width=float(widths[0]))
     clean = df[df.noise == 0]
     if not clean.empty:
-        ok = 0
-        for r in sorted(clean.ratio.unique()):
-            at = clean[clean.ratio == r]
-            vals = recovery_claim_values(at.assign(mcc=at.mcc_matched))
-            ok += vals["mp_fvu"] < vals["topk_fvu"] and vals["mp_mcc"] < vals["topk_mcc"] - 0.02
-        values.update(ratios=int(clean.ratio.nunique()), clean_holding=int(ok))
+        values.update(ratios=int(clean.ratio.nunique()), clean_holding=_per_ratio(clean, "mcc_matched")[1])
     return dict(values, converged=bool(converged))
 
 

@@ -378,15 +378,13 @@ def _codes_at(method: str, sae: SAE, x: Tensor, ks: list[int]):
             yield j, codes if codes is not None else inference_codes(method, sae, x, j)
 
 
-def _mp_largest_codes(sae, x: Tensor, ks: list[int]):
-    """``(k, codes)`` at every k of the increasing ``ks``: the k largest-magnitude latents of MP-SAE's
-    code from one pursuit of ``max(ks)`` steps (Fig 20's reading: :func:`inference_over_training`). At ``max(ks)``
-    that is the whole code, the same as ``max(ks)`` pursuit steps."""
-    for full in _mp_prefix_codes(sae, x, ks[-1]):
-        pass  # the generator fills one tensor in place: after the last step it holds the whole code
+def _largest_latents(code: Tensor, ks: list[int]):
+    """``(k, codes)`` at every k of ``ks``: the k largest-magnitude latents of ``code`` (Fig 20's
+    reading of MP-SAE, :func:`inference_over_training`, on the code of one pursuit of ``max(ks)``
+    steps: at ``max(ks)`` that is the whole code)."""
     for j in ks:
-        top = full.abs().topk(min(int(j), full.shape[-1]), dim=-1).indices
-        yield j, torch.zeros_like(full).scatter_(-1, top, full.gather(-1, top))
+        top = code.abs().topk(min(int(j), code.shape[-1]), dim=-1).indices
+        yield j, torch.zeros_like(code).scatter_(-1, top, code.gather(-1, top))
 
 
 #: The readings of the inference k (column ``reading`` of :func:`inference_over_training`): MP-SAE is
@@ -555,13 +553,13 @@ def inference_over_training(profile: Profile, *, cache: ActivationCache | None =
             sae = run.at(step)
             x = _held_out(sae, cache, profile)
             reading = {"MP-SAE": READING_STEPS, "TopK": READING_TOPK}.get(method, READING_LARGEST)
-            readings = [(reading, _codes_at(method, sae, x, ks))]
-            if method == "MP-SAE":
-                readings.append((READING_LARGEST, _mp_largest_codes(sae, x, ks)))
-            for reading, codes_at in readings:
-                for j, codes in codes_at:
-                    rows.append(dict(method=method, reading=reading, train_k=k, step=step, inference_k=j, l0=_l0(codes),
-                                     nmse=_nmse(x, _decode(sae, codes))))
+            for j, codes in _codes_at(method, sae, x, ks):
+                rows.append(dict(method=method, reading=reading, train_k=k, step=step, inference_k=j, l0=_l0(codes),
+                                 nmse=_nmse(x, _decode(sae, codes))))
+            if method == "MP-SAE":  # the last codes read are the whole code of the pursuit of max(ks) steps: no second pursuit
+                for j, top in _largest_latents(codes, ks):
+                    rows.append(dict(method=method, reading=READING_LARGEST, train_k=k, step=step, inference_k=j, l0=_l0(top),
+                                     nmse=_nmse(x, _decode(sae, top))))
     return pd.DataFrame(rows)
 
 
