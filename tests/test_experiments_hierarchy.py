@@ -24,7 +24,7 @@ LABELS = ("MP-SAE", "ReLU", "TopK", "BatchTopK", "JumpReLU", "Matryoshka", "GBA"
 def tiny():
     P = get_profile("quick", device="cpu")
     H = dataclasses.replace(P.hierarchy, steps=40, rhos=(0.0, 0.6), seeds=(0,), absorption_cells=((0.5, 1 / 40), (1.0, 1 / 4)),
-                            absorption_seeds=(0,), eval_samples=300)
+                            absorption_seeds=(0,), eval_samples=300, fig4_seeds=())
     R = dataclasses.replace(P.resonance, steps=20, n_samples=4000)
     return dataclasses.replace(P, hierarchy=H, resonance=R, seeds=(0,))
 
@@ -47,6 +47,17 @@ def test_hierarchy__one_row_per_method_rho_seed_with_the_metrics(tiny):
     again = hx.fit("BatchTopK", 0.0, tiny, 0)
     assert torch.equal(first.dictionary, again.dictionary) and torch.equal(first.codes, again.codes)
     assert first.history == again.history and len(first.history) > 0 and first.history[-1]["step"] == tiny.hierarchy.steps
+
+
+def test_hierarchy__fig4_seeds_when_set_else_seeds(tiny):
+    # quick reads Fig 4 over more seeds than its other hierarchy studies (profiles.HierarchyScale.fig4_seeds)
+    assert get_profile("quick").hierarchy.fig4_seeds == (0, 1, 2) and get_profile("full").hierarchy.fig4_seeds == ()
+    P = dataclasses.replace(tiny, hierarchy=dataclasses.replace(tiny.hierarchy, seeds=(0,), fig4_seeds=(0, 1)))
+    assert set(experiments.hierarchy(P, methods=("ReLU",), rhos=(0.0,), progress=False).seed) == {0, 1}
+    P = dataclasses.replace(tiny, hierarchy=dataclasses.replace(tiny.hierarchy, seeds=(1,), fig4_seeds=()))
+    assert set(experiments.hierarchy(P, methods=("ReLU",), rhos=(0.0,), progress=False).seed) == {1}
+    # an explicit seeds= wins over both
+    assert set(experiments.hierarchy(P, methods=("ReLU",), rhos=(0.0,), seeds=(2,), progress=False).seed) == {2}
 
 
 def test_training_curves__history_of_every_run(tiny):

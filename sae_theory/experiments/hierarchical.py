@@ -300,7 +300,7 @@ def _absorption_mean(scores: dict[int, float]) -> tuple[float, int]:
 def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tuple[float, ...] | None = None,
               seeds: tuple[int, ...] | None = None, progress: bool = True) -> pd.DataFrame:
     """Fig 4: every method on the toy tree at each within-level correlation rho (default
-    ``profile.hierarchy.rhos``), over ``profile.hierarchy.seeds``.
+    ``profile.hierarchy.rhos``), over ``profile.hierarchy.fig4_seeds`` (when empty, its ``seeds``).
 
     Returns
     -------
@@ -317,7 +317,7 @@ def hierarchy(profile: Profile, *, methods: tuple[str, ...] = METHODS, rhos: tup
     methods = _check_methods(methods, tuple(method_specs(profile.hierarchy)))
     H = profile.hierarchy
     rhos = H.rhos if rhos is None else tuple(rhos)
-    seeds = H.seeds if seeds is None else tuple(seeds)
+    seeds = (H.fig4_seeds or H.seeds) if seeds is None else tuple(seeds)
     runs = [(r, s, m) for r in rhos for s in seeds for m in methods]
     rows = []
     for rho, seed, method in tqdm(runs, desc="hierarchy runs", disable=not progress):
