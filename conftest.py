@@ -35,21 +35,21 @@ def pytest_unconfigure(config):
         del _TMP[variable]
 
 
-#: The notebooks, slowest first, with their cold quick-profile times on one idle core (minutes).
+#: The notebooks, slowest first (07 right after 06, its group), with their cold quick-profile times in
+#: minutes (the test command's --durations on 2026-12-07, one thread per worker; 06 measured alone
+#: after Fig 4 went to three seeds at quick).
 #: Under ``-n 2 --dist loadgroup`` (the README's command) the first two start at once on the two
 #: workers and everything else fills in around them; 06 and 07 share a group, so 07 runs after 06 on
 #: the same worker and finds 06's hierarchy runs in the shared run cache instead of training them again.
-#: 09 comes next: the worker of 06 and 07 is free first (about 7.5 min against 03's 10) and takes it,
-#: then 08 (GBA on the real network, the same kind of job); 02, 05, 01 and 04 fill the rest.
 NOTEBOOK_ORDER = {
-    "03_gba_vs_topk.ipynb": 10.0,
-    "06_hierarchy.ipynb": 6.0,
-    "07_cross_paper.ipynb": 1.5,
-    "09_mp_real_network.ipynb": 4.2,
-    "08_gba_real_network.ipynb": 3.5,
-    "02_gba_resonance.ipynb": 2.0,
-    "05_mp_adaptive_sparsity.ipynb": 1.3,
-    "01_feature_model.ipynb": 0.5,
+    "03_gba_vs_topk.ipynb": 14.3,
+    "06_hierarchy.ipynb": 12.9,
+    "07_cross_paper.ipynb": 1.4,
+    "05_mp_adaptive_sparsity.ipynb": 5.2,
+    "09_mp_real_network.ipynb": 4.4,
+    "08_gba_real_network.ipynb": 4.2,
+    "02_gba_resonance.ipynb": 1.5,
+    "01_feature_model.ipynb": 0.4,
     "04_mp_theory.ipynb": 0.4,
 }
 XDIST_GROUPS = {"06_hierarchy.ipynb": "hierarchy", "07_cross_paper.ipynb": "hierarchy"}
